@@ -1,0 +1,74 @@
+"""Settings for every clipft process, read once from `CLIPFT_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLIPFT_", extra="ignore")
+
+    environment: Literal["dev", "production"] = Field(
+        "dev", description="`production` refuses the single-machine defaults (SQLite, no broker)."
+    )
+    data_dir: Path = Field(Path("clipft-data"), description="Datasets, checkpoints and models.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; unset means a SQLite file inside the data dir."
+    )
+    redis_url: str | None = Field(
+        None, description="Broker URL; unset means `serve`/`demo` start an embedded Redis."
+    )
+    base_models_dir: Path | None = Field(
+        None, description="Folder of local base models (each a `save_pretrained` folder)."
+    )
+    train_queue: str = Field("train", description="Celery queue the training tasks go to.")
+
+    # Upload limits: a zip is checked against these before anything is extracted.
+    max_upload_bytes: int = Field(2 * 1024**3, gt=0)
+    max_archive_entries: int = Field(100_000, gt=0)
+    max_uncompressed_bytes: int = Field(8 * 1024**3, gt=0)
+    max_compression_ratio: float = Field(200.0, gt=1)
+    max_image_pixels: int = Field(50_000_000, gt=0)
+    stored_image_max_side: int = Field(
+        512, ge=64, description="Uploaded images are stored downscaled to this longest side."
+    )
+    val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    split_seed: int = Field(0, ge=0)
+
+    # Jobs.
+    job_max_attempts: int = Field(3, ge=1)
+    heartbeat_timeout_seconds: float = Field(600.0, gt=0)
+    queued_resend_after_seconds: float = Field(300.0, gt=0)
+    reconcile_interval_seconds: float = Field(60.0, gt=0)
+    device: str = Field("auto", description="`auto`, `cpu`, `cuda` or `cuda:N` for training.")
+
+    # Serving.
+    model_cache_size: int = Field(2, ge=1, description="Models kept loaded for /predict.")
+    predict_max_images: int = Field(64, ge=1)
+    predict_max_texts: int = Field(256, ge=1)
+    predict_max_image_bytes: int = Field(20 * 1024**2, gt=0)
+
+    @model_validator(mode="after")
+    def _refuse_dev_defaults_in_production(self) -> Settings:
+        if self.environment == "production":
+            if not self.database_url or self.database_url.startswith("sqlite"):
+                raise ValueError("production needs CLIPFT_DATABASE_URL pointing at PostgreSQL")
+            if not self.redis_url:
+                raise ValueError("production needs CLIPFT_REDIS_URL")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'clipft.db').resolve()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,33 @@
+"""Errors a service raises for the client's mistakes; the app turns them into JSON answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ClientError(Exception):
+    """A 4xx answer: `detail` says what is wrong, naming the field or the file."""
+
+    status_code = 400
+
+    def __init__(self, detail: Any, *, status_code: int | None = None) -> None:
+        super().__init__(detail if isinstance(detail, str) else repr(detail))
+        self.detail = detail
+        if status_code is not None:
+            self.status_code = status_code
+
+
+class NotFound(ClientError):
+    status_code = 404
+
+
+class Conflict(ClientError):
+    status_code = 409
+
+
+class PayloadTooLarge(ClientError):
+    status_code = 413
+
+
+class Unprocessable(ClientError):
+    status_code = 422

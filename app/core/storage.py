@@ -1,0 +1,66 @@
+"""Where things live inside the data directory, and writes that never leave half a file behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def datasets_root(data_dir: Path) -> Path:
+    return data_dir / "datasets"
+
+
+def dataset_dir(data_dir: Path, dataset_id: str) -> Path:
+    return datasets_root(data_dir) / dataset_id
+
+
+def job_dir(data_dir: Path, job_id: str) -> Path:
+    return data_dir / "jobs" / job_id
+
+
+def checkpoints_dir(data_dir: Path, job_id: str) -> Path:
+    return job_dir(data_dir, job_id) / "checkpoints"
+
+
+def model_dir(data_dir: Path, model_id: str) -> Path:
+    return data_dir / "models" / model_id
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, payload: Any) -> None:
+    atomic_write_bytes(path, json.dumps(payload, indent=2, sort_keys=True).encode())
+
+
+def replace_dir(source: Path, target: Path) -> None:
+    """Move a finished folder into place; an older folder at `target` is swapped out first."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        trash = target.with_name(f".{target.name}.old-{new_id()}")
+        os.replace(target, trash)
+        os.replace(source, target)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(source, target)

@@ -1,0 +1,46 @@
+"""`GET /health`: 200 once the database and the broker answer, 503 otherwise."""
+
+from __future__ import annotations
+
+import redis
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from app.core.db import get_engine
+from app.deps import SettingsDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+def health(settings: SettingsDep) -> JSONResponse:
+    """Report whether the database and the broker answer."""
+    checks = {"database": _check_database(settings.resolved_database_url)}
+    checks["broker"] = _check_broker(settings.redis_url)
+    healthy = all(value == "ok" for value in checks.values())
+    return JSONResponse(
+        status_code=200 if healthy else 503,
+        content={"status": "ok" if healthy else "unavailable", **checks},
+    )
+
+
+def _check_database(database_url: str) -> str:
+    try:
+        with get_engine(database_url).connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as error:
+        return f"error: {type(error).__name__}"
+    return "ok"
+
+
+def _check_broker(redis_url: str | None) -> str:
+    if not redis_url:
+        return "error: no broker configured (CLIPFT_REDIS_URL is unset)"
+    try:
+        client = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+        client.ping()
+        client.close()
+    except Exception as error:
+        return f"error: {type(error).__name__}"
+    return "ok"

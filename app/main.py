@@ -1,0 +1,32 @@
+"""Build the FastAPI application."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from app.core.config import Settings, get_settings
+from app.core.errors import ClientError
+from app.health.router import router as health_router
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(title="clipft", version="1", summary="Fine-tune CLIP on your own images.")
+    app.state.settings = settings
+
+    @app.exception_handler(ClientError)
+    async def client_error(_request: Request, error: ClientError) -> JSONResponse:
+        return JSONResponse(status_code=error.status_code, content={"detail": error.detail})
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(_request: Request, error: Exception) -> JSONResponse:
+        logger.exception("unhandled error", exc_info=error)
+        return JSONResponse(status_code=500, content={"detail": "internal server error"})
+
+    app.include_router(health_router)
+    return app

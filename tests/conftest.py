@@ -1,0 +1,96 @@
+"""Shared fixtures: a migrated database, a real Redis, a data dir, and the app over HTTP.
+
+By default the database is a SQLite file and Redis is the embedded server, as on a user's
+fresh machine. CI also runs the suite against real services by setting
+`CLIPFT_TEST_POSTGRES_URL` (a server URL; each run gets its own new database) and
+`CLIPFT_TEST_REDIS_URL`.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
+
+from app.core.config import Settings
+from app.core.embedded_redis import EmbeddedRedis
+from app.core.migrate import upgrade_to_head
+from app.main import create_app
+
+
+def _new_postgres_database(server_url: str) -> Iterator[str]:
+    name = f"clipft_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        from app.core.db import get_engine
+
+        get_engine.cache_clear()
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("clipft-data")
+
+
+@pytest.fixture(scope="session")
+def database_url(data_dir: Path) -> Iterator[str]:
+    server_url = os.environ.get("CLIPFT_TEST_POSTGRES_URL")
+    if server_url:
+        yield from _new_postgres_database(server_url)
+    else:
+        yield f"sqlite:///{data_dir / 'clipft.db'}"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("CLIPFT_TEST_REDIS_URL")
+    if external:
+        yield external
+        return
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def migrated_database(database_url: str) -> str:
+    upgrade_to_head(database_url)
+    return database_url
+
+
+@pytest.fixture(scope="session")
+def idle_queue(redis_url: str) -> Iterator[str]:
+    """A queue no worker listens on: jobs created by API tests stay `queued` there."""
+    name = f"train-idle-{uuid.uuid4().hex[:8]}"
+    yield name
+    redis.Redis.from_url(redis_url).delete(name)
+
+
+@pytest.fixture(scope="session")
+def settings(data_dir: Path, migrated_database: str, redis_url: str, idle_queue: str) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        database_url=migrated_database,
+        redis_url=redis_url,
+        train_queue=idle_queue,
+        val_fraction=0.25,
+    )
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
