@@ -9,7 +9,11 @@ from fastapi.responses import JSONResponse
 
 from app.core.config import Settings, get_settings
 from app.core.errors import ClientError
+from app.datasets.router import router as datasets_router
 from app.health.router import router as health_router
+from app.jobs.router import router as jobs_router
+from app.models.router import router as models_router
+from app.predict.router import router as predict_router
 
 logger = logging.getLogger(__name__)
 
@@ -29,4 +33,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(status_code=500, content={"detail": "internal server error"})
 
     app.include_router(health_router)
+    app.include_router(datasets_router)
+    app.include_router(jobs_router)
+    app.include_router(models_router)
+    app.include_router(predict_router)
     return app

@@ -1,0 +1,7 @@
+"""HTTP routes for jobs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["jobs"])

@@ -1,0 +1,61 @@
+"""Load a base CLIP: the built-in tiny-clip, a folder under the base-models dir, or a hub id."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+from app.ml.tiny_clip import TINY_CLIP_NAME, build_tiny_clip
+
+# `organisation/name`, as the Hugging Face hub spells repository ids.
+HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+LOCAL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
+
+
+class UnknownBaseModel(ValueError):
+    pass
+
+
+@dataclass
+class LoadedClip:
+    clip: CLIPModel
+    tokenizer: CLIPTokenizer
+    image_processor: CLIPImageProcessor
+
+
+def describe_base_model(name: str, base_models_dir: Path | None) -> str:
+    """Say which kind of base model `name` is, or raise `UnknownBaseModel` saying why not."""
+    if name == TINY_CLIP_NAME:
+        return "builtin"
+    if base_models_dir is not None and LOCAL_NAME_PATTERN.match(name):
+        if (base_models_dir / name / "config.json").is_file():
+            return "local"
+    if HUB_ID_PATTERN.match(name) and ".." not in name:
+        return "hub"
+    local_hint = (
+        f"a folder under {base_models_dir}" if base_models_dir else "a local folder name"
+    )
+    raise UnknownBaseModel(
+        f"unknown base model {name!r}: expected {TINY_CLIP_NAME!r}, {local_hint}, "
+        "or a Hugging Face hub id such as 'openai/clip-vit-base-patch32'"
+    )
+
+
+def load_base_model(name: str, base_models_dir: Path | None) -> LoadedClip:
+    """Load the named base model; hub ids need network access the first time."""
+    source = describe_base_model(name, base_models_dir)
+    if source == "builtin":
+        clip, tokenizer, image_processor = build_tiny_clip()
+        return LoadedClip(clip, tokenizer, image_processor)
+    location = str(base_models_dir / name) if source == "local" and base_models_dir else name
+    return load_clip_folder(location)
+
+
+def load_clip_folder(location: str) -> LoadedClip:
+    """Load a `save_pretrained` CLIP folder (or hub id) with its tokenizer and image processor."""
+    clip = CLIPModel.from_pretrained(location)
+    processor = CLIPProcessor.from_pretrained(location)
+    return LoadedClip(clip, processor.tokenizer, processor.image_processor)

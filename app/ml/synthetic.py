@@ -1,0 +1,88 @@
+"""Synthetic coloured shapes: a labelled image set that a tiny CLIP learns in seconds.
+
+Used by the demo and the tests. Each class is a colour and a shape ("red circle"); every image
+has a random position, size and a noisy background, so the model has to learn the concept.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import zipfile
+from dataclasses import dataclass
+
+from PIL import Image, ImageDraw
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 180, 60),
+    "blue": (50, 80, 220),
+    "yellow": (230, 210, 40),
+}
+SHAPES = ("circle", "square", "triangle")
+DEFAULT_CLASSES = ("red circle", "green square", "blue triangle", "yellow circle")
+
+
+@dataclass(frozen=True)
+class SyntheticImage:
+    label: str
+    image: Image.Image
+
+
+def draw_shape(label: str, rng: random.Random, size: int = 64) -> Image.Image:
+    colour_name, shape = label.split(" ", 1)
+    background = tuple(rng.randint(0, 90) for _ in range(3))
+    image = Image.new("RGB", (size, size), background)  # type: ignore[arg-type]
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):  # speckle noise, so a flat background is not a shortcut
+        x, y = rng.randrange(size), rng.randrange(size)
+        draw.point((x, y), fill=tuple(rng.randint(0, 255) for _ in range(3)))  # type: ignore[arg-type]
+    extent = rng.randint(size // 3, size // 2 + 8)
+    left = rng.randint(0, size - extent)
+    top = rng.randint(0, size - extent)
+    box = (left, top, left + extent, top + extent)
+    colour = COLOURS[colour_name]
+    if shape == "circle":
+        draw.ellipse(box, fill=colour)
+    elif shape == "square":
+        draw.rectangle(box, fill=colour)
+    else:
+        draw.polygon([(left + extent // 2, top), (left, top + extent), box[2:]], fill=colour)
+    return image
+
+
+def make_images(
+    classes: tuple[str, ...] = DEFAULT_CLASSES, per_class: int = 50, seed: int = 0
+) -> list[SyntheticImage]:
+    rng = random.Random(seed)
+    return [SyntheticImage(label, draw_shape(label, rng)) for label in classes for _ in range(per_class)]
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def classification_zip(images: list[SyntheticImage]) -> bytes:
+    """A zip in the class-folder layout: `red_circle/0001.png`, ..."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for index, item in enumerate(images):
+            folder = item.label.replace(" ", "_")
+            archive.writestr(f"{folder}/{index:05d}.png", png_bytes(item.image))
+    return buffer.getvalue()
+
+
+def captions_zip(images: list[SyntheticImage]) -> bytes:
+    """A zip with `metadata.jsonl` captions: `{"file_name": ..., "text": "a red circle"}`."""
+    buffer = io.BytesIO()
+    lines = []
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for index, item in enumerate(images):
+            name = f"images/{index:05d}.png"
+            archive.writestr(name, png_bytes(item.image))
+            lines.append(json.dumps({"file_name": name, "text": f"a {item.label}"}))
+        archive.writestr("metadata.jsonl", "\n".join(lines) + "\n")
+    return buffer.getvalue()
