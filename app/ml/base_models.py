@@ -30,14 +30,15 @@ def describe_base_model(name: str, base_models_dir: Path | None) -> str:
     """Say which kind of base model `name` is, or raise `UnknownBaseModel` saying why not."""
     if name == TINY_CLIP_NAME:
         return "builtin"
-    if base_models_dir is not None and LOCAL_NAME_PATTERN.match(name):
-        if (base_models_dir / name / "config.json").is_file():
-            return "local"
+    if (
+        base_models_dir is not None
+        and LOCAL_NAME_PATTERN.match(name)
+        and (base_models_dir / name / "config.json").is_file()
+    ):
+        return "local"
     if HUB_ID_PATTERN.match(name) and ".." not in name:
         return "hub"
-    local_hint = (
-        f"a folder under {base_models_dir}" if base_models_dir else "a local folder name"
-    )
+    local_hint = f"a folder under {base_models_dir}" if base_models_dir else "a local folder name"
     raise UnknownBaseModel(
         f"unknown base model {name!r}: expected {TINY_CLIP_NAME!r}, {local_hint}, "
         "or a Hugging Face hub id such as 'openai/clip-vit-base-patch32'"

@@ -24,7 +24,9 @@ class ImageLimits:
 def decode_image(payload: bytes, limits: ImageLimits) -> Image.Image:
     """Open, check the format and pixel count before decoding, apply EXIF orientation, make RGB."""
     if limits.max_bytes is not None and len(payload) > limits.max_bytes:
-        raise ImageDecodeError(f"image is {len(payload)} bytes, over the limit of {limits.max_bytes}")
+        raise ImageDecodeError(
+            f"image is {len(payload)} bytes, over the limit of {limits.max_bytes}"
+        )
     if not payload:
         raise ImageDecodeError("file is empty")
     try:

@@ -32,9 +32,8 @@ def save_clip_folder(loaded: LoadedClip, metadata: ModelMetadata, folder: Path) 
     """Write weights (safetensors), tokenizer, image processor and metadata into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     loaded.clip.save_pretrained(folder, safe_serialization=True)
-    CLIPProcessor(image_processor=loaded.image_processor, tokenizer=loaded.tokenizer).save_pretrained(
-        folder
-    )
+    processor = CLIPProcessor(image_processor=loaded.image_processor, tokenizer=loaded.tokenizer)
+    processor.save_pretrained(folder)
     (folder / METADATA_NAME).write_text(json.dumps(asdict(metadata), indent=2, sort_keys=True))
 
 

@@ -27,7 +27,9 @@ def eval_transform(image_processor: CLIPImageProcessor) -> ImageTransform:
     return v2.Compose(
         [
             v2.PILToTensor(),
-            v2.Resize(min(height, width), interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+            v2.Resize(
+                min(height, width), interpolation=v2.InterpolationMode.BICUBIC, antialias=True
+            ),
             v2.CenterCrop((height, width)),
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(mean=image_processor.image_mean, std=image_processor.image_std),

@@ -33,11 +33,11 @@ class SyntheticImage:
 def draw_shape(label: str, rng: random.Random, size: int = 64) -> Image.Image:
     colour_name, shape = label.split(" ", 1)
     background = tuple(rng.randint(0, 90) for _ in range(3))
-    image = Image.new("RGB", (size, size), background)  # type: ignore[arg-type]
+    image = Image.new("RGB", (size, size), background)
     draw = ImageDraw.Draw(image)
     for _ in range(12):  # speckle noise, so a flat background is not a shortcut
         x, y = rng.randrange(size), rng.randrange(size)
-        draw.point((x, y), fill=tuple(rng.randint(0, 255) for _ in range(3)))  # type: ignore[arg-type]
+        draw.point((x, y), fill=tuple(rng.randint(0, 255) for _ in range(3)))
     extent = rng.randint(size // 3, size // 2 + 8)
     left = rng.randint(0, size - extent)
     top = rng.randint(0, size - extent)
@@ -56,7 +56,9 @@ def make_images(
     classes: tuple[str, ...] = DEFAULT_CLASSES, per_class: int = 50, seed: int = 0
 ) -> list[SyntheticImage]:
     rng = random.Random(seed)
-    return [SyntheticImage(label, draw_shape(label, rng)) for label in classes for _ in range(per_class)]
+    return [
+        SyntheticImage(label, draw_shape(label, rng)) for label in classes for _ in range(per_class)
+    ]
 
 
 def png_bytes(image: Image.Image) -> bytes:

@@ -7,6 +7,7 @@ list, so the same code path as a hub checkpoint (tokenizer, processor, `save_pre
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 import torch
@@ -47,14 +48,14 @@ def byte_level_alphabet() -> list[str]:
 
 
 def learn_merges(words: list[str], num_merges: int) -> list[tuple[str, str]]:
-    """Learn byte-pair merges from `words`; ties are broken lexicographically so it is deterministic."""
+    """Learn byte-pair merges from `words`, breaking ties lexicographically: deterministic."""
     word_counts = Counter(words)
     splits = {word: [*word[:-1], word[-1] + _WORD_END] for word in word_counts}
     merges: list[tuple[str, str]] = []
     for _ in range(num_merges):
         pair_counts: Counter[tuple[str, str]] = Counter()
         for word, symbols in splits.items():
-            for pair in zip(symbols, symbols[1:], strict=False):
+            for pair in itertools.pairwise(symbols):
                 pair_counts[pair] += word_counts[word]
         if not pair_counts:
             break
@@ -88,13 +89,13 @@ def build_tiny_tokenizer() -> CLIPTokenizer:
     vocab = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
     return CLIPTokenizer(
         vocab=vocab,
-        merges=merges,
+        merges=merges,  # type: ignore[arg-type]  # the backend takes pairs; the hint says str
         model_max_length=TINY_CLIP_MAX_TEXT_TOKENS,
     )
 
 
 def build_tiny_image_processor() -> CLIPImageProcessor:
-    """The processor that matches the tiny vision tower: resize, centre crop, CLIP's normalisation."""
+    """The processor matching the tiny vision tower: resize, centre crop, CLIP normalisation."""
     return CLIPImageProcessor(
         size={"shortest_edge": TINY_CLIP_IMAGE_SIZE},
         crop_size={"height": TINY_CLIP_IMAGE_SIZE, "width": TINY_CLIP_IMAGE_SIZE},
