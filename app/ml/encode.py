@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import torch
-from transformers import CLIPModel, CLIPTokenizer
+from transformers import BatchEncoding, CLIPModel, CLIPTokenizer
 
 
 def class_prompts(labels: list[str], template: str) -> list[str]:
     return [template.format(label) for label in labels]
 
 
-def encode_texts(
-    clip: CLIPModel, tokenizer: CLIPTokenizer, texts: list[str], device: torch.device
-) -> torch.Tensor:
-    tokens = tokenizer(texts, padding=True, truncation=True, return_tensors="pt").to(device)
+def tokenize(tokenizer: CLIPTokenizer, texts: list[str], device: torch.device) -> BatchEncoding:
+    # Truncation keeps long captions within the text tower's position embeddings.
+    return tokenizer(texts, padding=True, truncation=True, return_tensors="pt").to(device)
+
+
+def encode_tokens(clip: CLIPModel, tokens: BatchEncoding) -> torch.Tensor:
     features = clip.get_text_features(
         input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
     ).pooler_output
     return torch.nn.functional.normalize(features, dim=-1)
+
+
+def encode_texts(
+    clip: CLIPModel, tokenizer: CLIPTokenizer, texts: list[str], device: torch.device
+) -> torch.Tensor:
+    return encode_tokens(clip, tokenize(tokenizer, texts, device))
 
 
 def encode_images(clip: CLIPModel, pixel_values: torch.Tensor) -> torch.Tensor:

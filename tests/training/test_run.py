@@ -1,0 +1,144 @@
+"""The training library alone: no queue, no database, the tiny model on synthetic shapes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from transformers import CLIPModel
+
+from app.ml.model_files import read_metadata
+from tests.training.synthetic_folder import write_synthetic_folder
+from worker.training.checkpoint import read_trainer_state
+from worker.training.config import TrainingConfig
+from worker.training.progress import CheckpointInfo, StepProgress, TrainingCallbacks
+from worker.training.run import run
+
+
+class Recorder(TrainingCallbacks):
+    def __init__(self, stop_after_steps: int | None = None) -> None:
+        self.steps: list[StepProgress] = []
+        self.evaluations: list[tuple[int, dict[str, Any]]] = []
+        self.checkpoints: list[CheckpointInfo] = []
+        self.stop_after_steps = stop_after_steps
+
+    def on_step(self, progress: StepProgress) -> None:
+        self.steps.append(progress)
+
+    def on_evaluation(self, epoch: int, metrics: dict[str, Any]) -> None:
+        self.evaluations.append((epoch, metrics))
+
+    def on_checkpoint(self, checkpoint: CheckpointInfo) -> None:
+        self.checkpoints.append(checkpoint)
+
+    def should_stop(self) -> bool:
+        return self.stop_after_steps is not None and len(self.steps) >= self.stop_after_steps
+
+
+def tiny_config(dataset_dir: Path, **overrides: Any) -> TrainingConfig:
+    values: dict[str, Any] = {
+        "base_model": "tiny-clip",
+        "dataset_dir": dataset_dir,
+        "epochs": 4,
+        "batch_size": 32,
+        "learning_rate": 2e-3,
+        "weight_decay": 0.05,
+        "warmup_ratio": 0.1,
+        "loader_threads": 2,
+    }
+    values.update(overrides)
+    return TrainingConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def classification_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("classification")
+    write_synthetic_folder(folder, per_class=40)
+    return folder
+
+
+def test_classification_run_learns_and_keeps_best_and_latest(
+    classification_dir: Path, tmp_path: Path
+) -> None:
+    recorder = Recorder()
+    result = run(tiny_config(classification_dir), tmp_path, recorder)
+
+    assert not result.stopped
+    epochs_evaluated = [epoch for epoch, _ in recorder.evaluations]
+    assert epochs_evaluated == [0, 1, 2, 3, 4]
+    base_accuracy = recorder.evaluations[0][1]["val_accuracy"]
+    assert base_accuracy < 0.6  # random init on 4 classes: near chance
+    assert result.best_metrics["val_accuracy"] >= 0.9
+    assert result.best_checkpoint is not None
+    # Only the best and the latest epoch stay on disk, and no half-written folder.
+    kept = {folder.name for folder in tmp_path.iterdir()}
+    assert kept == {result.best_checkpoint.name, "epoch-4"}
+    # Progress is reported every step, ending at the total.
+    assert recorder.steps[-1].step == recorder.steps[-1].total_steps == 4 * 4
+    assert recorder.steps[-1].fraction == 1.0
+    assert all(step.samples_per_second > 0 for step in recorder.steps)
+
+
+def test_best_checkpoint_loads_with_plain_transformers(
+    classification_dir: Path, tmp_path: Path
+) -> None:
+    result = run(tiny_config(classification_dir, epochs=2), tmp_path)
+    assert result.best_checkpoint is not None
+    files = {path.name for path in result.best_checkpoint.iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "clipft.json"} <= files
+    assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in files)
+    clip = CLIPModel.from_pretrained(result.best_checkpoint)
+    assert clip.config.vision_config.image_size == 32
+    metadata = read_metadata(result.best_checkpoint)
+    assert metadata.labels == ["blue triangle", "green square", "red circle", "yellow circle"]
+    assert metadata.prompt_template == "a photo of a {}."
+
+
+def test_captions_run_improves_retrieval(tmp_path: Path) -> None:
+    dataset_dir = tmp_path / "captions"
+    write_synthetic_folder(dataset_dir, kind="captions", per_class=40)
+    recorder = Recorder()
+    result = run(tiny_config(dataset_dir, epochs=4), tmp_path / "out", recorder)
+    base = recorder.evaluations[0][1]
+    assert set(base) >= {
+        "val_image_to_text_recall_at_1",
+        "val_text_to_image_recall_at_1",
+        "val_image_to_text_recall_at_5",
+        "val_text_to_image_recall_at_5",
+    }
+    assert result.best_metrics["val_mean_recall_at_1"] >= 0.9
+    assert result.best_metrics["val_mean_recall_at_1"] > base["val_mean_recall_at_1"]
+
+
+def test_should_stop_ends_the_run_at_the_next_step(
+    classification_dir: Path, tmp_path: Path
+) -> None:
+    recorder = Recorder(stop_after_steps=3)
+    result = run(tiny_config(classification_dir, epochs=10), tmp_path, recorder)
+    assert result.stopped
+    assert len(recorder.steps) == 3
+    assert recorder.checkpoints == []
+
+
+def test_a_second_run_resumes_from_the_latest_checkpoint(
+    classification_dir: Path, tmp_path: Path
+) -> None:
+    run(tiny_config(classification_dir, epochs=2), tmp_path)
+    recorder = Recorder()
+    result = run(tiny_config(classification_dir, epochs=3), tmp_path, recorder)
+    # The base model is not evaluated again and epochs 1-2 are not trained again.
+    assert [epoch for epoch, _ in recorder.evaluations] == [3]
+    assert recorder.steps[0].step == 2 * 4 + 1
+    assert [entry["epoch"] for entry in result.history] == [0, 1, 2, 3]
+    assert read_trainer_state(tmp_path / "epoch-3").step == 3 * 4
+
+
+def test_same_seed_gives_same_weights(classification_dir: Path, tmp_path: Path) -> None:
+    first = run(tiny_config(classification_dir, epochs=1, augment=False), tmp_path / "a")
+    second = run(tiny_config(classification_dir, epochs=1, augment=False), tmp_path / "b")
+    assert first.best_checkpoint and second.best_checkpoint
+    weights_a = CLIPModel.from_pretrained(first.best_checkpoint).state_dict()
+    weights_b = CLIPModel.from_pretrained(second.best_checkpoint).state_dict()
+    assert all(torch.allclose(weights_a[name], weights_b[name]) for name in weights_a)

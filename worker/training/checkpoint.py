@@ -1,0 +1,109 @@
+"""Checkpoints: `save_pretrained` folders with optimizer state, written atomically.
+
+Everything is safetensors or JSON, never pickle, so a checkpoint can be loaded without trusting
+whoever wrote it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from app.ml.base_models import LoadedClip
+from app.ml.model_files import ModelMetadata, save_clip_folder
+from worker.training.config import TrainingConfig
+
+TRAINER_STATE_NAME = "trainer_state.json"
+OPTIMIZER_TENSORS_NAME = "optimizer.safetensors"
+OPTIMIZER_GROUPS_NAME = "optimizer_groups.json"
+CONFIG_NAME = "training_config.json"
+
+
+@dataclass
+class TrainerState:
+    epoch: int
+    step: int
+    best_metric: float | None
+    best_checkpoint: str | None
+    history: list[dict[str, Any]]
+
+
+def save_checkpoint(
+    *,
+    loaded: LoadedClip,
+    metadata: ModelMetadata,
+    optimizer: torch.optim.Optimizer,
+    state: TrainerState,
+    config: TrainingConfig,
+    folder: Path,
+) -> Path:
+    """Write into a temporary sibling, then rename: a crash never leaves a half checkpoint."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        save_clip_folder(loaded, metadata, staging)
+        save_optimizer_state(optimizer, staging)
+        (staging / TRAINER_STATE_NAME).write_text(json.dumps(asdict(state), indent=2))
+        config.save(staging / CONFIG_NAME)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def save_optimizer_state(optimizer: torch.optim.Optimizer, folder: Path) -> None:
+    state_dict = optimizer.state_dict()
+    tensors = {
+        f"{param_id}.{key}": value.detach().cpu().contiguous()
+        for param_id, param_state in state_dict["state"].items()
+        for key, value in param_state.items()
+        if isinstance(value, torch.Tensor)
+    }
+    save_file(tensors, str(folder / OPTIMIZER_TENSORS_NAME))
+    (folder / OPTIMIZER_GROUPS_NAME).write_text(json.dumps(state_dict["param_groups"]))
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, folder: Path) -> None:
+    tensors = load_file(str(folder / OPTIMIZER_TENSORS_NAME))
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        param_id, key = name.split(".", 1)
+        state.setdefault(int(param_id), {})[key] = value
+    groups = json.loads((folder / OPTIMIZER_GROUPS_NAME).read_text())
+    for group in groups:
+        # JSON has no tuples; AdamW's fused and foreach paths expect `betas` as one.
+        if "betas" in group:
+            group["betas"] = tuple(group["betas"])
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def read_trainer_state(folder: Path) -> TrainerState:
+    return TrainerState(**json.loads((folder / TRAINER_STATE_NAME).read_text()))
+
+
+def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
+    """The finished checkpoint with the highest epoch; staging folders are never picked."""
+    finished = [
+        folder
+        for folder in checkpoints_dir.glob("epoch-*")
+        if (folder / TRAINER_STATE_NAME).is_file()
+    ]
+    return max(finished, key=lambda folder: int(folder.name.split("-")[1]), default=None)
+
+
+def prune_checkpoints(checkpoints_dir: Path, keep: set[Path]) -> None:
+    """Delete finished checkpoints other than `keep` (the best and the latest)."""
+    for folder in checkpoints_dir.glob("epoch-*"):
+        if folder not in keep:
+            shutil.rmtree(folder, ignore_errors=True)

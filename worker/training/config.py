@@ -1,0 +1,54 @@
+"""The one typed configuration of a training run, saved next to every checkpoint."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TrainingConfig:
+    base_model: str = field(
+        metadata={"help": "`tiny-clip`, a folder name under base_models_dir, or a hub id."}
+    )
+    dataset_dir: Path = field(metadata={"help": "A ready dataset folder holding manifest.json."})
+    epochs: int = field(default=10, metadata={"help": "Passes over the training split."})
+    batch_size: int = field(default=32, metadata={"help": "Images per optimisation step."})
+    learning_rate: float = field(default=1e-5, metadata={"help": "Peak AdamW learning rate."})
+    weight_decay: float = field(
+        default=0.1, metadata={"help": "AdamW decay; never applied to biases, norms, temperature."}
+    )
+    warmup_ratio: float = field(
+        default=0.1, metadata={"help": "Share of all steps spent warming the rate up linearly."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seeds shuffling, augmentation and init."})
+    prompt_template: str = field(
+        default="a photo of a {}.",
+        metadata={"help": "Class prompt; `{}` is replaced by the class name."},
+    )
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    max_logit_scale: float = field(
+        default=100.0, metadata={"help": "Upper clamp of the learnable temperature exp(t)."}
+    )
+    augment: bool = field(default=True, metadata={"help": "Random resized crop and flip."})
+    device: str = field(default="auto", metadata={"help": "`auto`, `cpu`, `cuda`, `cuda:N`."})
+    loader_threads: int = field(
+        default=4, metadata={"help": "Threads decoding and transforming images."}
+    )
+    base_models_dir: Path | None = field(
+        default=None, metadata={"help": "Folder of local base models."}
+    )
+    eval_batch_size: int = field(default=128, metadata={"help": "Images per evaluation batch."})
+
+    def to_json(self) -> dict[str, Any]:
+        raw = asdict(self)
+        return {key: str(value) if isinstance(value, Path) else value for key, value in raw.items()}
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True))
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        return {item.name: item.metadata.get("help", "") for item in fields(cls)}

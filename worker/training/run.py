@@ -1,0 +1,203 @@
+"""`run(config, out_dir, callbacks)`: a whole fine-tuning run, without queue or database."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from app.ml.base_models import LoadedClip, load_base_model, load_clip_folder
+from app.ml.encode import class_prompts, pick_device, tokenize
+from app.ml.manifest import Manifest, read_manifest
+from app.ml.model_files import ModelMetadata
+from app.ml.preprocess import eval_transform, train_transform
+from worker.training.checkpoint import (
+    TrainerState,
+    latest_checkpoint,
+    load_optimizer_state,
+    prune_checkpoints,
+    read_trainer_state,
+    save_checkpoint,
+)
+from worker.training.config import TrainingConfig
+from worker.training.data import BatchLoader
+from worker.training.evaluate import PRIMARY_METRIC, evaluate
+from worker.training.loop import EpochContext, build_optimizer, train_one_epoch
+from worker.training.progress import (
+    CheckpointInfo,
+    RunResult,
+    StopRequested,
+    TrainingCallbacks,
+)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def precision_context(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on GPUs (fast, no loss scaling needed); full precision on the CPU."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def make_loaders(
+    config: TrainingConfig, manifest: Manifest, loaded: LoadedClip
+) -> tuple[BatchLoader, BatchLoader]:
+    augment = train_transform if config.augment else eval_transform
+    train_loader = BatchLoader(
+        items=manifest.split("train"),
+        transform=augment(loaded.image_processor),
+        batch_size=config.batch_size,
+        shuffle=True,
+        dataset_dir=config.dataset_dir,
+        seed=config.seed,
+        threads=config.loader_threads,
+    )
+    val_loader = BatchLoader(
+        items=manifest.split("val"),
+        transform=eval_transform(loaded.image_processor),
+        batch_size=config.eval_batch_size,
+        shuffle=False,
+        dataset_dir=config.dataset_dir,
+        seed=config.seed,
+        threads=config.loader_threads,
+    )
+    return train_loader, val_loader
+
+
+def run(
+    config: TrainingConfig, out_dir: Path, callbacks: TrainingCallbacks | None = None
+) -> RunResult:
+    """Fine-tune, evaluating the base model first and after every epoch; resumes from out_dir."""
+    callbacks = callbacks or TrainingCallbacks()
+    seed_everything(config.seed)
+    manifest = read_manifest(config.dataset_dir)
+    device = pick_device(config.device)
+    resume_from = latest_checkpoint(out_dir)
+    loaded = (
+        load_clip_folder(str(resume_from))
+        if resume_from
+        else load_base_model(config.base_model, config.base_models_dir)
+    )
+    loaded.clip.to(device)  # type: ignore[arg-type]  # transformers' stub wraps .to oddly
+    train_loader, val_loader = make_loaders(config, manifest, loaded)
+    total_steps = config.epochs * len(train_loader)
+    optimizer = build_optimizer(loaded.clip, config)
+    context = EpochContext(
+        clip=loaded.clip,
+        tokenizer=loaded.tokenizer,
+        optimizer=optimizer,
+        config=config,
+        kind=manifest.kind,
+        classes=manifest.classes,
+        class_tokens=(
+            tokenize(
+                loaded.tokenizer, class_prompts(manifest.classes, config.prompt_template), device
+            )
+            if manifest.kind == "classification"
+            else None
+        ),
+        device=device,
+        precision=precision_context(device),
+        total_steps=total_steps,
+        warmup_steps=int(config.warmup_ratio * total_steps),
+        callbacks=callbacks,
+    )
+    if resume_from:
+        load_optimizer_state(optimizer, resume_from)
+        state = read_trainer_state(resume_from)
+    else:
+        state = TrainerState(epoch=0, step=0, best_metric=None, best_checkpoint=None, history=[])
+        base_metrics = run_evaluation(context, val_loader, epoch=0)
+        state.history.append({"epoch": 0, **base_metrics})
+    try:
+        for epoch in range(state.epoch + 1, config.epochs + 1):
+            train_loss = train_one_epoch(context, train_loader, epoch=epoch, first_step=state.step)
+            state.step += len(train_loader)
+            metrics = {"train_loss": train_loss, **run_evaluation(context, val_loader, epoch=epoch)}
+            state.epoch = epoch
+            state.history.append({"epoch": epoch, **metrics})
+            write_epoch_checkpoint(context, loaded, state, metrics, out_dir)
+    except StopRequested:
+        return finish(state, out_dir, stopped=True)
+    return finish(state, out_dir, stopped=False)
+
+
+def run_evaluation(
+    context: EpochContext, val_loader: BatchLoader, *, epoch: int
+) -> dict[str, float]:
+    metrics = evaluate(
+        clip=context.clip,
+        tokenizer=context.tokenizer,
+        loader=val_loader,
+        kind=context.kind,
+        classes=context.classes,
+        prompt_template=context.config.prompt_template,
+        device=context.device,
+        precision=context.precision,
+    )
+    context.callbacks.on_evaluation(epoch, metrics)
+    return metrics
+
+
+def write_epoch_checkpoint(
+    context: EpochContext,
+    loaded: LoadedClip,
+    state: TrainerState,
+    metrics: dict[str, float],
+    out_dir: Path,
+) -> None:
+    """Save this epoch; it becomes the best when its val metric beats the best so far."""
+    metric_name = PRIMARY_METRIC[context.kind]
+    value = metrics.get(metric_name)
+    folder = out_dir / f"epoch-{state.epoch}"
+    # Without a val split there is nothing to compare: the latest epoch is the best.
+    if value is None or state.best_metric is None or value > state.best_metric:
+        state.best_metric = value
+        state.best_checkpoint = folder.name
+    metadata = ModelMetadata(
+        kind=context.kind,
+        labels=context.classes,
+        prompt_template=context.config.prompt_template,
+        base_model=context.config.base_model,
+        epoch=state.epoch,
+        step=state.step,
+        metrics=metrics,
+    )
+    save_checkpoint(
+        loaded=loaded,
+        metadata=metadata,
+        optimizer=context.optimizer,
+        state=state,
+        config=context.config,
+        folder=folder,
+    )
+    prune_checkpoints(out_dir, keep={folder, out_dir / str(state.best_checkpoint)})
+    context.callbacks.on_checkpoint(
+        CheckpointInfo(
+            epoch=state.epoch,
+            step=state.step,
+            path=folder,
+            metric_name=metric_name,
+            metric_value=value,
+        )
+    )
+
+
+def finish(state: TrainerState, out_dir: Path, *, stopped: bool) -> RunResult:
+    best_name = state.best_checkpoint
+    best_metrics = next(
+        (entry for entry in state.history if f"epoch-{entry['epoch']}" == best_name), {}
+    )
+    return RunResult(
+        stopped=stopped,
+        best_checkpoint=out_dir / best_name if best_name else None,
+        best_metrics=best_metrics,
+        history=state.history,
+    )
