@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -9,8 +10,8 @@ import torch
 from app.ml.tiny_clip import build_tiny_clip
 from worker.training.checkpoint import load_optimizer_state, save_optimizer_state
 from worker.training.config import TrainingConfig
-from worker.training.losses import classification_loss, contrastive_loss
 from worker.training.loop import build_optimizer, lr_at
+from worker.training.losses import classification_loss, contrastive_loss
 
 
 def test_lr_warms_up_linearly_then_decays_by_cosine_to_zero() -> None:
@@ -20,7 +21,7 @@ def test_lr_warms_up_linearly_then_decays_by_cosine_to_zero() -> None:
     assert multipliers[10] == pytest.approx(1.0)
     assert multipliers[55] == pytest.approx(0.5, abs=0.01)
     assert multipliers[99] < 0.01
-    assert all(a >= b for a, b in zip(multipliers[10:], multipliers[11:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(multipliers[10:]))
 
 
 def test_no_weight_decay_on_biases_norms_and_temperature() -> None:
