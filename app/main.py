@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -11,6 +15,7 @@ from app.core.config import Settings, get_settings
 from app.core.errors import ClientError
 from app.datasets.router import router as datasets_router
 from app.health.router import router as health_router
+from app.jobs.reconcile import reconcile_once
 from app.jobs.router import router as jobs_router
 from app.models.router import router as models_router
 from app.predict.router import router as predict_router
@@ -18,9 +23,36 @@ from app.predict.router import router as predict_router
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+async def reconcile_forever(settings: Settings) -> None:
+    """Re-send lost jobs and recover jobs of dead workers, every `reconcile_interval_seconds`."""
+    while True:
+        try:
+            report = await asyncio.to_thread(reconcile_once, settings)
+            if report.resend or report.failed or report.cancelled:
+                logger.info("reconciler: %s", report)
+        except Exception:
+            logger.exception("reconciler pass failed; will try again")
+        await asyncio.sleep(settings.reconcile_interval_seconds)
+
+
+def create_app(settings: Settings | None = None, *, run_reconciler: bool = True) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="clipft", version="1", summary="Fine-tune CLIP on your own images.")
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(reconcile_forever(settings)) if run_reconciler else None
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(
+        title="clipft",
+        version="1",
+        summary="Fine-tune CLIP on your own images.",
+        lifespan=lifespan,
+    )
     app.state.settings = settings
 
     @app.exception_handler(ClientError)

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     heartbeat_timeout_seconds: float = Field(600.0, gt=0)
     queued_resend_after_seconds: float = Field(300.0, gt=0)
     reconcile_interval_seconds: float = Field(60.0, gt=0)
+    broker_visibility_timeout_seconds: float = Field(
+        7 * 24 * 3600.0, gt=0, description="Longer than the longest job, or Redis redelivers it."
+    )
     device: str = Field("auto", description="`auto`, `cpu`, `cuda` or `cuda:N` for training.")
 
     # Serving.

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Update, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -49,3 +49,9 @@ def session_scope(database_url: str) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def rows_updated(session: Session, statement: Update) -> int:
+    """Execute a conditional UPDATE and say how many rows it changed (0 means it lost a race)."""
+    result = session.execute(statement)
+    return int(cast(CursorResult[Any], result).rowcount)

@@ -2,6 +2,70 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import logging
+from typing import Annotated
 
-router = APIRouter(tags=["jobs"])
+from fastapi import APIRouter, Depends, Query
+
+from app.core.queue import send_train_task
+from app.deps import SessionDep, SettingsDep
+from app.jobs import service
+from app.jobs.schemas import JobCreate, JobEventPublic, JobList, JobPublic, JobStatus
+from app.orm import Job
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+def get_job(job_id: str, session: SessionDep) -> Job:
+    return service.get(session=session, job_id=job_id)
+
+
+JobDep = Annotated[Job, Depends(get_job)]
+
+
+@router.post("", status_code=201, response_model=JobPublic)
+def create_job(job_in: JobCreate, session: SessionDep, settings: SettingsDep) -> Job:
+    """Start fine-tuning: the job is recorded as queued, then handed to the workers."""
+    job = service.create(session=session, settings=settings, job_in=job_in)
+    # Commit before sending: a worker must never receive an id the database does not have.
+    session.commit()
+    try:
+        send_train_task(
+            broker_url=str(settings.redis_url), queue=settings.train_queue, job_id=job.id
+        )
+    except Exception:
+        # The job stays queued; the reconciler sends it again once the broker answers.
+        logger.exception("could not send job %s to the broker", job.id)
+    return job
+
+
+@router.get("", response_model=JobList)
+def list_jobs(
+    session: SessionDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobList:
+    """List jobs, newest first, optionally filtered by status."""
+    jobs, total = service.list_jobs(session=session, status=status, limit=limit, offset=offset)
+    return JobList(items=[JobPublic.model_validate(job) for job in jobs], total=total)
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def read_job(job: JobDep) -> Job:
+    """A job with its progress and latest metrics."""
+    return job
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+def cancel_job(job: JobDep, session: SessionDep) -> Job:
+    """Cancel a queued or running job; a finished one answers 409."""
+    return service.cancel(session=session, job=job)
+
+
+@router.get("/{job_id}/events", response_model=list[JobEventPublic])
+def list_job_events(job: JobDep, session: SessionDep) -> list[JobEventPublic]:
+    """Status changes, epoch metrics and checkpoints, oldest first."""
+    events = service.list_events(session=session, job_id=job.id)
+    return [JobEventPublic.model_validate(event) for event in events]

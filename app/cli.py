@@ -1,0 +1,115 @@
+"""The `clipft` command: serve, api, worker, migrate, demo."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.core.config import Settings, get_settings
+
+app = typer.Typer(help="clipft: fine-tune CLIP on your own images.", no_args_is_help=True)
+
+HostOption = Annotated[str, typer.Option(help="Address the api listens on.")]
+PortOption = Annotated[int, typer.Option(help="Port the api listens on.")]
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations (creates the SQLite file when that is the database)."""
+    from app.core.migrate import upgrade_to_head
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_to_head(settings.resolved_database_url)
+    typer.echo("database is at the latest migration")
+
+
+@app.command()
+def api(
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
+    no_migrate: Annotated[bool, typer.Option("--no-migrate", help="Skip migrations.")] = False,
+) -> None:
+    """Run the HTTP api (applies migrations first)."""
+    import uvicorn
+
+    from app.main import create_app
+
+    configure_logging()
+    if not no_migrate:
+        migrate()
+    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Jobs at once; use 1 per GPU.")] = 1,
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork, solo or threads.")] = "prefork",
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
+) -> None:
+    """Run a Celery worker that takes training jobs from the `train` queue."""
+    settings = get_settings()
+    if not settings.redis_url:
+        raise typer.BadParameter(
+            "CLIPFT_REDIS_URL is not set; `clipft serve` starts an embedded Redis for you"
+        )
+    from worker.celery_app import celery_app
+
+    celery_app.worker_main(
+        [
+            "worker",
+            f"--queues={settings.train_queue}",
+            f"--concurrency={concurrency}",
+            f"--pool={pool}",
+            f"--loglevel={loglevel}",
+            "--hostname=clipft@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+@app.command()
+def serve(host: HostOption = "127.0.0.1", port: PortOption = 8000) -> None:
+    """Run everything locally: api, a worker, and an embedded Redis when none is configured."""
+    import uvicorn
+
+    from app.local_stack import local_stack
+    from app.main import create_app
+
+    configure_logging()
+    settings = get_settings()
+    with local_stack(settings) as env:
+        os.environ.update(env)
+        get_settings.cache_clear()
+        typer.echo(f"clipft is serving on http://{host}:{port} (data in {settings.data_dir})")
+        uvicorn.run(create_app(), host=host, port=port, log_level="info")
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Keep the demo's data here (default: a temporary folder).")
+    ] = None,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 6,
+) -> None:
+    """Fine-tune tiny-clip on synthetic shapes over HTTP, then predict held-out images."""
+    from app.demo import run_demo
+
+    raise typer.Exit(run_demo(data_dir=data_dir, epochs=epochs, base_settings=Settings()))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Job logic: create, read, list, cancel. Routes commit; enqueueing happens after the commit."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app.core.config import Settings
+from app.core.db import rows_updated
+from app.core.errors import Conflict, NotFound, Unprocessable
+from app.core.storage import new_id
+from app.jobs.events import add_event
+from app.jobs.schemas import FINISHED_STATUSES, JobCreate, JobProgress
+from app.ml.base_models import UnknownBaseModel, describe_base_model
+from app.orm import Dataset, Job, JobEvent
+from app.orm.base import utcnow
+
+
+def create(*, session: Session, settings: Settings, job_in: JobCreate) -> Job:
+    """Check the dataset and base model, then record the job as `queued` (not yet sent)."""
+    dataset = session.get(Dataset, job_in.dataset_id)
+    if dataset is None:
+        raise NotFound(f"dataset {job_in.dataset_id} not found")
+    if dataset.status != "ready":
+        raise Conflict(f"dataset {dataset.id} is {dataset.status}, not ready")
+    try:
+        describe_base_model(job_in.base_model, settings.base_models_dir)
+    except UnknownBaseModel as error:
+        raise Unprocessable(str(error)) from None
+    hyperparameters = job_in.hyperparameters.model_dump()
+    now = utcnow()
+    job = Job(
+        id=new_id(),
+        name=job_in.name or f"{dataset.name} on {job_in.base_model}",
+        status="queued",
+        dataset_id=dataset.id,
+        base_model=job_in.base_model,
+        hyperparameters=hyperparameters,
+        progress=JobProgress(epochs=hyperparameters["epochs"]).model_dump(),
+        metrics={},
+        max_attempts=settings.job_max_attempts,
+        enqueued_at=now,
+        created_at=now,
+    )
+    session.add(job)
+    session.flush()
+    add_event(session, job_id=job.id, type="status", message="queued", data={"status": "queued"})
+    return job
+
+
+def get(*, session: Session, job_id: str) -> Job:
+    """The job, or a 404."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+def list_jobs(
+    *, session: Session, status: str | None, limit: int, offset: int
+) -> tuple[list[Job], int]:
+    """Newest first, optionally only those in one status."""
+    query = select(Job)
+    if status is not None:
+        query = query.where(Job.status == status)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    jobs = session.scalars(
+        query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+    ).all()
+    return list(jobs), total
+
+
+def cancel(*, session: Session, job: Job) -> Job:
+    """A queued job ends at once; a running one is flagged and stops at its next step."""
+    if job.status in FINISHED_STATUSES:
+        raise Conflict(f"job {job.id} is already {job.status}")
+    now = utcnow()
+    # Conditional updates: the worker may claim the job between our read and this write.
+    cancelled_while_queued = rows_updated(
+        session,
+        update(Job)
+        .where(Job.id == job.id, Job.status == "queued")
+        .values(status="cancelled", cancel_requested=True, finished_at=now),
+    )
+    if cancelled_while_queued:
+        add_event(session, job_id=job.id, type="status", message="cancelled", data={})
+    else:
+        flagged = rows_updated(
+            session,
+            update(Job)
+            .where(Job.id == job.id, Job.status == "running")
+            .values(cancel_requested=True),
+        )
+        if not flagged:
+            session.refresh(job)
+            raise Conflict(f"job {job.id} is already {job.status}")
+        add_event(session, job_id=job.id, type="cancel_requested", message="cancel requested")
+    session.refresh(job)
+    return job
+
+
+def list_events(*, session: Session, job_id: str) -> list[JobEvent]:
+    """The job's events, oldest first."""
+    return list(
+        session.scalars(
+            select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
+        ).all()
+    )

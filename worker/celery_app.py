@@ -1,0 +1,31 @@
+"""Celery configured for long training jobs: one at a time, acknowledged only when done."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from app.core.config import Settings, get_settings
+
+
+def create_celery(settings: Settings) -> Celery:
+    app = Celery("clipft", broker=settings.redis_url, include=["worker.tasks"])
+    app.conf.update(
+        # A job is acknowledged when it finishes, and given back if its process dies.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # Take one job at a time: a prefetched second job would wait behind hours of training.
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_default_queue=settings.train_queue,
+        broker_connection_retry_on_startup=True,
+        # Redis redelivers unacknowledged messages after this; it must outlast any job.
+        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout_seconds},
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+celery_app = create_celery(get_settings())

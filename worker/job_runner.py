@@ -1,0 +1,183 @@
+"""Run one job: claim it, train it, record the outcome. The database is the truth throughout."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+from pathlib import Path
+
+from sqlalchemy import update
+
+from app.core.config import Settings, get_settings
+from app.core.db import rows_updated, session_scope
+from app.core.storage import checkpoints_dir, dataset_dir, model_dir, new_id
+from app.jobs.events import add_event
+from app.ml.model_files import read_metadata
+from app.orm import Job, Model
+from app.orm.base import utcnow
+from worker.reporter import JobReporter
+from worker.training.config import TrainingConfig
+from worker.training.progress import RunResult
+from worker.training.run import run as run_training
+
+logger = logging.getLogger(__name__)
+
+# Files a registered model does not need: they only serve resuming a run.
+TRAINING_ONLY_FILES = ("optimizer*", "trainer_state.json")
+
+
+def lease_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def run(job_id: str, settings: Settings | None = None) -> None:
+    """Claim and run a job; a job that is not `queued` (a redelivery) is left alone."""
+    settings = settings or get_settings()
+    owner = lease_owner()
+    job = claim(settings, job_id, owner)
+    if job is None:
+        logger.info("job %s is not queued any more; nothing to do", job_id)
+        return
+    reporter = JobReporter(
+        database_url=settings.resolved_database_url,
+        data_dir=settings.data_dir,
+        job_id=job_id,
+        owner=owner,
+        heartbeat_seconds=min(30.0, settings.heartbeat_timeout_seconds / 4),
+    )
+    try:
+        with reporter:
+            result = run_training(
+                training_config(settings, job), checkpoints_dir(settings.data_dir, job_id), reporter
+            )
+        if result.stopped:
+            finish(settings, job_id, owner, status="cancelled", message="cancelled")
+        else:
+            register_model(settings, job, owner, result)
+    except Exception as error:
+        logger.exception("job %s failed", job_id)
+        finish(settings, job_id, owner, status="failed", message=f"{type(error).__name__}: {error}")
+
+
+def claim(settings: Settings, job_id: str, owner: str) -> Job | None:
+    """One conditional UPDATE: of two workers holding the same message, exactly one wins."""
+    now = utcnow()
+    with session_scope(settings.resolved_database_url) as session:
+        won = rows_updated(
+            session,
+            update(Job)
+            .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False))
+            .values(
+                status="running",
+                attempt=Job.attempt + 1,
+                lease_owner=owner,
+                heartbeat_at=now,
+                started_at=now,
+                finished_at=None,
+                error=None,
+            ),
+        )
+        if not won:
+            return None
+        job = session.get(Job, job_id)
+        assert job is not None
+        add_event(
+            session,
+            job_id=job_id,
+            type="status",
+            message=f"running (attempt {job.attempt} of {job.max_attempts}) on {owner}",
+            data={"status": "running", "attempt": job.attempt, "worker": owner},
+        )
+        session.expunge(job)
+        return job
+
+
+def training_config(settings: Settings, job: Job) -> TrainingConfig:
+    hyperparameters = job.hyperparameters
+    return TrainingConfig(
+        base_model=job.base_model,
+        dataset_dir=dataset_dir(settings.data_dir, job.dataset_id),
+        epochs=hyperparameters["epochs"],
+        batch_size=hyperparameters["batch_size"],
+        learning_rate=hyperparameters["learning_rate"],
+        weight_decay=hyperparameters["weight_decay"],
+        warmup_ratio=hyperparameters["warmup_ratio"],
+        seed=hyperparameters["seed"],
+        prompt_template=hyperparameters["prompt_template"],
+        augment=hyperparameters["augment"],
+        device=settings.device,
+        base_models_dir=settings.base_models_dir,
+    )
+
+
+def register_model(settings: Settings, job: Job, owner: str, result: RunResult) -> None:
+    """Copy the best checkpoint to models/<id>/ and record it; the job then `succeeded`."""
+    if result.best_checkpoint is None:
+        raise RuntimeError("training finished without writing a checkpoint")
+    model_id = new_id()
+    target = model_dir(settings.data_dir, model_id)
+    staging = target.with_name(f".{model_id}.tmp")
+    shutil.copytree(
+        result.best_checkpoint, staging, ignore=shutil.ignore_patterns(*TRAINING_ONLY_FILES)
+    )
+    os.replace(staging, target)
+    metadata = read_metadata(target)
+    try:
+        with session_scope(settings.resolved_database_url) as session:
+            session.add(
+                Model(
+                    id=model_id,
+                    name=job.name,
+                    job_id=job.id,
+                    base_model=job.base_model,
+                    kind=metadata.kind,
+                    labels=metadata.labels,
+                    prompt_template=metadata.prompt_template,
+                    metrics=result.best_metrics,
+                    path=str(Path("models") / model_id),
+                )
+            )
+            owned = rows_updated(
+                session,
+                update(Job)
+                .where(Job.id == job.id, Job.lease_owner == owner, Job.status == "running")
+                .values(status="succeeded", model_id=model_id, finished_at=utcnow()),
+            )
+            if not owned:
+                raise LostLease(job.id)
+            add_event(
+                session,
+                job_id=job.id,
+                type="status",
+                message=f"succeeded; model {model_id} from epoch {metadata.epoch}",
+                data={"status": "succeeded", "model_id": model_id, "metrics": result.best_metrics},
+            )
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+
+
+class LostLease(RuntimeError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} was taken over by the reconciler while it ran")
+
+
+def finish(settings: Settings, job_id: str, owner: str, *, status: str, message: str) -> None:
+    """End the job as `failed` or `cancelled`, if this worker still holds it."""
+    with session_scope(settings.resolved_database_url) as session:
+        values: dict[str, object] = {"status": status, "finished_at": utcnow()}
+        if status == "failed":
+            values["error"] = message
+        owned = rows_updated(
+            session,
+            update(Job)
+            .where(Job.id == job_id, Job.lease_owner == owner, Job.status == "running")
+            .values(**values),
+        )
+        if owned:
+            add_event(
+                session, job_id=job_id, type="status", message=message, data={"status": status}
+            )
