@@ -92,5 +92,38 @@ def settings(data_dir: Path, migrated_database: str, redis_url: str, idle_queue:
 
 @pytest.fixture(scope="session")
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
+    with TestClient(create_app(settings, run_reconciler=False)) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def ready_dataset(settings: Settings) -> str:
+    """A ready classification dataset of synthetic shapes, written without the upload route."""
+    return make_ready_dataset(settings)
+
+
+def make_ready_dataset(settings: Settings, *, status: str = "ready", per_class: int = 30) -> str:
+    from app.core.db import session_scope
+    from app.core.storage import dataset_dir, new_id
+    from app.orm import Dataset
+    from tests.training.synthetic_folder import write_synthetic_folder
+
+    dataset_id = new_id()
+    manifest = write_synthetic_folder(
+        dataset_dir(settings.data_dir, dataset_id), per_class=per_class
+    )
+    with session_scope(settings.resolved_database_url) as session:
+        session.add(
+            Dataset(
+                id=dataset_id,
+                name="synthetic shapes",
+                status=status,
+                kind=manifest.kind,
+                num_images=len(manifest.items),
+                num_train=len(manifest.split("train")),
+                num_val=len(manifest.split("val")),
+                classes=manifest.classes,
+                errors=[],
+            )
+        )
+    return dataset_id

@@ -1,0 +1,213 @@
+"""The jobs API over HTTP, with no worker listening: jobs stay where the API puts them."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from app.core.config import Settings
+from app.core.db import session_scope
+from app.main import create_app
+from app.orm import Job
+from tests.conftest import make_ready_dataset
+
+
+def create_job(client: TestClient, dataset_id: str, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"dataset_id": dataset_id, "base_model": "tiny-clip", **overrides}
+    response = client.post("/jobs", json=body)
+    assert response.status_code == 201, response.text
+    job: dict[str, Any] = response.json()
+    return job
+
+
+def queued_job_ids(redis_url: str, queue: str) -> list[str]:
+    """The job ids of the task messages waiting in a Redis queue, as a worker would read them."""
+    messages = redis.Redis.from_url(redis_url).lrange(queue, 0, -1)
+    ids = []
+    for raw in messages:
+        message = json.loads(raw)
+        assert message["headers"]["task"] == "worker.train"
+        body = json.loads(base64.b64decode(message["body"]))
+        ids.append(body[0][0])
+    return ids
+
+
+def set_status(settings: Settings, job_id: str, **values: Any) -> None:
+    with session_scope(settings.resolved_database_url) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+def test_create_job_commits_it_queued_with_defaults_and_sends_it(
+    client: TestClient, settings: Settings, ready_dataset: str
+) -> None:
+    job = create_job(client, ready_dataset, hyperparameters={"epochs": 3})
+    assert job["status"] == "queued"
+    assert job["dataset_id"] == ready_dataset
+    assert job["hyperparameters"] == {
+        "epochs": 3,
+        "batch_size": 32,
+        "learning_rate": 1e-5,
+        "weight_decay": 0.1,
+        "warmup_ratio": 0.1,
+        "seed": 0,
+        "prompt_template": "a photo of a {}.",
+        "augment": True,
+    }
+    assert job["progress"]["epochs"] == 3 and job["progress"]["fraction"] == 0
+    assert job["model_id"] is None and job["error"] is None and job["attempt"] == 0
+    assert job["created_at"].endswith(("Z", "+00:00"))
+    assert job["id"] in queued_job_ids(str(settings.redis_url), settings.train_queue)
+    assert client.get(f"/jobs/{job['id']}").json() == job
+
+
+@pytest.mark.parametrize(
+    ("hyperparameters", "field"),
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"epochs": 100000}, "epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"learning_rate": -1}, "learning_rate"),
+        ({"learning_rate": 5}, "learning_rate"),
+        ({"weight_decay": 2}, "weight_decay"),
+        ({"warmup_ratio": 0.9}, "warmup_ratio"),
+        ({"seed": -1}, "seed"),
+        ({"prompt_template": "no placeholder"}, "prompt_template"),
+        ({"prompt_template": "{} and {}"}, "prompt_template"),
+        ({"prompt_template": "a {name}"}, "prompt_template"),
+        ({"dropout": 0.1}, "dropout"),
+    ],
+)
+def test_out_of_range_hyperparameters_are_422_naming_the_field(
+    client: TestClient, ready_dataset: str, hyperparameters: dict[str, Any], field: str
+) -> None:
+    response = client.post(
+        "/jobs",
+        json={
+            "dataset_id": ready_dataset,
+            "base_model": "tiny-clip",
+            "hyperparameters": hyperparameters,
+        },
+    )
+    assert response.status_code == 422
+    locations = [error["loc"] for error in response.json()["detail"]]
+    assert ["body", "hyperparameters", field] in locations
+
+
+def test_unknown_dataset_is_404(client: TestClient) -> None:
+    response = client.post("/jobs", json={"dataset_id": "nope", "base_model": "tiny-clip"})
+    assert response.status_code == 404
+    assert response.json() == {"detail": "dataset nope not found"}
+
+
+def test_dataset_that_is_not_ready_is_409(client: TestClient, settings: Settings) -> None:
+    dataset_id = make_ready_dataset(settings, status="failed", per_class=2)
+    response = client.post("/jobs", json={"dataset_id": dataset_id, "base_model": "tiny-clip"})
+    assert response.status_code == 409
+    assert response.json() == {"detail": f"dataset {dataset_id} is failed, not ready"}
+
+
+@pytest.mark.parametrize("base_model", ["no-such-model", "../etc", "a/b/c", "/abs/path"])
+def test_unknown_base_model_is_422(client: TestClient, ready_dataset: str, base_model: str) -> None:
+    response = client.post("/jobs", json={"dataset_id": ready_dataset, "base_model": base_model})
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith(f"unknown base model {base_model!r}")
+
+
+def test_hub_ids_and_local_base_models_are_accepted(
+    settings: Settings, ready_dataset: str, tmp_path: Any
+) -> None:
+    (tmp_path / "my-clip").mkdir()
+    (tmp_path / "my-clip" / "config.json").write_text("{}")
+    local = settings.model_copy(update={"base_models_dir": tmp_path})
+    with TestClient(create_app(local, run_reconciler=False)) as test_client:
+        for base_model in ("openai/clip-vit-base-patch32", "my-clip"):
+            response = test_client.post(
+                "/jobs", json={"dataset_id": ready_dataset, "base_model": base_model}
+            )
+            assert response.status_code == 201, response.text
+
+
+def test_unknown_job_is_404_everywhere(client: TestClient) -> None:
+    for method, path in [
+        ("GET", "/jobs/missing"),
+        ("POST", "/jobs/missing/cancel"),
+        ("GET", "/jobs/missing/events"),
+    ]:
+        response = client.request(method, path)
+        assert response.status_code == 404
+        assert response.json() == {"detail": "job missing not found"}
+
+
+def test_list_is_newest_first_paginated_and_filterable(
+    client: TestClient, settings: Settings, ready_dataset: str
+) -> None:
+    created = [create_job(client, ready_dataset, name=f"list-{index}") for index in range(3)]
+    set_status(settings, created[0]["id"], status="failed")
+    page = client.get("/jobs", params={"limit": 2}).json()
+    assert [job["id"] for job in page["items"]] == [created[2]["id"], created[1]["id"]]
+    assert page["total"] >= 3
+    second = client.get("/jobs", params={"limit": 2, "offset": 1}).json()
+    assert second["items"][0]["id"] == created[1]["id"]
+    failed = client.get("/jobs", params={"status": "failed"}).json()
+    assert created[0]["id"] in [job["id"] for job in failed["items"]]
+    assert all(job["status"] == "failed" for job in failed["items"])
+    assert client.get("/jobs", params={"status": "bogus"}).status_code == 422
+    assert client.get("/jobs", params={"limit": 0}).status_code == 422
+
+
+def test_cancel_a_queued_job_ends_it_at_once_then_409(
+    client: TestClient, ready_dataset: str
+) -> None:
+    job = create_job(client, ready_dataset)
+    response = client.post(f"/jobs/{job['id']}/cancel")
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    assert response.json()["finished_at"] is not None
+    again = client.post(f"/jobs/{job['id']}/cancel")
+    assert again.status_code == 409
+    assert again.json() == {"detail": f"job {job['id']} is already cancelled"}
+    events = client.get(f"/jobs/{job['id']}/events").json()
+    assert [(event["type"], event["message"]) for event in events] == [
+        ("status", "queued"),
+        ("status", "cancelled"),
+    ]
+
+
+def test_cancel_a_running_job_flags_it_for_the_worker(
+    client: TestClient, settings: Settings, ready_dataset: str
+) -> None:
+    job = create_job(client, ready_dataset)
+    set_status(settings, job["id"], status="running")
+    response = client.post(f"/jobs/{job['id']}/cancel")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "running" and body["cancel_requested"] is True
+
+
+@pytest.mark.parametrize("status", ["succeeded", "failed"])
+def test_cancel_a_finished_job_is_409(
+    client: TestClient, settings: Settings, ready_dataset: str, status: str
+) -> None:
+    job = create_job(client, ready_dataset)
+    set_status(settings, job["id"], status=status)
+    response = client.post(f"/jobs/{job['id']}/cancel")
+    assert response.status_code == 409
+    assert response.json() == {"detail": f"job {job['id']} is already {status}"}
+
+
+def test_a_job_is_recorded_even_when_the_broker_is_down(
+    settings: Settings, ready_dataset: str
+) -> None:
+    broken = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    with TestClient(create_app(broken, run_reconciler=False)) as test_client:
+        response = test_client.post(
+            "/jobs", json={"dataset_id": ready_dataset, "base_model": "tiny-clip"}
+        )
+        assert response.status_code == 201
+        assert test_client.get(f"/jobs/{response.json()['id']}").json()["status"] == "queued"
