@@ -1,0 +1,143 @@
+"""The job runner in-process against the real database: claim, progress, outcome."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event, select
+
+from app.core.config import Settings
+from app.core.db import get_engine, session_scope
+from app.core.storage import dataset_dir, model_dir
+from app.ml.model_files import read_metadata
+from app.orm import Checkpoint, Job, Model
+from worker import job_runner
+from worker.job_runner import claim
+
+FAST = {"epochs": 5, "batch_size": 16, "learning_rate": 2e-3, "weight_decay": 0.05}
+
+
+def new_job(client: TestClient, dataset_id: str, **hyperparameters: Any) -> str:
+    response = client.post(
+        "/jobs",
+        json={
+            "dataset_id": dataset_id,
+            "base_model": "tiny-clip",
+            "hyperparameters": {**FAST, **hyperparameters},
+        },
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+@pytest.fixture
+def progress_writes(settings: Settings) -> Iterator[list[str]]:
+    """Every UPDATE that sets a job's progress, as the database receives it."""
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("UPDATE job SET progress"):
+            statements.append(statement)
+
+    engine = get_engine(settings.resolved_database_url)
+    event.listen(engine, "before_cursor_execute", record)
+    yield statements
+    event.remove(engine, "before_cursor_execute", record)
+
+
+def test_a_job_runs_to_success_and_registers_its_best_model(
+    client: TestClient, settings: Settings, ready_dataset: str, progress_writes: list[str]
+) -> None:
+    job_id = new_job(client, ready_dataset)
+    job_runner.run(job_id, settings)
+
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "succeeded", job["error"]
+    assert job["attempt"] == 1 and job["finished_at"] and job["started_at"]
+    assert job["progress"]["fraction"] == 1.0
+    assert job["progress"]["step"] == job["progress"]["total_steps"] == 5 * 6
+    assert job["progress"]["samples_per_second"] > 0
+    assert job["metrics"]["val_accuracy"] >= 0.8
+    assert job["metrics"]["base_model_metrics"]["val_accuracy"] < 0.6
+    assert "train_loss" in job["metrics"]
+    # 30 steps take well under a second each here: progress is written per second, not per step.
+    assert 1 <= len(progress_writes) < 30
+
+    events = client.get(f"/jobs/{job_id}/events").json()
+    kinds = [(event["type"], event["data"].get("epoch")) for event in events]
+    assert kinds[0] == ("status", None) and events[0]["message"] == "queued"
+    assert ("evaluation", 0) in kinds and ("evaluation", 5) in kinds
+    assert [kind for kind in kinds if kind[0] == "checkpoint"] == [
+        ("checkpoint", epoch) for epoch in range(1, 6)
+    ]
+    assert events[-1]["data"]["status"] == "succeeded"
+
+    with session_scope(settings.resolved_database_url) as session:
+        model_record = session.get(Model, job["model_id"])
+        assert model_record is not None
+        assert model_record.labels == [
+            "blue triangle",
+            "green square",
+            "red circle",
+            "yellow circle",
+        ]
+        checkpoints = session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)).all()
+        assert sorted(checkpoint.epoch for checkpoint in checkpoints) == [1, 2, 3, 4, 5]
+    folder = model_dir(settings.data_dir, job["model_id"])
+    assert (folder / "model.safetensors").is_file()
+    assert not list(folder.glob("optimizer*"))
+    assert read_metadata(folder).metrics["val_accuracy"] == model_record.metrics["val_accuracy"]
+
+
+def test_a_redelivered_message_never_runs_a_job_twice(
+    client: TestClient, settings: Settings, ready_dataset: str
+) -> None:
+    job_id = new_job(client, ready_dataset)
+    first = claim(settings, job_id, "worker-a")
+    second = claim(settings, job_id, "worker-b")
+    assert first is not None and second is None
+    job_runner.run(job_id, settings)  # the redelivery: nothing happens
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "running" and job["attempt"] == 1
+
+
+def test_a_job_that_raises_ends_failed_with_a_readable_error(
+    client: TestClient, settings: Settings
+) -> None:
+    from tests.conftest import make_ready_dataset
+
+    dataset_id = make_ready_dataset(settings, per_class=4)
+    (dataset_dir(settings.data_dir, dataset_id) / "manifest.json").unlink()
+    job_id = new_job(client, dataset_id)
+    job_runner.run(job_id, settings)
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "failed"
+    assert job["error"].startswith("FileNotFoundError:")
+    assert "manifest.json" in job["error"]
+    assert job["model_id"] is None and job["finished_at"] is not None
+
+
+def test_cancelling_a_running_job_stops_it_at_the_next_step(
+    client: TestClient, settings: Settings, ready_dataset: str
+) -> None:
+    job_id = new_job(client, ready_dataset, epochs=500)
+    runner = threading.Thread(target=job_runner.run, args=(job_id, settings))
+    runner.start()
+    deadline = time.monotonic() + 60
+    while client.get(f"/jobs/{job_id}").json()["progress"]["step"] < 2:
+        assert time.monotonic() < deadline, "the job never made progress"
+        time.sleep(0.05)
+    assert client.post(f"/jobs/{job_id}/cancel").status_code == 200
+    runner.join(timeout=30)
+    assert not runner.is_alive()
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "cancelled"
+    assert job["progress"]["epoch"] < 500
+    assert job["model_id"] is None
+    with session_scope(settings.resolved_database_url) as session:
+        assert session.scalar(select(Job.status).where(Job.id == job_id)) == "cancelled"
