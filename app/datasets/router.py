@@ -2,6 +2,78 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from app.core.storage import dataset_dir, new_id
+from app.datasets import service
+from app.datasets.schemas import DatasetList, DatasetPublic
+from app.datasets.upload import receive_upload
+from app.deps import SessionDep, SettingsDep
+from app.orm.models import Dataset
 
 router = APIRouter(tags=["datasets"])
+
+# The body is parsed by hand (to stream it to disk), so describe it for the OpenAPI schema.
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "a zip"},
+                        "name": {"type": "string", "maxLength": service.MAX_NAME_CHARS},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def get_dataset(dataset_id: str, session: SessionDep) -> Dataset:
+    """The dataset named in the path, or a 404."""
+    return service.get(session=session, dataset_id=dataset_id)
+
+
+DatasetDep = Annotated[Dataset, Depends(get_dataset)]
+
+
+@router.post("/datasets", status_code=201, response_model=DatasetPublic, openapi_extra=_UPLOAD_BODY)
+async def create_dataset(
+    request: Request, session: SessionDep, settings: SettingsDep
+) -> DatasetPublic:
+    """Upload a zip of images (class folders, or metadata.csv/jsonl); it is checked and split."""
+    dataset_id = new_id()
+    upload = await receive_upload(
+        request,
+        folder=dataset_dir(settings.data_dir, dataset_id),
+        max_bytes=settings.max_upload_bytes,
+    )
+    # Decoding every image is slow, blocking work: keep it off the event loop.
+    dataset = await run_in_threadpool(
+        service.create, session=session, settings=settings, dataset_id=dataset_id, upload=upload
+    )
+    return DatasetPublic.model_validate(dataset)
+
+
+@router.get("/datasets/{dataset_id}", response_model=DatasetPublic)
+def read_dataset(dataset: DatasetDep) -> DatasetPublic:
+    """One dataset."""
+    return DatasetPublic.model_validate(dataset)
+
+
+@router.get("/datasets", response_model=DatasetList)
+def list_datasets(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> DatasetList:
+    """Datasets, newest first."""
+    datasets, total = service.list_datasets(session=session, limit=limit, offset=offset)
+    return DatasetList(items=[DatasetPublic.model_validate(d) for d in datasets], total=total)

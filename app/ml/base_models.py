@@ -16,7 +16,11 @@ LOCAL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 
 
 class UnknownBaseModel(ValueError):
-    pass
+    """The name is none of the kinds of base model clipft knows."""
+
+
+class BaseModelUnavailable(RuntimeError):
+    """The name is valid but its files could not be loaded (no network, missing files)."""
 
 
 @dataclass
@@ -52,7 +56,13 @@ def load_base_model(name: str, base_models_dir: Path | None) -> LoadedClip:
         clip, tokenizer, image_processor = build_tiny_clip()
         return LoadedClip(clip, tokenizer, image_processor)
     location = str(base_models_dir / name) if source == "local" and base_models_dir else name
-    return load_clip_folder(location)
+    try:
+        return load_clip_folder(location)
+    except OSError as error:
+        where = "the Hugging Face hub" if source == "hub" else location
+        raise BaseModelUnavailable(
+            f"could not load base model {name!r} from {where}: {error}"
+        ) from error
 
 
 def load_clip_folder(location: str) -> LoadedClip:

@@ -7,7 +7,8 @@ from transformers import BatchEncoding, CLIPModel, CLIPTokenizer
 
 
 def class_prompts(labels: list[str], template: str) -> list[str]:
-    return [template.format(label) for label in labels]
+    """Fill the template per class; folder names like `golden_retriever` read as words."""
+    return [template.format(label.replace("_", " ")) for label in labels]
 
 
 def tokenize(tokenizer: CLIPTokenizer, texts: list[str], device: torch.device) -> BatchEncoding:

@@ -68,12 +68,11 @@ def png_bytes(image: Image.Image) -> bytes:
 
 
 def classification_zip(images: list[SyntheticImage]) -> bytes:
-    """A zip in the class-folder layout: `red_circle/0001.png`, ..."""
+    """A zip in the class-folder layout: `red circle/00001.png`, ..."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for index, item in enumerate(images):
-            folder = item.label.replace(" ", "_")
-            archive.writestr(f"{folder}/{index:05d}.png", png_bytes(item.image))
+            archive.writestr(f"{item.label}/{index:05d}.png", png_bytes(item.image))
     return buffer.getvalue()
 
 

@@ -1,7 +1,41 @@
-"""HTTP routes for models."""
+"""`GET /models` and `GET /models/{model_id}`: the models that training has registered."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from app.deps import SessionDep
+from app.models import service
+from app.models.schemas import ModelList, ModelPublic
+from app.orm.models import Model
 
 router = APIRouter(tags=["models"])
+
+
+def get_model_record(model_id: str, session: SessionDep) -> Model:
+    """The model named by the `model_id` path parameter; 404 when there is none."""
+    return service.get_model(session=session, model_id=model_id)
+
+
+ModelRecordDep = Annotated[Model, Depends(get_model_record)]
+
+
+@router.get("/models")
+def list_models(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ModelList:
+    """List trained models, newest first."""
+    model_records, total = service.list_models(session=session, limit=limit, offset=offset)
+    return ModelList(
+        items=[ModelPublic.model_validate(record) for record in model_records], total=total
+    )
+
+
+@router.get("/models/{model_id}")
+def read_model(model_record: ModelRecordDep) -> ModelPublic:
+    """Show one trained model: its labels, prompt template and validation metrics."""
+    return ModelPublic.model_validate(model_record)

@@ -1,7 +1,232 @@
-"""HTTP routes for predict."""
+"""`POST /predict`: classify images with a trained model, or compare them with texts."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+import math
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+
+from app.core.config import Settings
+from app.core.errors import ClientError, PayloadTooLarge, Unprocessable
+from app.deps import SessionDep, SettingsDep
+from app.inference.cache import ModelCache
+from app.ml.encode import pick_device
+from app.predict import service
+from app.predict.schemas import (
+    MAX_TOP_K,
+    ClassificationResponse,
+    PredictJsonRequest,
+    PredictOptions,
+    SimilarityResponse,
+)
+from app.predict.service import ImageUpload, PredictInput
 
 router = APIRouter(tags=["predict"])
+
+SchemaT = TypeVar("SchemaT", bound=BaseModel)
+
+# Room in a JSON body for everything besides the images: model id, texts, top_k.
+JSON_FIELDS_ALLOWANCE = 16 * 1024**2
+# Room in a multipart body for form fields besides `texts`: model_id, top_k and a few spare.
+EXTRA_FORM_FIELDS = 8
+
+_MULTIPART_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["model_id", "files"],
+    "properties": {
+        "model_id": {"type": "string"},
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+        "texts": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Repeat the field once per text, or send one JSON array of strings.",
+        },
+        "top_k": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K, "default": 5},
+    },
+}
+_OPENAPI_EXTRA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": PredictJsonRequest.model_json_schema()},
+            "multipart/form-data": {"schema": _MULTIPART_SCHEMA},
+        },
+    }
+}
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No model with this id."},
+    409: {"description": "The model is registered but its files are missing or do not load."},
+    413: {"description": "Too many images or texts, or an image or the body is too large."},
+    415: {"description": "The body is neither JSON nor multipart/form-data."},
+    422: {"description": "Bad input: the message names the field, image index or file."},
+}
+
+
+async def get_model_cache(request: Request, settings: SettingsDep) -> ModelCache:
+    """The app's model cache, made on first use and kept on `app.state.model_cache`."""
+    # Async on purpose: it runs on the event loop without awaiting, so it cannot race itself.
+    model_cache: ModelCache | None = getattr(request.app.state, "model_cache", None)
+    if model_cache is None:
+        model_cache = ModelCache(
+            capacity=settings.model_cache_size, device=pick_device(settings.device)
+        )
+        request.app.state.model_cache = model_cache
+    return model_cache
+
+
+ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]
+
+
+@router.post("/predict", openapi_extra=_OPENAPI_EXTRA, responses=_ERROR_RESPONSES)
+async def predict(
+    request: Request, settings: SettingsDep, session: SessionDep, model_cache: ModelCacheDep
+) -> ClassificationResponse | SimilarityResponse:
+    """Classify images over a model's labels (top-k with probabilities), or, given `texts`,
+    answer the image x text cosine similarity and per-image softmax over the texts.
+
+    Send either JSON `{"model_id", "images": [base64...], "texts"?, "top_k"?}` or
+    multipart/form-data with one or more `files` plus `model_id`, optional `texts` (repeated
+    field or one JSON array) and optional `top_k`.
+    """
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "multipart/form-data":
+        predict_input = await _read_multipart(request, settings)
+    elif media_type == "application/json" or media_type.endswith("+json"):
+        body = await _read_body(request, max_bytes=_max_json_bytes(settings))
+        predict_input = await run_in_threadpool(_parse_json, body, settings)
+    else:
+        raise ClientError(
+            f"unsupported content type {media_type or '(none)'!r}: send application/json or "
+            "multipart/form-data",
+            status_code=415,
+        )
+    # Decoding and inference run in a worker thread: the event loop never waits on the model.
+    return await run_in_threadpool(
+        service.predict,
+        session=session,
+        model_cache=model_cache,
+        settings=settings,
+        predict_input=predict_input,
+    )
+
+
+def _max_json_bytes(settings: Settings) -> int:
+    base64_image_bytes = 4 * math.ceil(settings.predict_max_image_bytes / 3)
+    return settings.predict_max_images * base64_image_bytes + JSON_FIELDS_ALLOWANCE
+
+
+async def _read_body(request: Request, *, max_bytes: int) -> bytes:
+    too_large = PayloadTooLarge(f"request body is over the limit of {max_bytes} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_json(body: bytes, settings: Settings) -> PredictInput:
+    request_in = _validated(lambda: PredictJsonRequest.model_validate_json(body))
+    service.check_request(
+        num_images=len(request_in.images), texts=request_in.texts, settings=settings
+    )
+    return PredictInput(
+        model_id=request_in.model_id,
+        images=service.decode_base64_images(images=request_in.images),
+        texts=request_in.texts,
+        top_k=request_in.top_k,
+    )
+
+
+async def _read_multipart(request: Request, settings: Settings) -> PredictInput:
+    try:
+        async with request.form(
+            max_files=settings.predict_max_images,
+            max_fields=settings.predict_max_texts + EXTRA_FORM_FIELDS,
+        ) as form:
+            options = _form_options(form)
+            files = form.getlist("files")
+            service.check_request(num_images=len(files), texts=options.texts, settings=settings)
+            images = [await _read_upload(item, index, settings) for index, item in enumerate(files)]
+    except HTTPException as error:
+        raise _form_limit_error(error, settings) from None
+    return PredictInput(
+        model_id=options.model_id, images=images, texts=options.texts, top_k=options.top_k
+    )
+
+
+def _form_limit_error(error: HTTPException, settings: Settings) -> HTTPException | ClientError:
+    # Starlette answers 400 when the form breaks its limits; too many or too large is a 413 here.
+    if error.detail.startswith("Too many files"):
+        return PayloadTooLarge(
+            f"too many images: at most {settings.predict_max_images} per request"
+        )
+    if error.detail.startswith("Too many fields"):
+        return PayloadTooLarge(
+            f"too many form fields: at most {settings.predict_max_texts} texts per request"
+        )
+    if "exceeded maximum size" in error.detail:
+        return PayloadTooLarge(f"a form field is too large: {error.detail}")
+    return error
+
+
+def _form_options(form: FormData) -> PredictOptions:
+    fields: dict[str, Any] = {}
+    for key in form:
+        if key == "files":
+            continue
+        values = form.getlist(key)
+        if not all(isinstance(value, str) for value in values):
+            raise Unprocessable(f"{key} must be a text field, not a file")
+        if key == "texts":
+            fields[key] = _form_texts([str(value) for value in values])
+        else:
+            fields[key] = values[0] if len(values) == 1 else values
+    return _validated(lambda: PredictOptions.model_validate(fields))
+
+
+def _form_texts(values: list[str]) -> Any:
+    """Repeated `texts` fields as they are, or one field holding a JSON array of strings."""
+    if len(values) != 1 or not values[0].lstrip().startswith("["):
+        return values
+    try:
+        return json.loads(values[0])
+    except json.JSONDecodeError as error:
+        raise Unprocessable(
+            f"texts looks like a JSON array but is not valid JSON: {error}"
+        ) from None
+
+
+async def _read_upload(item: str | UploadFile, index: int, settings: Settings) -> ImageUpload:
+    if not isinstance(item, UploadFile):
+        raise Unprocessable(f"files[{index}] must be a file upload, not a text field")
+    name = f"file {item.filename!r}" if item.filename else f"files[{index}]"
+    max_bytes = settings.predict_max_image_bytes
+    # Check the size the parser counted before reading, so an oversized file never fills memory.
+    service.check_image_size(name=name, size=item.size or 0, max_bytes=max_bytes)
+    payload = await item.read(max_bytes + 1)
+    return ImageUpload(name=name, payload=payload)
+
+
+def _validated(validate: Callable[[], SchemaT]) -> SchemaT:
+    """Run a pydantic validation; its errors become FastAPI's usual 422 with `body` locations."""
+    try:
+        return validate()
+    except ValidationError as error:
+        errors = [
+            {**detail, "loc": ("body", *detail["loc"])}
+            for detail in error.errors(include_url=False)
+        ]
+        raise RequestValidationError(errors) from None

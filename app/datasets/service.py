@@ -1,0 +1,94 @@
+"""Datasets: turn an uploaded zip into a ready dataset, and look datasets up."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import PurePosixPath, PureWindowsPath
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.core.config import Settings
+from app.core.errors import NotFound, Unprocessable
+from app.datasets.ingest import ingest_archive
+from app.datasets.upload import FILE_FIELD, ReceivedUpload
+from app.orm.models import Dataset
+
+MAX_NAME_CHARS = 200  # the width of `dataset.name`
+DEFAULT_NAME = "dataset"
+
+
+def create(
+    *, session: Session, settings: Settings, dataset_id: str, upload: ReceivedUpload
+) -> Dataset:
+    """Check, normalise and split an uploaded zip, then record it as a ready dataset."""
+    try:
+        name = dataset_name(upload)
+        manifest = ingest_archive(
+            archive_path=upload.path,
+            archive_name=_archive_name(upload.filename),
+            dataset_dir=upload.folder,
+            settings=settings,
+        )
+        upload.path.unlink()
+        dataset = Dataset(
+            id=dataset_id,
+            name=name,
+            status="ready",
+            kind=manifest.kind,
+            num_images=len(manifest.items),
+            num_train=len(manifest.split("train")),
+            num_val=len(manifest.split("val")),
+            classes=manifest.classes,
+            errors=[],
+        )
+        session.add(dataset)
+        session.flush()
+    except BaseException:
+        # A rejected upload leaves nothing behind: no folder, and (by the rollback) no row.
+        shutil.rmtree(upload.folder, ignore_errors=True)
+        raise
+    return dataset
+
+
+def dataset_name(upload: ReceivedUpload) -> str:
+    """The `name` field, or else the uploaded file's name without `.zip`."""
+    given = upload.fields.get("name", "").strip()
+    if len(given) > MAX_NAME_CHARS:
+        raise Unprocessable(f"name: at most {MAX_NAME_CHARS} characters")
+    if given:
+        return given
+    stem = _base_filename(upload.filename)
+    if stem.lower().endswith(".zip"):
+        stem = stem[: -len(".zip")]
+    return stem.strip()[:MAX_NAME_CHARS] or DEFAULT_NAME
+
+
+def _archive_name(filename: str | None) -> str:
+    """How error messages name the whole upload."""
+    return _base_filename(filename) or FILE_FIELD
+
+
+def _base_filename(filename: str | None) -> str:
+    # Some clients send a full local path; only its last part names the file.
+    return PureWindowsPath(PurePosixPath(filename or "").name).name
+
+
+def get(*, session: Session, dataset_id: str) -> Dataset:
+    """The dataset with this id, or a 404."""
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None:
+        raise NotFound(f"dataset {dataset_id} not found")
+    return dataset
+
+
+def list_datasets(*, session: Session, limit: int, offset: int) -> tuple[list[Dataset], int]:
+    """One page of datasets, newest first, and how many there are in all."""
+    page = session.scalars(
+        select(Dataset)
+        .order_by(Dataset.created_at.desc(), Dataset.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    total = session.scalar(select(func.count()).select_from(Dataset)) or 0
+    return list(page), total

@@ -1,0 +1,178 @@
+"""Stream a multipart upload to disk as it arrives, enforcing the size limit on the way.
+
+The body is never held in memory: each chunk goes through a streaming multipart parser, the
+`file` part is written to a file in the new dataset's folder, and small text fields are kept.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect, Request
+
+from app.core.errors import ClientError, PayloadTooLarge, Unprocessable
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
+
+FILE_FIELD = "file"
+TEXT_FIELDS = frozenset({"name"})
+MAX_TEXT_FIELD_BYTES = 4096
+UPLOAD_FILE_NAME = "upload.zip.part"
+
+
+@dataclass(frozen=True)
+class ReceivedUpload:
+    folder: Path
+    path: Path
+    filename: str | None
+    """The client's name for the file, if it gave one."""
+    fields: dict[str, str]
+
+
+class _PartWriter:
+    """Multipart callbacks: the `file` part goes to disk, known text fields to memory."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self.filename: str | None = None
+        self.fields: dict[str, str] = {}
+        self.saw_file = False
+        self.finished = False
+        self._header_name = b""
+        self._header_value = b""
+        self._disposition = b""
+        self._field: str | None = None
+        self._text = bytearray()
+        self._file: BinaryIO | None = None
+
+    def callbacks(self) -> MultipartCallbacks:
+        return {
+            "on_part_begin": self._on_part_begin,
+            "on_header_field": self._on_header_field,
+            "on_header_value": self._on_header_value,
+            "on_header_end": self._on_header_end,
+            "on_headers_finished": self._on_headers_finished,
+            "on_part_data": self._on_part_data,
+            "on_part_end": self._on_part_end,
+            "on_end": self._on_end,
+        }
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _on_part_begin(self) -> None:
+        self._disposition, self._field, self._text = b"", None, bytearray()
+
+    def _on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_name += data[start:end]
+
+    def _on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+
+    def _on_header_end(self) -> None:
+        if self._header_name.strip().lower() == b"content-disposition":
+            self._disposition = self._header_value
+        self._header_name, self._header_value = b"", b""
+
+    def _on_headers_finished(self) -> None:
+        _, options = parse_options_header(self._disposition)
+        self._field = options.get(b"name", b"").decode("utf-8", errors="replace")
+        if self._field == FILE_FIELD:
+            if self.saw_file:
+                raise Unprocessable(f"{FILE_FIELD}: sent more than once; send one zip")
+            self.saw_file = True
+            if b"filename" in options:
+                self.filename = options[b"filename"].decode("utf-8", errors="replace")
+            self._file = self.target.open("wb")
+
+    def _on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._file is not None:
+            self._file.write(data[start:end])
+        elif self._field in TEXT_FIELDS:
+            self._text += data[start:end]
+            if len(self._text) > MAX_TEXT_FIELD_BYTES:
+                raise Unprocessable(f"{self._field}: over {MAX_TEXT_FIELD_BYTES} bytes")
+
+    def _on_part_end(self) -> None:
+        if self._file is not None:
+            self.close()
+        elif self._field in TEXT_FIELDS:
+            try:
+                self.fields[self._field] = self._text.decode("utf-8")
+            except UnicodeDecodeError:
+                raise Unprocessable(f"{self._field}: not UTF-8 text") from None
+
+    def _on_end(self) -> None:
+        self.finished = True
+
+
+async def receive_upload(request: Request, *, folder: Path, max_bytes: int) -> ReceivedUpload:
+    """Stream the request's `file` part into `folder`, which is removed again on any failure."""
+    boundary = _multipart_boundary(request.headers)
+    _check_declared_length(request.headers, max_bytes)
+    folder.mkdir(parents=True)
+    writer = _PartWriter(folder / UPLOAD_FILE_NAME)
+    try:
+        await _feed(request, MultipartParser(boundary, writer.callbacks()), max_bytes)
+        if not writer.saw_file:
+            raise Unprocessable(f"{FILE_FIELD}: field required (a zip archive)")
+        if not writer.finished:
+            raise ClientError("malformed multipart body: it ends before its closing boundary")
+    except BaseException:
+        writer.close()
+        # Nothing but the partial upload is in the folder yet, so this is quick.
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return ReceivedUpload(
+        folder=folder, path=writer.target, filename=writer.filename, fields=writer.fields
+    )
+
+
+def _multipart_boundary(headers: Headers) -> bytes:
+    content_type, options = parse_options_header(headers.get("content-type"))
+    boundary = options.get(b"boundary")
+    if content_type != b"multipart/form-data" or not boundary:
+        raise Unprocessable(
+            f"{FILE_FIELD}: field required; send multipart/form-data with the zip in `{FILE_FIELD}`"
+        )
+    return boundary
+
+
+def _check_declared_length(headers: Headers, max_bytes: int) -> None:
+    # Refuse before reading a byte when the client already says the body is too big.
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(
+            f"{FILE_FIELD}: upload is {int(declared)} bytes, over the limit of {max_bytes}"
+        )
+
+
+async def _feed(request: Request, parser: MultipartParser, max_bytes: int) -> None:
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > max_bytes:
+                raise PayloadTooLarge(
+                    f"{FILE_FIELD}: upload is over the limit of {max_bytes} bytes"
+                )
+            if chunk:
+                # Parsing calls back into file writes: keep that blocking work off the loop.
+                await run_in_threadpool(parser.write, chunk)
+        parser.finalize()
+    except FormParserError as error:
+        raise ClientError(f"malformed multipart body: {error}") from None
+    except ClientDisconnect:
+        raise ClientError(
+            f"{FILE_FIELD}: the client disconnected before the upload ended"
+        ) from None

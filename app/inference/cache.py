@@ -1,0 +1,150 @@
+"""A bounded, thread-safe cache of trained models loaded for serving, least recently used out.
+
+Each entry is ready to answer: the CLIP in eval mode on its device, the eval transform, the
+metadata from `clipft.json`, and the class-prompt text embeddings computed once at load.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from app.ml.base_models import LoadedClip
+from app.ml.encode import class_prompts, encode_texts
+from app.ml.model_files import METADATA_NAME, ModelMetadata, load_model_folder
+from app.ml.preprocess import ImageTransform, eval_transform
+
+logger = logging.getLogger(__name__)
+
+
+class ModelUnavailable(Exception):
+    """The model's folder is missing or does not load; the message says which."""
+
+
+@dataclass(frozen=True)
+class CachedModel:
+    model_id: str
+    loaded_clip: LoadedClip
+    transform: ImageTransform
+    metadata: ModelMetadata
+    device: torch.device
+    # Unit-length embeddings of the class prompts, one row per label; None when there are no labels.
+    label_embeddings: torch.Tensor | None
+    logit_scale: float
+    # One forward pass at a time per model: bounds accelerator memory, and the Rust tokenizer
+    # raises "Already borrowed" when two threads call it at once.
+    lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+
+
+def load_cached_model(model_id: str, folder: Path, device: torch.device) -> CachedModel:
+    """Load a model folder onto `device` and embed its class prompts; `ModelUnavailable` if not."""
+    if not folder.is_dir():
+        raise ModelUnavailable("its model folder is missing")
+    if not (folder / METADATA_NAME).is_file():
+        raise ModelUnavailable(f"its model folder has no {METADATA_NAME}")
+    try:
+        loaded_clip, metadata = load_model_folder(folder)
+    except Exception as error:
+        logger.exception("model %s at %s does not load", model_id, folder)
+        raise ModelUnavailable(f"its files do not load ({type(error).__name__})") from error
+    loaded_clip.clip.eval().to(device)
+    with torch.inference_mode():
+        label_embeddings = _embed_labels(loaded_clip, metadata, device)
+        logit_scale = float(loaded_clip.clip.logit_scale.exp().item())
+    return CachedModel(
+        model_id=model_id,
+        loaded_clip=loaded_clip,
+        transform=eval_transform(loaded_clip.image_processor),
+        metadata=metadata,
+        device=device,
+        label_embeddings=label_embeddings,
+        logit_scale=logit_scale,
+    )
+
+
+def _embed_labels(
+    loaded_clip: LoadedClip, metadata: ModelMetadata, device: torch.device
+) -> torch.Tensor | None:
+    if not metadata.labels:
+        return None
+    prompts = class_prompts(metadata.labels, metadata.prompt_template)
+    return encode_texts(loaded_clip.clip, loaded_clip.tokenizer, prompts, device)
+
+
+class ModelCache:
+    """Up to `capacity` loaded models keyed by model id; a model is loaded once however many ask."""
+
+    def __init__(self, *, capacity: int, device: torch.device) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self.device = device
+        self._entries: OrderedDict[str, CachedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        # Per-model locks so that loading one model never waits for another model's load.
+        self._load_locks: dict[str, threading.Lock] = {}
+        self._loads = 0
+
+    @property
+    def loads(self) -> int:
+        """How many times a model folder has been loaded, for tests and metrics."""
+        return self._loads
+
+    def model_ids(self) -> list[str]:
+        """Cached model ids, least recently used first."""
+        with self._lock:
+            return list(self._entries)
+
+    def __contains__(self, model_id: object) -> bool:
+        with self._lock:
+            return model_id in self._entries
+
+    def get(self, model_id: str, folder: Path) -> CachedModel:
+        """The cached model, loading it from `folder` first if needed; blocks while it loads."""
+        cached = self._lookup(model_id)
+        if cached is not None:
+            return cached
+        with self._lock:
+            load_lock = self._load_locks.setdefault(model_id, threading.Lock())
+        with load_lock:
+            try:
+                # Another thread may have loaded it while this one waited for the lock.
+                cached = self._lookup(model_id)
+                if cached is None:
+                    cached = load_cached_model(model_id, folder, self.device)
+                    self._insert(cached)
+                return cached
+            finally:
+                with self._lock:
+                    if self._load_locks.get(model_id) is load_lock:
+                        del self._load_locks[model_id]
+
+    def evict(self, model_id: str) -> bool:
+        """Drop a model (e.g. after its files change or it is deleted); True if it was cached."""
+        with self._lock:
+            return self._entries.pop(model_id, None) is not None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def _lookup(self, model_id: str) -> CachedModel | None:
+        with self._lock:
+            cached = self._entries.get(model_id)
+            if cached is not None:
+                self._entries.move_to_end(model_id)
+            return cached
+
+    def _insert(self, cached: CachedModel) -> None:
+        with self._lock:
+            self._loads += 1
+            self._entries[cached.model_id] = cached
+            self._entries.move_to_end(cached.model_id)
+            while len(self._entries) > self.capacity:
+                evicted_id, _ = self._entries.popitem(last=False)
+                logger.info("evicted model %s from the serving cache", evicted_id)

@@ -1,0 +1,147 @@
+"""Run predictions: check the request, decode its images, then classify or compare with texts."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+from sqlalchemy.orm import Session
+
+from app.core.config import Settings
+from app.core.errors import Conflict, PayloadTooLarge, Unprocessable
+from app.inference import engine
+from app.inference.cache import CachedModel, ModelCache, ModelUnavailable
+from app.ml.images import ImageDecodeError, ImageLimits, decode_image
+from app.models.service import get_model
+from app.orm.models import Model
+from app.predict.schemas import ClassificationResponse, LabelScorePublic, SimilarityResponse
+
+
+@dataclass(frozen=True)
+class ImageUpload:
+    # How error messages name the image: `images[2]` (JSON) or `file 'cat.png'` (multipart).
+    name: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class PredictInput:
+    model_id: str
+    images: list[ImageUpload]
+    texts: list[str] | None
+    top_k: int
+
+
+def check_request(*, num_images: int, texts: list[str] | None, settings: Settings) -> None:
+    """Refuse no images, too many images or texts, and empty texts, before any decoding."""
+    if num_images == 0:
+        raise Unprocessable(
+            "no images: send at least one (`images` in JSON, `files` in multipart/form-data)"
+        )
+    if num_images > settings.predict_max_images:
+        raise PayloadTooLarge(
+            f"too many images: at most {settings.predict_max_images} per request, got {num_images}"
+        )
+    if texts is None:
+        return
+    if not texts:
+        raise Unprocessable(
+            "texts is empty: send at least one text, or leave texts out to classify over the "
+            "model's labels"
+        )
+    if len(texts) > settings.predict_max_texts:
+        raise PayloadTooLarge(
+            f"too many texts: at most {settings.predict_max_texts} per request, got {len(texts)}"
+        )
+    for index, text in enumerate(texts):
+        if not text.strip():
+            raise Unprocessable(f"texts[{index}] is empty")
+
+
+def check_image_size(*, name: str, size: int, max_bytes: int) -> None:
+    """Refuse an image over the per-image byte limit with a 413 that names it."""
+    if size > max_bytes:
+        raise PayloadTooLarge(f"{name} is {size} bytes, over the limit of {max_bytes}")
+
+
+def decode_base64_images(*, images: list[str]) -> list[ImageUpload]:
+    """Decode JSON's base64 images (a `data:` URL prefix is allowed), naming any bad one."""
+    return [
+        ImageUpload(name=f"images[{index}]", payload=_decode_base64(text, name=f"images[{index}]"))
+        for index, text in enumerate(images)
+    ]
+
+
+def _decode_base64(text: str, *, name: str) -> bytes:
+    if text.startswith("data:"):
+        # A data URL (`data:image/png;base64,...`): the payload follows the first comma.
+        text = text.partition(",")[2]
+    try:
+        # Line breaks are common in wrapped base64; any other stray character is an error.
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise Unprocessable(f"{name} is not valid base64") from None
+
+
+def decode_images(*, uploads: list[ImageUpload], settings: Settings) -> list[Image.Image]:
+    """Decode every image with the upload limits; a 422 names the first that does not decode."""
+    limits = ImageLimits(
+        max_pixels=settings.max_image_pixels, max_bytes=settings.predict_max_image_bytes
+    )
+    images = []
+    for upload in uploads:
+        check_image_size(
+            name=upload.name, size=len(upload.payload), max_bytes=settings.predict_max_image_bytes
+        )
+        try:
+            images.append(decode_image(upload.payload, limits))
+        except ImageDecodeError as error:
+            raise Unprocessable(f"{upload.name}: {error}") from None
+    return images
+
+
+def predict(
+    *,
+    session: Session,
+    model_cache: ModelCache,
+    settings: Settings,
+    predict_input: PredictInput,
+) -> ClassificationResponse | SimilarityResponse:
+    """Classify the images over the model's labels, or compare them with the given texts."""
+    model_record = get_model(session=session, model_id=predict_input.model_id)
+    images = decode_images(uploads=predict_input.images, settings=settings)
+    cached = _serving_model(
+        model_cache=model_cache, model_record=model_record, data_dir=settings.data_dir
+    )
+    if predict_input.texts is not None:
+        similarity = engine.compare(cached, images, predict_input.texts)
+        return SimilarityResponse(
+            model_id=model_record.id,
+            similarity=similarity.cosine,
+            probabilities=similarity.probabilities,
+        )
+    if cached.label_embeddings is None:
+        raise Unprocessable(
+            f"model {model_record.id} is a {cached.metadata.kind} model with no labels to "
+            "classify over: send `texts` to compare the images with"
+        )
+    predictions = engine.classify(cached, images, top_k=predict_input.top_k)
+    return ClassificationResponse(
+        model_id=model_record.id,
+        predictions=[
+            [LabelScorePublic(label=scored.label, score=scored.score) for scored in row]
+            for row in predictions
+        ],
+    )
+
+
+def _serving_model(*, model_cache: ModelCache, model_record: Model, data_dir: Path) -> CachedModel:
+    try:
+        return model_cache.get(model_record.id, data_dir / model_record.path)
+    except ModelUnavailable as error:
+        raise Conflict(
+            f"model {model_record.id} cannot be served: {error} ({model_record.path})"
+        ) from error

@@ -1,0 +1,91 @@
+"""Register a trained model for tests: a tiny-clip folder on disk plus its database rows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from app.core import storage
+from app.core.config import Settings
+from app.core.db import session_scope
+from app.ml.base_models import LoadedClip
+from app.ml.model_files import ModelMetadata, save_clip_folder
+from app.ml.tiny_clip import TINY_CLIP_NAME, build_tiny_clip
+from app.orm.base import utcnow
+from app.orm.models import Dataset, Job, Model
+
+SHAPE_LABELS = ("red circle", "green square", "blue triangle")
+PROMPT_TEMPLATE = "a photo of a {}."
+
+
+def write_model_folder(
+    folder: Path,
+    *,
+    kind: str = "classification",
+    labels: tuple[str, ...] = SHAPE_LABELS,
+    prompt_template: str = PROMPT_TEMPLATE,
+) -> None:
+    """Save a freshly built tiny-clip with its `clipft.json` metadata into `folder`."""
+    clip, tokenizer, image_processor = build_tiny_clip()
+    metadata = ModelMetadata(
+        kind=kind,
+        labels=list(labels),
+        prompt_template=prompt_template,
+        base_model=TINY_CLIP_NAME,
+    )
+    save_clip_folder(LoadedClip(clip, tokenizer, image_processor), metadata, folder)
+
+
+def register_model(
+    *,
+    settings: Settings,
+    kind: str = "classification",
+    labels: tuple[str, ...] | None = None,
+    prompt_template: str = PROMPT_TEMPLATE,
+    name: str = "test model",
+    created_at: datetime | None = None,
+    write_files: bool = True,
+) -> str:
+    """Write a tiny-clip model folder and its dataset, succeeded job and model rows; its id."""
+    if labels is None:
+        labels = SHAPE_LABELS if kind == "classification" else ()
+    model_id = storage.new_id()
+    folder = storage.model_dir(settings.data_dir, model_id)
+    if write_files:
+        write_model_folder(folder, kind=kind, labels=labels, prompt_template=prompt_template)
+    with session_scope(settings.resolved_database_url) as session:
+        dataset = Dataset(
+            id=storage.new_id(),
+            name=f"{name} data",
+            status="ready",
+            kind=kind,
+            classes=list(labels),
+        )
+        session.add(dataset)
+        session.flush()
+        job = Job(
+            id=storage.new_id(),
+            name=name,
+            status="succeeded",
+            dataset_id=dataset.id,
+            base_model=TINY_CLIP_NAME,
+            hyperparameters={},
+            model_id=model_id,
+        )
+        session.add(job)
+        session.flush()
+        session.add(
+            Model(
+                id=model_id,
+                name=name,
+                job_id=job.id,
+                base_model=TINY_CLIP_NAME,
+                kind=kind,
+                labels=list(labels),
+                prompt_template=prompt_template,
+                metrics={"val_accuracy": 0.5} if kind == "classification" else {},
+                path=folder.relative_to(settings.data_dir).as_posix(),
+                created_at=created_at or utcnow(),
+            )
+        )
+    return model_id

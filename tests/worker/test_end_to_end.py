@@ -1,0 +1,158 @@
+"""End to end with a real Celery worker process and real Redis: upload, train, predict."""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.core.config import Settings
+from app.jobs.reconcile import reconcile_once
+from app.main import create_app
+from app.ml.synthetic import DEFAULT_CLASSES, classification_zip, make_images, png_bytes
+from tests.worker.celery_process import WorkerProcess
+
+pytestmark = pytest.mark.e2e
+
+HYPERPARAMETERS = {"epochs": 5, "batch_size": 16, "learning_rate": 2e-3, "weight_decay": 0.05}
+FINISHED = {"succeeded", "failed", "cancelled"}
+
+
+def queue_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"train_queue": f"train-e2e-{uuid.uuid4().hex[:8]}"})
+
+
+@pytest.fixture(scope="module")
+def e2e_settings(settings: Settings) -> Settings:
+    return queue_settings(settings)
+
+
+@pytest.fixture(scope="module")
+def worker(e2e_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    process = WorkerProcess(e2e_settings, tmp_path_factory.mktemp("logs") / "worker.log").start()
+    yield
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def e2e_client(e2e_settings: Settings, worker: None) -> Iterator[TestClient]:
+    with TestClient(create_app(e2e_settings, run_reconciler=False)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def uploaded_dataset(e2e_client: TestClient) -> str:
+    archive = classification_zip(make_images(per_class=30, seed=0))
+    response = e2e_client.post(
+        "/datasets", files={"file": ("shapes.zip", archive, "application/zip")}
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["status"] == "ready"
+    return str(response.json()["id"])
+
+
+def start_job(client: TestClient, dataset_id: str, **overrides: Any) -> str:
+    body = {
+        "dataset_id": dataset_id,
+        "base_model": "tiny-clip",
+        "hyperparameters": HYPERPARAMETERS,
+        **overrides,
+    }
+    response = client.post("/jobs", json=body)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def wait_until(
+    client: TestClient, job_id: str, statuses: set[str], timeout: float = 180
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = client.get(f"/jobs/{job_id}").json()
+        if job["status"] in statuses:
+            return job
+        assert time.monotonic() < deadline, f"job stuck: {job}"
+        time.sleep(0.2)
+
+
+def test_upload_train_and_predict_held_out_images(
+    e2e_client: TestClient, uploaded_dataset: str
+) -> None:
+    job_id = start_job(e2e_client, uploaded_dataset)
+    job = wait_until(e2e_client, job_id, FINISHED)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["progress"]["fraction"] == 1.0
+
+    held_out = make_images(per_class=10, seed=99)
+    images = [base64.b64encode(png_bytes(sample.image)).decode() for sample in held_out]
+    response = e2e_client.post("/predict", json={"model_id": job["model_id"], "images": images})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    hits = [
+        ranked[0]["label"] == sample.label
+        for ranked, sample in zip(predictions, held_out, strict=True)
+    ]
+    assert sum(hits) / len(hits) >= 0.8
+    assert {entry["label"] for entry in predictions[0]} == set(DEFAULT_CLASSES)
+
+    model_record = e2e_client.get(f"/models/{job['model_id']}").json()
+    assert model_record["job_id"] == job_id
+    assert sorted(model_record["labels"]) == sorted(DEFAULT_CLASSES)
+
+
+def test_a_failing_job_fails_clearly_and_the_worker_takes_the_next(
+    e2e_client: TestClient, uploaded_dataset: str
+) -> None:
+    failing = start_job(e2e_client, uploaded_dataset, base_model="clipft-tests/no-such-model")
+    following = start_job(
+        e2e_client, uploaded_dataset, hyperparameters={**HYPERPARAMETERS, "epochs": 1}
+    )
+    failed = wait_until(e2e_client, failing, FINISHED)
+    assert failed["status"] == "failed"
+    assert "clipft-tests/no-such-model" in failed["error"]
+    assert wait_until(e2e_client, following, FINISHED)["status"] == "succeeded"
+
+
+def test_a_killed_worker_leaves_a_clear_state_and_the_job_resumes(
+    settings: Settings, uploaded_dataset: str, tmp_path: Path
+) -> None:
+    own = queue_settings(settings).model_copy(update={"heartbeat_timeout_seconds": 1.0})
+    with TestClient(create_app(own, run_reconciler=False)) as client:
+        first = WorkerProcess(own, tmp_path / "first.log").start()
+        job_id = start_job(
+            client, uploaded_dataset, hyperparameters={**HYPERPARAMETERS, "epochs": 30}
+        )
+        deadline = time.monotonic() + 120
+        while not any(
+            event["type"] == "checkpoint" for event in client.get(f"/jobs/{job_id}/events").json()
+        ):
+            assert time.monotonic() < deadline, "no checkpoint was written"
+            time.sleep(0.1)
+        first.kill()
+        time.sleep(1.5)  # the heartbeat goes stale
+        report = reconcile_once(own)
+        assert job_id in report.requeued
+        requeued = client.get(f"/jobs/{job_id}").json()
+        assert requeued["status"] == "queued" and requeued["attempt"] == 1
+
+        second = WorkerProcess(own, tmp_path / "second.log").start()
+        try:
+            job = wait_until(client, job_id, FINISHED)
+        finally:
+            second.stop()
+        assert job["status"] == "succeeded", job["error"]
+        assert job["attempt"] == 2
+        evaluations = [
+            event["data"]["epoch"]
+            for event in client.get(f"/jobs/{job_id}/events").json()
+            if event["type"] == "evaluation"
+        ]
+        # Resumed from the checkpoint: the base model and early epochs are not redone.
+        assert evaluations.count(0) == 1
+        assert sorted(set(evaluations)) == list(range(31))
