@@ -19,6 +19,8 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "green": (40, 180, 60),
     "blue": (50, 80, 220),
     "yellow": (230, 210, 40),
+    "purple": (150, 60, 200),
+    "cyan": (40, 200, 210),
 }
 SHAPES = ("circle", "square", "triangle")
 DEFAULT_CLASSES = ("red circle", "green square", "blue triangle", "yellow circle")
