@@ -25,7 +25,7 @@ from app.core.migrate import upgrade_to_head
 from app.main import create_app
 
 
-def _new_postgres_database(server_url: str) -> Iterator[str]:
+def new_postgres_database(server_url: str) -> Iterator[str]:
     name = f"clipft_test_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
@@ -50,7 +50,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def database_url(data_dir: Path) -> Iterator[str]:
     server_url = os.environ.get("CLIPFT_TEST_POSTGRES_URL")
     if server_url:
-        yield from _new_postgres_database(server_url)
+        yield from new_postgres_database(server_url)
     else:
         yield f"sqlite:///{data_dir / 'clipft.db'}"
 

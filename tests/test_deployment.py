@@ -473,3 +473,24 @@ def test_compose_commands_are_clipft_cli_commands(
         for option, value in given.items():
             parsed = context.params[option.removeprefix("--").replace("-", "_")]
             assert str(parsed) == value, (option, parsed)
+
+
+README = ROOT / "README.md"
+
+
+def test_readme_describes_the_compose_services_as_they_are(compose: dict[str, Any]) -> None:
+    readme = README.read_text()
+    api, worker = _service(compose, "api"), _service(compose, "worker")
+    # The commands, port and data volume the README promises are the ones compose runs.
+    assert f"`{API_COMMAND}`" in readme and _argv(api["command"]) == _argv(API_COMMAND)
+    assert f"`{WORKER_COMMAND}`" in readme and _argv(worker["command"]) == _argv(WORKER_COMMAND)
+    assert "curl http://localhost:8000/health" in readme
+    assert any(str(port).startswith("8000:") for port in api["ports"])
+    assert "`clipft-data` volume at `/data`" in readme
+    assert _mounts(api)["/data"] == _mounts(worker)["/data"] == "clipft-data"
+
+
+def test_readme_configuration_table_lists_exactly_the_settings() -> None:
+    documented = set(re.findall(r"^\| `(CLIPFT_[A-Z_]+)` \|", README.read_text(), re.MULTILINE))
+    expected = {f"CLIPFT_{name.upper()}" for name in Settings.model_fields}
+    assert documented == expected

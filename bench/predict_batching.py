@@ -1,0 +1,82 @@
+"""Batched inference and cached label embeddings versus one image at a time, ViT-B/32 size.
+
+The weights are random (no download needed here): speed does not depend on their values.
+Rerun: .venv/bin/python -m bench.predict_batching
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+from app.inference.cache import load_cached_model
+from app.inference.engine import classify
+from app.ml.base_models import LoadedClip
+from app.ml.encode import class_prompts, encode_texts
+from app.ml.model_files import ModelMetadata, save_clip_folder
+from app.ml.tiny_clip import build_tiny_tokenizer
+from bench.timing import interleaved_best
+
+IMAGES = 32
+LABELS = [f"part type {index}" for index in range(20)]
+
+
+def write_full_size_model(folder: Path) -> None:
+    tokenizer = build_tiny_tokenizer()
+    config = CLIPConfig(
+        text_config={"vocab_size": len(tokenizer), "eos_token_id": tokenizer.eos_token_id},
+        vision_config={},  # defaults: ViT-B/32, 224 px
+    )
+    torch.manual_seed(0)
+    loaded = LoadedClip(CLIPModel(config), tokenizer, CLIPImageProcessor())
+    metadata = ModelMetadata(
+        kind="classification", labels=LABELS, prompt_template="a photo of a {}.", base_model="b32"
+    )
+    save_clip_folder(loaded, metadata, folder)
+
+
+def main() -> None:
+    torch.set_grad_enabled(False)
+    rng = np.random.default_rng(0)
+    images = [
+        Image.fromarray(rng.integers(0, 255, size=(256, 256, 3), dtype=np.uint8))
+        for _ in range(IMAGES)
+    ]
+    with tempfile.TemporaryDirectory() as folder:
+        write_full_size_model(Path(folder))
+        cached = load_cached_model("bench", Path(folder), torch.device("cpu"))
+
+    def recompute_labels_then_classify_one() -> None:
+        # What serving would cost without the cache: prompts re-encoded for every request.
+        clip = cached.loaded_clip
+        for image in images:
+            encode_texts(
+                clip.clip, clip.tokenizer, class_prompts(LABELS, "a photo of a {}."), cached.device
+            )
+            classify(cached, [image], top_k=5, batch_size=1)
+
+    variants = {
+        "batched (32 per forward)": lambda: classify(cached, images, top_k=5, batch_size=32),
+        "one image per forward": lambda: classify(cached, images, top_k=5, batch_size=1),
+        "one per request, no label cache": recompute_labels_then_classify_one,
+    }
+    seconds = interleaved_best(variants, rounds=3)
+    baseline = seconds["one image per forward"]
+    print(
+        f"classify {IMAGES} images, ViT-B/32-size CLIP, {len(LABELS)} labels, {os.cpu_count()} CPUs"
+    )
+    for name, value in seconds.items():
+        print(
+            f"  {name:>33}: {IMAGES / value:7.1f} images/s  ({baseline / value:.2f}x of one-by-one)"
+        )
+    print("rerun: .venv/bin/python -m bench.predict_batching")
+
+
+if __name__ == "__main__":
+    main()
