@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
-from app.core.db import get_sessionmaker
+from app.core.db import session_scope
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -22,13 +22,8 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 def get_db(settings: SettingsDep) -> Iterator[Session]:
     """A session that commits when the route succeeds and rolls back when it raises."""
-    with get_sessionmaker(settings.resolved_database_url)() as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    with session_scope(settings.resolved_database_url) as session:
+        yield session
 
 
 SessionDep = Annotated[Session, Depends(get_db)]

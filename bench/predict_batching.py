@@ -30,7 +30,12 @@ LABELS = [f"part type {index}" for index in range(20)]
 def write_full_size_model(folder: Path) -> None:
     tokenizer = build_tiny_tokenizer()
     config = CLIPConfig(
-        text_config={"vocab_size": len(tokenizer), "eos_token_id": tokenizer.eos_token_id},
+        text_config={
+            "vocab_size": len(tokenizer),
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
         vision_config={},  # defaults: ViT-B/32, 224 px
     )
     torch.manual_seed(0)

@@ -46,13 +46,18 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("clipft-data")
 
 
-@pytest.fixture(scope="session")
-def database_url(data_dir: Path) -> Iterator[str]:
+def empty_database(sqlite_file: Path) -> Iterator[str]:
+    """A new PostgreSQL database when CI names a server, else a SQLite file."""
     server_url = os.environ.get("CLIPFT_TEST_POSTGRES_URL")
     if server_url:
         yield from new_postgres_database(server_url)
     else:
-        yield f"sqlite:///{data_dir / 'clipft.db'}"
+        yield f"sqlite:///{sqlite_file}"
+
+
+@pytest.fixture(scope="session")
+def database_url(data_dir: Path) -> Iterator[str]:
+    yield from empty_database(data_dir / "clipft.db")
 
 
 @pytest.fixture(scope="session")

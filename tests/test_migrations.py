@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,16 +11,12 @@ from alembic import command
 
 from app.core.migrate import alembic_config
 from app.orm import Base
-from tests.conftest import new_postgres_database
+from tests.conftest import empty_database
 
 
 @pytest.fixture
-def empty_database(tmp_path: Path) -> Iterator[str]:
-    server_url = os.environ.get("CLIPFT_TEST_POSTGRES_URL")
-    if server_url:
-        yield from new_postgres_database(server_url)
-    else:
-        yield f"sqlite:///{tmp_path / 'migrations.db'}"
+def new_database(tmp_path: Path) -> Iterator[str]:
+    yield from empty_database(tmp_path / "migrations.db")
 
 
 def table_names(database_url: str) -> set[str]:
@@ -32,13 +27,13 @@ def table_names(database_url: str) -> set[str]:
         engine.dispose()
 
 
-def test_upgrade_downgrade_upgrade_and_no_drift(empty_database: str) -> None:
-    config = alembic_config(empty_database)
+def test_upgrade_downgrade_upgrade_and_no_drift(new_database: str) -> None:
+    config = alembic_config(new_database)
     command.upgrade(config, "head")
-    assert table_names(empty_database) >= set(Base.metadata.tables)
+    assert table_names(new_database) >= set(Base.metadata.tables)
     command.downgrade(config, "base")
-    assert table_names(empty_database) <= {"alembic_version"}
+    assert table_names(new_database) <= {"alembic_version"}
     command.upgrade(config, "head")
-    assert table_names(empty_database) >= set(Base.metadata.tables)
+    assert table_names(new_database) >= set(Base.metadata.tables)
     # Raises when the ORM models and the migrations disagree.
     command.check(config)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import shutil
 from pathlib import PurePosixPath, PureWindowsPath
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
-from app.core.errors import NotFound, Unprocessable
+from app.core.errors import Unprocessable
+from app.core.queries import get_or_404, newest_first_page
 from app.datasets.ingest import ingest_archive
 from app.datasets.upload import FILE_FIELD, ReceivedUpload
 from app.orm.models import Dataset
@@ -76,19 +77,9 @@ def _base_filename(filename: str | None) -> str:
 
 def get(*, session: Session, dataset_id: str) -> Dataset:
     """The dataset with this id, or a 404."""
-    dataset = session.get(Dataset, dataset_id)
-    if dataset is None:
-        raise NotFound(f"dataset {dataset_id} not found")
-    return dataset
+    return get_or_404(session, Dataset, dataset_id, "dataset")
 
 
 def list_datasets(*, session: Session, limit: int, offset: int) -> tuple[list[Dataset], int]:
     """One page of datasets, newest first, and how many there are in all."""
-    page = session.scalars(
-        select(Dataset)
-        .order_by(Dataset.created_at.desc(), Dataset.id.desc())
-        .limit(limit)
-        .offset(offset)
-    )
-    total = session.scalar(select(func.count()).select_from(Dataset)) or 0
-    return list(page), total
+    return newest_first_page(session, select(Dataset), Dataset, limit=limit, offset=offset)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
 from app.core.db import rows_updated
-from app.core.errors import Conflict, NotFound, Unprocessable
+from app.core.errors import Conflict, Unprocessable
+from app.core.queries import get_or_404, newest_first_page
 from app.core.storage import new_id
 from app.jobs.events import add_event
 from app.jobs.schemas import FINISHED_STATUSES, JobCreate, JobProgress
@@ -18,9 +19,7 @@ from app.orm.base import utcnow
 
 def create(*, session: Session, settings: Settings, job_in: JobCreate) -> Job:
     """Check the dataset and base model, then record the job as `queued` (not yet sent)."""
-    dataset = session.get(Dataset, job_in.dataset_id)
-    if dataset is None:
-        raise NotFound(f"dataset {job_in.dataset_id} not found")
+    dataset = get_or_404(session, Dataset, job_in.dataset_id, "dataset")
     if dataset.status != "ready":
         raise Conflict(f"dataset {dataset.id} is {dataset.status}, not ready")
     try:
@@ -50,10 +49,7 @@ def create(*, session: Session, settings: Settings, job_in: JobCreate) -> Job:
 
 def get(*, session: Session, job_id: str) -> Job:
     """The job, or a 404."""
-    job = session.get(Job, job_id)
-    if job is None:
-        raise NotFound(f"job {job_id} not found")
-    return job
+    return get_or_404(session, Job, job_id, "job")
 
 
 def list_jobs(
@@ -63,11 +59,7 @@ def list_jobs(
     query = select(Job)
     if status is not None:
         query = query.where(Job.status == status)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    jobs = session.scalars(
-        query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
-    ).all()
-    return list(jobs), total
+    return newest_first_page(session, query, Job, limit=limit, offset=offset)
 
 
 def cancel(*, session: Session, job: Job) -> Job:

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import update
 
 from app.core.config import Settings
-from app.core.db import session_scope
 from app.jobs.reconcile import reconcile_once
-from app.orm import Job
 from app.orm.base import utcnow
-from tests.api.test_jobs import create_job, queued_job_ids
-
-
-def force(settings: Settings, job_id: str, **values: Any) -> None:
-    with session_scope(settings.resolved_database_url) as session:
-        session.execute(update(Job).where(Job.id == job_id).values(**values))
+from tests.api.test_jobs import create_job, queued_job_ids, set_status
 
 
 def test_running_job_with_stale_heartbeat_is_requeued_and_resent(
@@ -26,7 +17,9 @@ def test_running_job_with_stale_heartbeat_is_requeued_and_resent(
 ) -> None:
     job = create_job(client, ready_dataset)
     stale = utcnow() - timedelta(seconds=settings.heartbeat_timeout_seconds + 5)
-    force(settings, job["id"], status="running", attempt=1, heartbeat_at=stale, lease_owner="x")
+    set_status(
+        settings, job["id"], status="running", attempt=1, heartbeat_at=stale, lease_owner="x"
+    )
     report = reconcile_once(settings)
     assert job["id"] in report.requeued
     body = client.get(f"/jobs/{job['id']}").json()
@@ -40,7 +33,7 @@ def test_fresh_heartbeat_is_left_alone(
     client: TestClient, settings: Settings, ready_dataset: str
 ) -> None:
     job = create_job(client, ready_dataset)
-    force(settings, job["id"], status="running", attempt=1, heartbeat_at=utcnow())
+    set_status(settings, job["id"], status="running", attempt=1, heartbeat_at=utcnow())
     report = reconcile_once(settings)
     assert job["id"] not in report.requeued + report.failed
     assert client.get(f"/jobs/{job['id']}").json()["status"] == "running"
@@ -51,7 +44,7 @@ def test_stale_job_out_of_attempts_fails_with_a_clear_error(
 ) -> None:
     job = create_job(client, ready_dataset)
     stale = utcnow() - timedelta(seconds=settings.heartbeat_timeout_seconds + 5)
-    force(settings, job["id"], status="running", attempt=3, max_attempts=3, heartbeat_at=stale)
+    set_status(settings, job["id"], status="running", attempt=3, max_attempts=3, heartbeat_at=stale)
     reconcile_once(settings)
     body = client.get(f"/jobs/{job['id']}").json()
     assert body["status"] == "failed"
@@ -64,7 +57,7 @@ def test_stale_job_with_a_cancel_request_ends_cancelled(
 ) -> None:
     job = create_job(client, ready_dataset)
     stale = utcnow() - timedelta(seconds=settings.heartbeat_timeout_seconds + 5)
-    force(settings, job["id"], status="running", attempt=1, heartbeat_at=stale)
+    set_status(settings, job["id"], status="running", attempt=1, heartbeat_at=stale)
     client.post(f"/jobs/{job['id']}/cancel")
     reconcile_once(settings)
     assert client.get(f"/jobs/{job['id']}").json()["status"] == "cancelled"
@@ -75,7 +68,7 @@ def test_queued_job_that_waited_too_long_is_sent_again(
 ) -> None:
     job = create_job(client, ready_dataset)
     waited = utcnow() - timedelta(seconds=settings.queued_resend_after_seconds + 5)
-    force(settings, job["id"], enqueued_at=waited)
+    set_status(settings, job["id"], enqueued_at=waited)
     report = reconcile_once(settings)
     assert job["id"] in report.resend
     assert queued_job_ids(str(settings.redis_url), settings.train_queue).count(job["id"]) == 2
