@@ -129,13 +129,12 @@ def follow(client: httpx.Client, job: dict[str, Any]) -> dict[str, Any]:
             progress, metrics = job["progress"], job["metrics"]
             bar.n = progress["fraction"]
             bar.set_description(f"{job['status']} epoch {progress['epoch']}/{progress['epochs']}")
-            bar.set_postfix(
-                loss=f"{metrics.get('train_loss', float('nan')):.3f}",
-                val_acc=f"{metrics.get('val_accuracy', float('nan')):.2f}",
-                samples_s=f"{progress.get('samples_per_second') or 0:.0f}",
-                eta_s=f"{progress.get('eta_seconds') or 0:.0f}",
+            bar.set_postfix_str(
+                f"loss {metrics.get('train_loss', float('nan')):.3f}"
+                f" | val acc {metrics.get('val_accuracy', float('nan')):.2f}"
+                f" | {progress.get('samples_per_second') or 0:.0f} img/s"
+                f" | eta {progress.get('eta_seconds') or 0:.0f}s"
             )
-            bar.refresh()
     return job
 
 
