@@ -142,3 +142,31 @@ def test_same_seed_gives_same_weights(classification_dir: Path, tmp_path: Path) 
     weights_a = CLIPModel.from_pretrained(first.best_checkpoint).state_dict()
     weights_b = CLIPModel.from_pretrained(second.best_checkpoint).state_dict()
     assert all(torch.allclose(weights_a[name], weights_b[name]) for name in weights_a)
+
+
+def test_a_local_base_model_folder_is_fine_tuned_from_its_weights(
+    classification_dir: Path, tmp_path: Path
+) -> None:
+    # A user's offline base model: any save_pretrained CLIP folder under base_models_dir.
+    from app.ml.base_models import LoadedClip
+    from app.ml.model_files import ModelMetadata, save_clip_folder
+    from app.ml.tiny_clip import build_tiny_clip
+
+    first = run(tiny_config(classification_dir, epochs=3), tmp_path / "first")
+    assert first.best_checkpoint is not None
+    trained = CLIPModel.from_pretrained(first.best_checkpoint)
+    _, tokenizer, image_processor = build_tiny_clip()
+    metadata = ModelMetadata(kind="classification", labels=[], prompt_template="{}", base_model="x")
+    save_clip_folder(
+        LoadedClip(trained, tokenizer, image_processor), metadata, tmp_path / "base" / "my-clip"
+    )
+    recorder = Recorder()
+    run(
+        tiny_config(
+            classification_dir, epochs=1, base_model="my-clip", base_models_dir=tmp_path / "base"
+        ),
+        tmp_path / "second",
+        recorder,
+    )
+    # Epoch 0 evaluates the local folder's weights: already trained, unlike tiny-clip's init.
+    assert recorder.evaluations[0][1]["val_accuracy"] >= 0.9
