@@ -122,15 +122,16 @@ def start_job(client: httpx.Client, dataset_id: str, epochs: int) -> dict[str, A
 
 def follow(client: httpx.Client, job: dict[str, Any]) -> dict[str, Any]:
     """Poll the job and draw its progress until it finishes."""
-    with tqdm(total=1.0, desc="queued", bar_format="{l_bar}{bar}| {postfix}") as bar:
+    # The stats go in the description: tqdm's own postfix field always starts with ", ".
+    with tqdm(total=1.0, desc="queued", bar_format="{percentage:3.0f}%|{bar:30}| {desc}") as bar:
         while job["status"] not in FINISHED:
             time.sleep(0.5)
             job = client.get(f"/jobs/{job['id']}").json()
             progress, metrics = job["progress"], job["metrics"]
             bar.n = progress["fraction"]
-            bar.set_description(f"{job['status']} epoch {progress['epoch']}/{progress['epochs']}")
-            bar.set_postfix_str(
-                f"loss {metrics.get('train_loss', float('nan')):.3f}"
+            bar.set_description_str(
+                f"{job['status']} epoch {progress['epoch']}/{progress['epochs']}"
+                f" | loss {metrics.get('train_loss', float('nan')):.3f}"
                 f" | val acc {metrics.get('val_accuracy', float('nan')):.2f}"
                 f" | {progress.get('samples_per_second') or 0:.0f} img/s"
                 f" | eta {progress.get('eta_seconds') or 0:.0f}s"

@@ -1,0 +1,24 @@
+from fastapi.testclient import TestClient
+
+
+def test_openapi_documents_every_endpoint_of_the_contract(client: TestClient) -> None:
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    expected = {
+        "/health": {"get"},
+        "/datasets": {"get", "post"},
+        "/datasets/{dataset_id}": {"get"},
+        "/jobs": {"get", "post"},
+        "/jobs/{job_id}": {"get"},
+        "/jobs/{job_id}/cancel": {"post"},
+        "/jobs/{job_id}/events": {"get"},
+        "/models": {"get"},
+        "/models/{model_id}": {"get"},
+        "/predict": {"post"},
+    }
+    assert {path: set(methods) for path, methods in paths.items()} == expected
+    upload = paths["/datasets"]["post"]["requestBody"]["content"]
+    assert "multipart/form-data" in upload
+    predict = paths["/predict"]["post"]["requestBody"]["content"]
+    assert {"application/json", "multipart/form-data"} <= set(predict)
