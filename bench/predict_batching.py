@@ -1,4 +1,7 @@
-"""Batched inference and cached label embeddings versus one image at a time, ViT-B/32 size.
+"""Shared and batched inference, and cached label embeddings, versus one image at a time.
+
+On a ViT-B/32-sized CLIP: concurrent single-image requests sharing forward passes, one request
+of 32 images, one image per pass, and one image per pass with the label prompts re-encoded.
 
 The weights are random (no download needed here): speed does not depend on their values.
 Rerun: .venv/bin/python -m bench.predict_batching
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +70,21 @@ def main() -> None:
             )
             classify(cached, [image], top_k=5, batch_size=1)
 
+    def concurrent_single_image_requests(max_shared_images: int) -> None:
+        # 8 clients at once, each sending one image per request, as a busy api sees them.
+        def client(offset: int) -> None:
+            for image in images[offset::8]:
+                classify(cached, [image], top_k=5, max_shared_images=max_shared_images)
+
+        threads = [threading.Thread(target=client, args=(offset,)) for offset in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
     variants = {
+        "8 clients, shared passes": lambda: concurrent_single_image_requests(128),
+        "8 clients, one pass per request": lambda: concurrent_single_image_requests(1),
         "batched (32 per forward)": lambda: classify(cached, images, top_k=5, batch_size=32),
         "one image per forward": lambda: classify(cached, images, top_k=5, batch_size=1),
         "one per request, no label cache": recompute_labels_then_classify_one,
@@ -80,6 +98,8 @@ def main() -> None:
         print(
             f"  {name:>33}: {IMAGES / value:7.1f} images/s  ({baseline / value:.2f}x of one-by-one)"
         )
+    shared = seconds["8 clients, one pass per request"] / seconds["8 clients, shared passes"]
+    print(f"  8 concurrent clients: shared passes are {shared:.2f}x one pass per request")
     print("rerun: .venv/bin/python -m bench.predict_batching")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from app.inference.batching import RequestQueue
 from app.ml.base_models import LoadedClip
 from app.ml.encode import class_prompts, encode_texts
 from app.ml.model_files import METADATA_NAME, ModelMetadata, load_model_folder
@@ -39,6 +40,8 @@ class CachedModel:
     # One forward pass at a time per model: bounds accelerator memory, and the Rust tokenizer
     # raises "Already borrowed" when two threads call it at once.
     lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+    # Classification requests waiting for this model; they share forward passes.
+    requests: RequestQueue = field(default_factory=RequestQueue, compare=False, repr=False)
 
 
 def load_cached_model(model_id: str, folder: Path, device: torch.device) -> CachedModel:

@@ -15,6 +15,8 @@ from app.inference.cache import CachedModel
 from app.ml.encode import encode_images, encode_texts
 
 IMAGE_BATCH_SIZE = 32
+# Images from concurrent requests that one shared pass may take.
+MAX_SHARED_IMAGES = 128
 
 
 @dataclass(frozen=True)
@@ -44,21 +46,37 @@ def embed_images(
     return torch.cat(batches)
 
 
+def label_probabilities(
+    cached: CachedModel, images: Sequence[Image.Image], *, batch_size: int = IMAGE_BATCH_SIZE
+) -> torch.Tensor:
+    """Softmax over the model's labels, one row per image; call with the model's lock held."""
+    if cached.label_embeddings is None:
+        raise ValueError(f"model {cached.model_id} has no labels to classify with")
+    with torch.inference_mode():
+        image_embeddings = embed_images(cached, images, batch_size=batch_size)
+        logits = cached.logit_scale * image_embeddings @ cached.label_embeddings.T
+        return logits.softmax(dim=-1).cpu()
+
+
 def classify(
     cached: CachedModel,
     images: Sequence[Image.Image],
     *,
     top_k: int,
     batch_size: int = IMAGE_BATCH_SIZE,
+    max_shared_images: int = MAX_SHARED_IMAGES,
 ) -> list[list[LabelScore]]:
-    """The `top_k` most probable labels per image, best first; probabilities span all labels."""
-    if cached.label_embeddings is None:
-        raise ValueError(f"model {cached.model_id} has no labels to classify with")
-    with cached.lock, torch.inference_mode():
-        image_embeddings = embed_images(cached, images, batch_size=batch_size)
-        logits = cached.logit_scale * image_embeddings @ cached.label_embeddings.T
-        probabilities = logits.softmax(dim=-1)
-        top = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
+    """The `top_k` most probable labels per image, best first; probabilities span all labels.
+
+    Concurrent calls for the same model share forward passes (see `app.inference.batching`).
+    """
+    probabilities = cached.requests.run(
+        images,
+        model_lock=cached.lock,
+        forward=lambda batch: label_probabilities(cached, batch, batch_size=batch_size),
+        max_images=max_shared_images,
+    )
+    top = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
     labels = cached.metadata.labels
     return [
         [LabelScore(labels[index], score) for index, score in zip(indices, scores, strict=True)]
