@@ -15,7 +15,13 @@ from fastapi.testclient import TestClient
 from app.core.config import Settings
 from app.jobs.reconcile import reconcile_once
 from app.main import create_app
-from app.ml.synthetic import DEFAULT_CLASSES, classification_zip, make_images, png_bytes
+from app.ml.synthetic import (
+    DEFAULT_CLASSES,
+    captions_zip,
+    classification_zip,
+    make_images,
+    png_bytes,
+)
 from tests.worker.celery_process import WorkerProcess
 
 pytestmark = pytest.mark.e2e
@@ -104,6 +110,35 @@ def test_upload_train_and_predict_held_out_images(
     model_record = e2e_client.get(f"/models/{job['model_id']}").json()
     assert model_record["job_id"] == job_id
     assert sorted(model_record["labels"]) == sorted(DEFAULT_CLASSES)
+
+
+def test_a_captions_set_trains_and_matches_images_with_texts(e2e_client: TestClient) -> None:
+    archive = captions_zip(make_images(per_class=30, seed=5))
+    upload = e2e_client.post("/datasets", files={"file": ("captions.zip", archive)})
+    assert upload.status_code == 201, upload.text
+    assert upload.json()["kind"] == "captions"
+    job = wait_until(e2e_client, start_job(e2e_client, upload.json()["id"]), FINISHED)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["metrics"]["val_mean_recall_at_1"] >= 0.8
+
+    held_out = make_images(per_class=5, seed=77)
+    texts = [f"a {label}" for label in DEFAULT_CLASSES]
+    response = e2e_client.post(
+        "/predict",
+        json={
+            "model_id": job["model_id"],
+            "images": [base64.b64encode(png_bytes(sample.image)).decode() for sample in held_out],
+            "texts": texts,
+        },
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert len(body["similarity"]) == len(held_out) and len(body["similarity"][0]) == len(texts)
+    best = [max(range(len(texts)), key=row.__getitem__) for row in body["probabilities"]]
+    hits = [
+        texts[index] == f"a {sample.label}" for index, sample in zip(best, held_out, strict=True)
+    ]
+    assert sum(hits) / len(hits) >= 0.8
 
 
 def test_a_failing_job_fails_clearly_and_the_worker_takes_the_next(

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
+from transformers import CLIPModel
 
 from app.core.config import Settings
 from app.core.db import get_engine, session_scope
@@ -91,6 +92,7 @@ def test_a_job_runs_to_success_and_registers_its_best_model(
     folder = model_dir(settings.data_dir, job["model_id"])
     assert (folder / "model.safetensors").is_file()
     assert not list(folder.glob("optimizer*"))
+    assert CLIPModel.from_pretrained(folder).config.vision_config.image_size == 32
     assert read_metadata(folder).metrics["val_accuracy"] == model_record.metrics["val_accuracy"]
 
 
