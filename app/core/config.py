@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -36,6 +37,11 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(50_000_000, gt=0)
     stored_image_max_side: int = Field(
         512, ge=64, description="Uploaded images are stored downscaled to this longest side."
+    )
+    ingest_threads: int = Field(
+        default_factory=lambda: min(8, os.cpu_count() or 1),
+        ge=1,
+        description="Threads decoding an upload's images.",
     )
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     split_seed: int = Field(0, ge=0)

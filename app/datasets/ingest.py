@@ -16,17 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from app.core.config import Settings
 from app.core.errors import Unprocessable
 from app.core.storage import atomic_write_json
 from app.datasets.archive import ArchiveEntry, ArchiveLimits, SafeArchive, open_archive
-from app.ml.images import ImageDecodeError, ImageLimits, decode_image
+from app.datasets.image_store import store_images
+from app.ml.images import ImageLimits
 from app.ml.manifest import MANIFEST_NAME, DatasetKind, Manifest, ManifestItem, Split
 
 METADATA_NAMES = ("metadata.csv", "metadata.jsonl")
-IMAGES_FOLDER = "images"
 _COLUMN_KIND: dict[str, DatasetKind] = {"label": "classification", "text": "captions"}
 
 
@@ -62,7 +60,14 @@ def ingest_archive(
     )
     with open_archive(archive_path, archive_name=archive_name, limits=limits) as archive:
         plan = plan_items(archive, archive_name)
-        files = store_images(archive, plan.items, dataset_dir=dataset_dir, settings=settings)
+        files = store_images(
+            archive,
+            [item.entry for item in plan.items],
+            dataset_dir=dataset_dir,
+            limits=ImageLimits(max_pixels=settings.max_image_pixels),
+            max_side=settings.stored_image_max_side,
+            threads=settings.ingest_threads,
+        )
     val_sources = choose_val(
         _split_groups(plan), val_fraction=settings.val_fraction, seed=settings.split_seed
     )
@@ -230,31 +235,6 @@ def _required_text(name: str, row: MetadataRow, column: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise Unprocessable(f"{name} line {row.line}: `{column}` is empty or missing")
     return value.strip()
-
-
-def store_images(
-    archive: SafeArchive, items: list[PlannedItem], *, dataset_dir: Path, settings: Settings
-) -> list[str]:
-    """Decode each image once, shrink it, save it as `images/<n>.png`; return those paths."""
-    limits = ImageLimits(max_pixels=settings.max_image_pixels)
-    (dataset_dir / IMAGES_FOLDER).mkdir(parents=True, exist_ok=True)
-    files = []
-    for number, item in enumerate(items):
-        relative = f"{IMAGES_FOLDER}/{number}.png"
-        image = _decode(archive, item.entry, limits)
-        # thumbnail only ever shrinks, and keeps the aspect ratio.
-        image.thumbnail((settings.stored_image_max_side,) * 2, Image.Resampling.LANCZOS)
-        # Light compression: these are working copies, and saving must not dominate ingestion.
-        image.save(dataset_dir / relative, format="PNG", compress_level=1)
-        files.append(relative)
-    return files
-
-
-def _decode(archive: SafeArchive, entry: ArchiveEntry, limits: ImageLimits) -> Image.Image:
-    try:
-        return decode_image(archive.read(entry), limits)
-    except ImageDecodeError as error:
-        raise Unprocessable(f"{entry.name}: {error}") from None
 
 
 def _split_groups(plan: Plan) -> dict[str, list[str]]:
