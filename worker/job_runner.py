@@ -57,6 +57,7 @@ def run(job_id: str, settings: Settings | None = None) -> None:
             finish(settings, job_id, owner, status="cancelled", message="cancelled")
         else:
             register_model(settings, job, owner, result)
+            drop_resume_state(checkpoints_dir(settings.data_dir, job_id))
     except Exception as error:
         logger.exception("job %s failed", job_id)
         finish(settings, job_id, owner, status="failed", message=f"{type(error).__name__}: {error}")
@@ -158,6 +159,13 @@ def register_model(settings: Settings, job: Job, owner: str, result: RunResult) 
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise
+
+
+def drop_resume_state(folder: Path) -> None:
+    """A finished job never resumes: its optimizer state (twice the weights) is dead weight."""
+    for pattern in TRAINING_ONLY_FILES:
+        for path in folder.glob(f"epoch-*/{pattern}"):
+            path.unlink(missing_ok=True)
 
 
 class LostLease(RuntimeError):

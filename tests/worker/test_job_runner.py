@@ -14,7 +14,7 @@ from transformers import CLIPModel
 
 from app.core.config import Settings
 from app.core.db import get_engine, session_scope
-from app.core.storage import dataset_dir, model_dir
+from app.core.storage import checkpoints_dir, dataset_dir, model_dir
 from app.ml.model_files import read_metadata
 from app.orm import Checkpoint, Job, Model
 from worker import job_runner
@@ -93,6 +93,11 @@ def test_a_job_runs_to_success_and_registers_its_best_model(
     assert (folder / "model.safetensors").is_file()
     assert not list(folder.glob("optimizer*"))
     assert CLIPModel.from_pretrained(folder).config.vision_config.image_size == 32
+    # The job's own checkpoints stay, without the optimizer state only a resume would need.
+    job_checkpoints = checkpoints_dir(settings.data_dir, job_id)
+    assert {path.name for path in job_checkpoints.iterdir()} >= {"epoch-5"}
+    assert list(job_checkpoints.glob("*/model.safetensors"))
+    assert not list(job_checkpoints.glob("*/optimizer*"))
     assert read_metadata(folder).metrics["val_accuracy"] == model_record.metrics["val_accuracy"]
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
 from app.jobs.reconcile import reconcile_once
+from app.main import create_app
 from app.orm.base import utcnow
 from tests.api.test_jobs import create_job, queued_job_ids, set_status
 
@@ -74,3 +76,17 @@ def test_queued_job_that_waited_too_long_is_sent_again(
     assert queued_job_ids(str(settings.redis_url), settings.train_queue).count(job["id"]) == 2
     # Sent once, not again on the next pass.
     assert job["id"] not in reconcile_once(settings).resend
+
+
+def test_the_api_runs_the_reconciler_in_the_background(
+    settings: Settings, ready_dataset: str
+) -> None:
+    own = settings.model_copy(update={"reconcile_interval_seconds": 0.1})
+    with TestClient(create_app(own)) as client:
+        job = create_job(client, ready_dataset)
+        stale = utcnow() - timedelta(seconds=own.heartbeat_timeout_seconds + 5)
+        set_status(own, job["id"], status="running", attempt=1, heartbeat_at=stale)
+        deadline = time.monotonic() + 10
+        while client.get(f"/jobs/{job['id']}").json()["status"] != "queued":
+            assert time.monotonic() < deadline, "the background reconciler never ran"
+            time.sleep(0.05)
