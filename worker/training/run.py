@@ -87,30 +87,9 @@ def run(
     )
     loaded.clip.to(device)  # type: ignore[arg-type]  # transformers' stub wraps .to oddly
     train_loader, val_loader = make_loaders(config, manifest, loaded)
-    total_steps = config.epochs * len(train_loader)
-    optimizer = build_optimizer(loaded.clip, config)
-    context = EpochContext(
-        clip=loaded.clip,
-        tokenizer=loaded.tokenizer,
-        optimizer=optimizer,
-        config=config,
-        kind=manifest.kind,
-        classes=manifest.classes,
-        class_tokens=(
-            tokenize(
-                loaded.tokenizer, class_prompts(manifest.classes, config.prompt_template), device
-            )
-            if manifest.kind == "classification"
-            else None
-        ),
-        device=device,
-        precision=precision_context(device),
-        total_steps=total_steps,
-        warmup_steps=int(config.warmup_ratio * total_steps),
-        callbacks=callbacks,
-    )
+    context = build_context(config, manifest, loaded, device, len(train_loader), callbacks)
     if resume_from:
-        load_optimizer_state(optimizer, resume_from)
+        load_optimizer_state(context.optimizer, resume_from)
         state = read_trainer_state(resume_from)
     else:
         state = TrainerState(epoch=0, step=0, best_metric=None, best_checkpoint=None, history=[])
@@ -127,6 +106,36 @@ def run(
     except StopRequested:
         return finish(state, out_dir, stopped=True)
     return finish(state, out_dir, stopped=False)
+
+
+def build_context(
+    config: TrainingConfig,
+    manifest: Manifest,
+    loaded: LoadedClip,
+    device: torch.device,
+    steps_per_epoch: int,
+    callbacks: TrainingCallbacks,
+) -> EpochContext:
+    total_steps = config.epochs * steps_per_epoch
+    class_tokens = None
+    if manifest.kind == "classification":
+        # The class prompts never change: tokenize them once, encode them every step.
+        prompts = class_prompts(manifest.classes, config.prompt_template)
+        class_tokens = tokenize(loaded.tokenizer, prompts, device)
+    return EpochContext(
+        clip=loaded.clip,
+        tokenizer=loaded.tokenizer,
+        optimizer=build_optimizer(loaded.clip, config),
+        config=config,
+        kind=manifest.kind,
+        classes=manifest.classes,
+        class_tokens=class_tokens,
+        device=device,
+        precision=precision_context(device),
+        total_steps=total_steps,
+        warmup_steps=int(config.warmup_ratio * total_steps),
+        callbacks=callbacks,
+    )
 
 
 def run_evaluation(
