@@ -67,24 +67,30 @@ def test_create_job_commits_it_queued_with_defaults_and_sends_it(
 
 
 @pytest.mark.parametrize(
-    ("hyperparameters", "field"),
+    ("hyperparameters", "field", "message"),
     [
-        ({"epochs": 0}, "epochs"),
-        ({"epochs": 100000}, "epochs"),
-        ({"batch_size": 0}, "batch_size"),
-        ({"learning_rate": -1}, "learning_rate"),
-        ({"learning_rate": 5}, "learning_rate"),
-        ({"weight_decay": 2}, "weight_decay"),
-        ({"warmup_ratio": 0.9}, "warmup_ratio"),
-        ({"seed": -1}, "seed"),
-        ({"prompt_template": "no placeholder"}, "prompt_template"),
-        ({"prompt_template": "{} and {}"}, "prompt_template"),
-        ({"prompt_template": "a {name}"}, "prompt_template"),
-        ({"dropout": 0.1}, "dropout"),
+        ({"epochs": 0}, "epochs", "greater than or equal to 1"),
+        ({"epochs": 100000}, "epochs", "less than or equal to 1000"),
+        ({"batch_size": 0}, "batch_size", "greater than or equal to 1"),
+        ({"learning_rate": -1}, "learning_rate", "greater than 0"),
+        ({"learning_rate": 5}, "learning_rate", "less than or equal to 1"),
+        ({"weight_decay": 2}, "weight_decay", "less than or equal to 1"),
+        ({"warmup_ratio": 0.9}, "warmup_ratio", "less than or equal to 0.5"),
+        ({"seed": -1}, "seed", "greater than or equal to 0"),
+        ({"epochs": "ten"}, "epochs", "valid integer"),
+        ({"prompt_template": "no placeholder"}, "prompt_template", "exactly one '{}'"),
+        ({"prompt_template": "{} and {}"}, "prompt_template", "exactly one '{}'"),
+        ({"prompt_template": "a {name}"}, "prompt_template", "exactly one '{}'"),
+        ({"prompt_template": "a {"}, "prompt_template", "not a valid template"),
+        ({"dropout": 0.1}, "dropout", "Extra inputs are not permitted"),
     ],
 )
-def test_out_of_range_hyperparameters_are_422_naming_the_field(
-    client: TestClient, ready_dataset: str, hyperparameters: dict[str, Any], field: str
+def test_bad_hyperparameters_are_422_naming_the_field_and_the_problem(
+    client: TestClient,
+    ready_dataset: str,
+    hyperparameters: dict[str, Any],
+    field: str,
+    message: str,
 ) -> None:
     response = client.post(
         "/jobs",
@@ -95,8 +101,15 @@ def test_out_of_range_hyperparameters_are_422_naming_the_field(
         },
     )
     assert response.status_code == 422
-    locations = [error["loc"] for error in response.json()["detail"]]
-    assert ["body", "hyperparameters", field] in locations
+    errors = {tuple(error["loc"]): error["msg"] for error in response.json()["detail"]}
+    assert message in errors[("body", "hyperparameters", field)]
+
+
+def test_missing_fields_are_422_naming_them(client: TestClient) -> None:
+    response = client.post("/jobs", json={"base_model": "tiny-clip"})
+    assert response.status_code == 422
+    assert [error["loc"] for error in response.json()["detail"]] == [["body", "dataset_id"]]
+    assert client.post("/jobs", content=b"{not json").status_code == 422
 
 
 def test_unknown_dataset_is_404(client: TestClient) -> None:
