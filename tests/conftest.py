@@ -110,7 +110,7 @@ def ready_dataset(settings: Settings) -> str:
 def make_ready_dataset(settings: Settings, *, status: str = "ready", per_class: int = 30) -> str:
     from app.core.db import session_scope
     from app.core.storage import dataset_dir, new_id
-    from app.orm import Dataset
+    from app.datasets.service import dataset_row
     from tests.training.synthetic_folder import write_synthetic_folder
 
     dataset_id = new_id()
@@ -119,16 +119,8 @@ def make_ready_dataset(settings: Settings, *, status: str = "ready", per_class: 
     )
     with session_scope(settings.resolved_database_url) as session:
         session.add(
-            Dataset(
-                id=dataset_id,
-                name="synthetic shapes",
-                status=status,
-                kind=manifest.kind,
-                num_images=len(manifest.items),
-                num_train=len(manifest.split("train")),
-                num_val=len(manifest.split("val")),
-                classes=manifest.classes,
-                errors=[],
+            dataset_row(
+                dataset_id=dataset_id, name="synthetic shapes", manifest=manifest, status=status
             )
         )
     return dataset_id

@@ -13,6 +13,7 @@ from app.core.errors import Unprocessable
 from app.core.queries import get_or_404, newest_first_page
 from app.datasets.ingest import ingest_archive
 from app.datasets.upload import FILE_FIELD, ReceivedUpload
+from app.ml.manifest import Manifest
 from app.orm.models import Dataset
 
 MAX_NAME_CHARS = 200  # the width of `dataset.name`
@@ -32,17 +33,7 @@ def create(
             settings=settings,
         )
         upload.path.unlink()
-        dataset = Dataset(
-            id=dataset_id,
-            name=name,
-            status="ready",
-            kind=manifest.kind,
-            num_images=len(manifest.items),
-            num_train=len(manifest.split("train")),
-            num_val=len(manifest.split("val")),
-            classes=manifest.classes,
-            errors=[],
-        )
+        dataset = dataset_row(dataset_id=dataset_id, name=name, manifest=manifest)
         session.add(dataset)
         session.flush()
     except BaseException:
@@ -50,6 +41,23 @@ def create(
         shutil.rmtree(upload.folder, ignore_errors=True)
         raise
     return dataset
+
+
+def dataset_row(
+    *, dataset_id: str, name: str, manifest: Manifest, status: str = "ready"
+) -> Dataset:
+    """The database row describing a dataset folder's manifest."""
+    return Dataset(
+        id=dataset_id,
+        name=name,
+        status=status,
+        kind=manifest.kind,
+        num_images=len(manifest.items),
+        num_train=len(manifest.split("train")),
+        num_val=len(manifest.split("val")),
+        classes=manifest.classes,
+        errors=[],
+    )
 
 
 def dataset_name(upload: ReceivedUpload) -> str:
