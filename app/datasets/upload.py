@@ -18,6 +18,7 @@ from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 
 from app.core.errors import ClientError, PayloadTooLarge, Unprocessable
+from app.request_body import refuse_declared_oversize, stream_within
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -119,7 +120,13 @@ class _PartWriter:
 async def receive_upload(request: Request, *, folder: Path, max_bytes: int) -> ReceivedUpload:
     """Stream the request's `file` part into `folder`, which is removed again on any failure."""
     boundary = _multipart_boundary(request.headers)
-    _check_declared_length(request.headers, max_bytes)
+    refuse_declared_oversize(
+        request.headers,
+        max_bytes,
+        lambda declared: PayloadTooLarge(
+            f"{FILE_FIELD}: upload is {declared} bytes, over the limit of {max_bytes}"
+        ),
+    )
     folder.mkdir(parents=True)
     writer = _PartWriter(folder / UPLOAD_FILE_NAME)
     try:
@@ -148,24 +155,12 @@ def _multipart_boundary(headers: Headers) -> bytes:
     return boundary
 
 
-def _check_declared_length(headers: Headers, max_bytes: int) -> None:
-    # Refuse before reading a byte when the client already says the body is too big.
-    declared = headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(
-            f"{FILE_FIELD}: upload is {int(declared)} bytes, over the limit of {max_bytes}"
-        )
-
-
 async def _feed(request: Request, parser: MultipartParser, max_bytes: int) -> None:
-    received = 0
+    def too_large() -> PayloadTooLarge:
+        return PayloadTooLarge(f"{FILE_FIELD}: upload is over the limit of {max_bytes} bytes")
+
     try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > max_bytes:
-                raise PayloadTooLarge(
-                    f"{FILE_FIELD}: upload is over the limit of {max_bytes} bytes"
-                )
+        async for chunk in stream_within(request, max_bytes, too_large):
             if chunk:
                 # Parsing calls back into file writes: keep that blocking work off the loop.
                 await run_in_threadpool(parser.write, chunk)

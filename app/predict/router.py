@@ -28,6 +28,7 @@ from app.predict.schemas import (
     SimilarityResponse,
 )
 from app.predict.service import ImageUpload, PredictInput
+from app.request_body import refuse_declared_oversize, stream_within
 
 router = APIRouter(tags=["predict"])
 
@@ -124,17 +125,11 @@ def _max_json_bytes(settings: Settings) -> int:
 
 
 async def _read_body(request: Request, *, max_bytes: int) -> bytes:
-    too_large = PayloadTooLarge(f"request body is over the limit of {max_bytes} bytes")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+    def too_large(_declared: int | None = None) -> PayloadTooLarge:
+        return PayloadTooLarge(f"request body is over the limit of {max_bytes} bytes")
+
+    refuse_declared_oversize(request.headers, max_bytes, too_large)
+    return b"".join([chunk async for chunk in stream_within(request, max_bytes, too_large)])
 
 
 def _parse_json(body: bytes, settings: Settings) -> PredictInput:
