@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
@@ -27,3 +27,7 @@ def get_db(settings: SettingsDep) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_db)]
+
+# Paging of every list route: one bound for all of them.
+LimitQuery = Annotated[int, Query(ge=1, le=200, description="Items per page.")]
+OffsetQuery = Annotated[int, Query(ge=0, description="Items to skip.")]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from app.core.storage import dataset_dir, new_id
 from app.datasets import service
 from app.datasets.schemas import DatasetList, DatasetPublic
 from app.datasets.upload import receive_upload
-from app.deps import SessionDep, SettingsDep
+from app.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
 from app.orm.models import Dataset
 
 router = APIRouter(tags=["datasets"])
@@ -71,8 +71,8 @@ def read_dataset(dataset: DatasetDep) -> DatasetPublic:
 @router.get("/datasets", response_model=DatasetList)
 def list_datasets(
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: LimitQuery = 50,
+    offset: OffsetQuery = 0,
 ) -> DatasetList:
     """Datasets, newest first."""
     datasets, total = service.list_datasets(session=session, limit=limit, offset=offset)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 
 from app.core.queue import send_train_task
-from app.deps import SessionDep, SettingsDep
+from app.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
 from app.jobs import service
 from app.jobs.schemas import JobCreate, JobEventPublic, JobList, JobPublic, JobStatus
 from app.orm import Job
@@ -44,8 +44,8 @@ def create_job(job_in: JobCreate, session: SessionDep, settings: SettingsDep) ->
 def list_jobs(
     session: SessionDep,
     status: JobStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: LimitQuery = 50,
+    offset: OffsetQuery = 0,
 ) -> JobList:
     """List jobs, newest first, optionally filtered by status."""
     jobs, total = service.list_jobs(session=session, status=status, limit=limit, offset=offset)

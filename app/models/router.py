@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 
-from app.deps import SessionDep
+from app.deps import LimitQuery, OffsetQuery, SessionDep
 from app.models import service
 from app.models.schemas import ModelList, ModelPublic
 from app.orm.models import Model
@@ -25,8 +25,8 @@ ModelRecordDep = Annotated[Model, Depends(get_model_record)]
 @router.get("/models")
 def list_models(
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: LimitQuery = 50,
+    offset: OffsetQuery = 0,
 ) -> ModelList:
     """List trained models, newest first."""
     model_records, total = service.list_models(session=session, limit=limit, offset=offset)
