@@ -26,7 +26,10 @@ def get_db(settings: SettingsDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_db)]
+# scope="function": commit when the route returns, before the response is sent. With the default
+# ("request") FastAPI commits after sending, so a client acting at once on a 201 could find
+# the row missing (the demo did, uploading a dataset and then starting a job on it).
+SessionDep = Annotated[Session, Depends(get_db, scope="function")]
 
 # Paging of every list route: one bound for all of them.
 LimitQuery = Annotated[int, Query(ge=1, le=200, description="Items per page.")]
