@@ -12,7 +12,7 @@ from transformers import CLIPImageProcessor
 ImageTransform = Callable[[Image.Image], torch.Tensor]
 
 
-def _input_size(image_processor: CLIPImageProcessor) -> tuple[int, int]:
+def input_size(image_processor: CLIPImageProcessor) -> tuple[int, int]:
     crop = image_processor.crop_size or {}
     if "height" in crop and "width" in crop:
         return int(crop["height"]), int(crop["width"])
@@ -23,7 +23,7 @@ def _input_size(image_processor: CLIPImageProcessor) -> tuple[int, int]:
 
 def eval_transform(image_processor: CLIPImageProcessor) -> ImageTransform:
     """Resize the short side, centre-crop, normalise: what the processor does, on torchvision."""
-    height, width = _input_size(image_processor)
+    height, width = input_size(image_processor)
     return v2.Compose(
         [
             v2.PILToTensor(),
@@ -39,7 +39,7 @@ def eval_transform(image_processor: CLIPImageProcessor) -> ImageTransform:
 
 def train_transform(image_processor: CLIPImageProcessor) -> ImageTransform:
     """A light augmentation: random resized crop (most of the image kept) and horizontal flip."""
-    height, width = _input_size(image_processor)
+    height, width = input_size(image_processor)
     return v2.Compose(
         [
             v2.PILToTensor(),
