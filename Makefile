@@ -37,7 +37,6 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest_threads
-	$(BIN)/python -m bench.loader_threads
 	$(BIN)/python -m bench.predict_batching
 
 clean:

@@ -12,6 +12,7 @@ import random
 import zipfile
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -89,3 +90,20 @@ def captions_zip(images: list[SyntheticImage]) -> bytes:
             lines.append(json.dumps({"file_name": name, "text": f"a {item.label}"}))
         archive.writestr("metadata.jsonl", "\n".join(lines) + "\n")
     return buffer.getvalue()
+
+
+def photo_like(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A photo-sized image that compresses like a photo: gradients, sensor noise, sharp shapes."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height) + 60], -1)
+    noise = rng.normal(0, 12, (height, width, 3))
+    image = Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        left, top = rng.integers(0, width - 20), rng.integers(0, height - 20)
+        right = left + rng.integers(10, width // 2)
+        bottom = top + rng.integers(10, height // 2)
+        colour = tuple(int(value) for value in rng.integers(0, 255, 3))
+        draw.ellipse((int(left), int(top), int(right), int(bottom)), fill=colour)
+    return image

@@ -46,7 +46,9 @@ def tiny_config(dataset_dir: Path, **overrides: Any) -> TrainingConfig:
         "learning_rate": 2e-3,
         "weight_decay": 0.05,
         "warmup_ratio": 0.1,
-        "loader_threads": 2,
+        "prepare_workers": 2,
+        # Report (and ask about a cancel) after every step, so the tests can count steps.
+        "progress_interval_seconds": 0.0,
     }
     values.update(overrides)
     return TrainingConfig(**values)
@@ -170,3 +172,52 @@ def test_a_local_base_model_folder_is_fine_tuned_from_its_weights(
     )
     # Epoch 0 evaluates the local folder's weights: already trained, unlike tiny-clip's init.
     assert recorder.evaluations[0][1]["val_accuracy"] >= 0.9
+
+
+def test_the_loop_syncs_with_the_host_only_at_progress_points(
+    classification_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No `.item()` and no cancel check per step: both happen about once a second."""
+    item_calls = 0
+    original_item = torch.Tensor.item
+
+    def counting_item(tensor: torch.Tensor) -> Any:
+        nonlocal item_calls
+        item_calls += 1
+        return original_item(tensor)
+
+    class CountingRecorder(Recorder):
+        stop_checks = 0
+
+        def should_stop(self) -> bool:
+            CountingRecorder.stop_checks += 1
+            return False
+
+    monkeypatch.setattr(torch.Tensor, "item", counting_item)
+    recorder = CountingRecorder()
+    config = tiny_config(classification_dir, epochs=2, batch_size=4, progress_interval_seconds=3600)
+    result = run(config, tmp_path, recorder)
+    steps = 2 * 30
+    assert recorder.steps[-1].step == steps
+    # The first step and the last of each epoch report; nothing in between within the interval.
+    assert [progress.step for progress in recorder.steps] == [1, 30, 31, 60]
+    assert CountingRecorder.stop_checks == len(recorder.steps)
+    # Reads of the loss at those points, plus the evaluations' metrics: far fewer than steps.
+    assert item_calls < 20 < steps
+    assert result.best_metrics["val_accuracy"] > 0.5
+
+
+def test_same_seed_gives_same_weights_with_augmentation(
+    classification_dir: Path, tmp_path: Path
+) -> None:
+    """Each sample's crop and flip come from (seed, epoch, index), never a shared generator."""
+    runs = {
+        name: run(tiny_config(classification_dir, epochs=2, seed=seed), tmp_path / name)
+        for name, seed in (("a", 3), ("b", 3), ("c", 4))
+    }
+    weights = {
+        name: CLIPModel.from_pretrained(str(result.best_checkpoint)).state_dict()
+        for name, result in runs.items()
+    }
+    assert all(torch.equal(weights["a"][key], weights["b"][key]) for key in weights["a"])
+    assert not all(torch.equal(weights["a"][key], weights["c"][key]) for key in weights["a"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,25 @@ class TrainingConfig:
     max_logit_scale: float = field(
         default=100.0, metadata={"help": "Upper clamp of the learnable temperature exp(t)."}
     )
-    augment: bool = field(default=True, metadata={"help": "Random resized crop and flip."})
+    augment: bool = field(
+        default=True, metadata={"help": "Random resized crop and flip, on the device, per batch."}
+    )
     device: str = field(default="auto", metadata={"help": "`auto`, `cpu`, `cuda`, `cuda:N`."})
-    loader_threads: int = field(
-        default=4, metadata={"help": "Threads decoding and transforming images."}
+    prepare_workers: int = field(
+        default_factory=lambda: os.cpu_count() or 1,
+        metadata={"help": "Processes decoding images into the prepared array (once per dataset)."},
+    )
+    progress_interval_seconds: float = field(
+        default=1.0,
+        metadata={"help": "How often the loop reads the loss, reports and asks about a cancel."},
+    )
+    compile_model: bool = field(
+        default=False,
+        metadata={"help": "torch.compile both towers; slower first steps (see bench)."},
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={"help": "Recompute activations in the backward pass: less memory, more time."},
     )
     base_models_dir: Path | None = field(
         default=None, metadata={"help": "Folder of local base models."}

@@ -1,85 +1,131 @@
-"""Batches of (pixels, targets) read from a dataset manifest, decoded by a pool of threads.
+"""Batches of prepared uint8 images on the training device, the next one gathered in advance.
 
-Threads rather than DataLoader worker processes: the Celery pool runs each job in a daemonic
-child process, which may not start processes of its own, and Pillow's decoding and torchvision's
-resizing release the GIL, so threads keep a GPU fed as well.
+A batch is one gather of rows from the memory-mapped prepared array (`worker.training.prepared`)
+into a (pinned, on a GPU) buffer, done by a background thread while the device computes, and
+one non-blocking copy to the device. Nothing here runs per image.
 """
 
 from __future__ import annotations
 
-import random
-from collections import deque
+import contextlib
+import queue
+import threading
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
+import numpy as np
 import torch
-from PIL import Image
 
-from app.ml.manifest import ManifestItem
-from app.ml.preprocess import ImageTransform
+_STOP = object()
 
 
 @dataclass
 class Batch:
-    pixel_values: torch.Tensor
-    items: list[ManifestItem]
+    # Rows of the prepared array (dataset item indices), on the device.
+    rows: torch.Tensor
+    # The same rows on the host, for per-sample randomness drawn from each sample's index.
+    host_rows: np.ndarray
+    # uint8 `(batch, 3, side, side)` on the device.
+    squares: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.host_rows)
 
 
-def load_pixels(dataset_dir: Path, item: ManifestItem, transform: ImageTransform) -> torch.Tensor:
-    with Image.open(dataset_dir / item.file) as image:
-        return transform(image.convert("RGB"))
-
-
-class BatchLoader:
-    """Yields batches in a seeded order per epoch, preparing the next batch while one trains."""
+class PreparedLoader:
+    """One split's rows of a prepared array, in a seeded order per epoch."""
 
     def __init__(
         self,
         *,
-        dataset_dir: Path,
-        items: list[ManifestItem],
-        transform: ImageTransform,
+        images: np.ndarray,
+        rows: list[int],
         batch_size: int,
         shuffle: bool,
         seed: int,
-        threads: int,
+        device: torch.device,
+        prefetch: int = 2,
     ) -> None:
-        self.dataset_dir = dataset_dir
-        self.items = items
-        self.transform = transform
+        self.images = images
+        self.rows = np.asarray(rows, dtype=np.int64)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
-        self.threads = max(1, threads)
+        self.device = device
+        self.prefetch = max(1, prefetch)
 
     def __len__(self) -> int:
-        return (len(self.items) + self.batch_size - 1) // self.batch_size
+        return (len(self.rows) + self.batch_size - 1) // self.batch_size
 
-    def _order(self, epoch: int) -> list[ManifestItem]:
-        order = list(self.items)
-        if self.shuffle:
-            random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
-        return order
+    @property
+    def num_samples(self) -> int:
+        return len(self.rows)
+
+    def order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return self.rows
+        return np.random.default_rng([self.seed, epoch]).permutation(self.rows)
 
     def batches(self, epoch: int = 0) -> Iterator[Batch]:
-        """Each thread prepares a whole batch; up to `threads` batches are in flight at once."""
-        order = self._order(epoch)
-        chunks = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="batch-loader")
-        in_flight: deque[Future[Batch]] = deque()
+        """The epoch's batches; a background thread gathers the next ones while one trains."""
+        order = self.order(epoch)
+        # Sorted within a batch: reads from the memory map stay sequential; the set is the same.
+        chunks = [
+            np.sort(order[start : start + self.batch_size])
+            for start in range(0, len(order), self.batch_size)
+        ]
+        ready: queue.Queue[object] = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+        producer = threading.Thread(
+            target=self._gather_all, args=(chunks, ready, stop), name="batch-gather", daemon=True
+        )
+        producer.start()
         try:
-            for chunk in chunks:
-                in_flight.append(pool.submit(self._load_batch, chunk))
-                if len(in_flight) > self.threads:
-                    yield in_flight.popleft().result()
-            while in_flight:
-                yield in_flight.popleft().result()
+            while True:
+                item = ready.get()
+                if item is _STOP:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, tuple)
+                host_rows: np.ndarray = item[0]
+                host_squares: torch.Tensor = item[1]
+                yield Batch(
+                    rows=torch.from_numpy(host_rows).to(self.device, non_blocking=True),
+                    host_rows=host_rows,
+                    squares=host_squares.to(self.device, non_blocking=True),
+                )
         finally:
-            # A cancelled run stops iterating early: drop the batches nobody will read.
-            pool.shutdown(wait=True, cancel_futures=True)
+            # A cancelled run stops early: let the producer see it and drop what it holds.
+            stop.set()
+            while producer.is_alive():
+                with contextlib.suppress(queue.Empty):
+                    ready.get(timeout=0.05)
 
-    def _load_batch(self, chunk: list[ManifestItem]) -> Batch:
-        pixels = [load_pixels(self.dataset_dir, item, self.transform) for item in chunk]
-        return Batch(pixel_values=torch.stack(pixels), items=chunk)
+    def _gather_all(
+        self, chunks: list[np.ndarray], ready: queue.Queue[object], stop: threading.Event
+    ) -> None:
+        try:
+            for rows in chunks:
+                item = (rows, self._gather(rows))
+                while not stop.is_set():
+                    try:
+                        ready.put(item, timeout=0.05)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put(_STOP)
+        except BaseException as error:  # surfaced on the consuming thread
+            ready.put(error)
+
+    def _gather(self, rows: np.ndarray) -> torch.Tensor:
+        # Pinned host memory lets the copy to a GPU run without blocking; PyTorch's caching
+        # host allocator reuses each buffer only once its copy has completed.
+        pinned = self.device.type == "cuda"
+        buffer = torch.empty(
+            (len(rows), *self.images.shape[1:]), dtype=torch.uint8, pin_memory=pinned
+        )
+        np.take(self.images, rows, axis=0, out=buffer.numpy())
+        return buffer

@@ -2,50 +2,42 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-from typing import Any
-
 import torch
 from transformers import CLIPModel, CLIPTokenizer
 
 from app.ml.encode import class_prompts, encode_images, encode_texts
-from worker.training.data import BatchLoader
+from app.ml.manifest import ManifestItem
+from worker.training.data import PreparedLoader
+from worker.training.loop import EpochContext
 
 PRIMARY_METRIC = {"classification": "val_accuracy", "captions": "val_mean_recall_at_1"}
 
 
 @torch.inference_mode()
 def evaluate(
-    *,
-    clip: CLIPModel,
-    tokenizer: CLIPTokenizer,
-    loader: BatchLoader,
-    kind: str,
-    classes: list[str],
-    prompt_template: str,
-    device: torch.device,
-    precision: AbstractContextManager[Any],
+    context: EpochContext, loader: PreparedLoader, items: list[ManifestItem]
 ) -> dict[str, float]:
-    """Metrics on the val split; an empty split gives no metrics."""
-    if not loader.items:
+    """Metrics on the loader's split of `items` (the whole manifest); none for an empty split."""
+    if not loader.num_samples:
         return {}
+    clip, device = context.clip, context.device
     was_training = clip.training
     clip.eval()
-    with precision:
-        image_features = torch.cat(
-            [
-                encode_images(clip, batch.pixel_values.to(device)).float()
-                for batch in loader.batches()
-            ]
-        )
-        if kind == "classification":
-            prompts = class_prompts(classes, prompt_template)
-            text_features = encode_texts(clip, tokenizer, prompts, device).float()
-            targets = [classes.index(str(item.label)) for item in loader.items]
+    rows: list[int] = []
+    features = []
+    with context.precision:
+        for batch in loader.batches():
+            features.append(encode_images(clip, context.eval_pixels(batch)).float())
+            rows.extend(batch.host_rows.tolist())
+        image_features = torch.cat(features)
+        if context.kind == "classification":
+            prompts = class_prompts(context.classes, context.config.prompt_template)
+            text_features = encode_texts(clip, context.tokenizer, prompts, device).float()
+            targets = [context.classes.index(str(items[row].label)) for row in rows]
             metrics = classification_metrics(image_features, text_features, targets)
         else:
-            captions = [str(item.text) for item in loader.items]
-            metrics = retrieval_metrics(image_features, captions, clip, tokenizer, device)
+            captions = [str(items[row].text) for row in rows]
+            metrics = retrieval_metrics(image_features, captions, clip, context.tokenizer, device)
     clip.train(was_training)
     return metrics
 

@@ -1,4 +1,8 @@
-"""The optimisation loop: optimizer, learning-rate schedule, one epoch of steps."""
+"""The optimisation loop: optimizer, learning-rate schedule, one epoch of steps.
+
+The hot loop never waits on the host: the loss is summed on the device and read, together with
+the cancel check, only at progress points about once a second (`progress_interval_seconds`).
+"""
 
 from __future__ import annotations
 
@@ -11,14 +15,19 @@ from typing import Any
 import torch
 from transformers import BatchEncoding, CLIPModel, CLIPTokenizer
 
-from app.ml.encode import encode_images, encode_tokens, tokenize
+from app.ml.encode import encode_images, encode_tokens
+from worker.training.augment import PixelNorm, eval_pixels, sample_uniforms, train_pixels
 from worker.training.config import TrainingConfig
-from worker.training.data import Batch, BatchLoader
+from worker.training.data import Batch, PreparedLoader
 from worker.training.losses import classification_loss, contrastive_loss
 from worker.training.progress import StepProgress, StopRequested, TrainingCallbacks
 
+FUSED_ADAMW_DEVICES = ("cuda", "cpu")
 
-def build_optimizer(clip: CLIPModel, config: TrainingConfig) -> torch.optim.AdamW:
+
+def build_optimizer(
+    clip: CLIPModel, config: TrainingConfig, device: torch.device | None = None
+) -> torch.optim.AdamW:
     """AdamW with decay on weight matrices only: biases, norms and the temperature are exempt."""
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
@@ -35,6 +44,9 @@ def build_optimizer(clip: CLIPModel, config: TrainingConfig) -> torch.optim.Adam
         lr=config.learning_rate,
         betas=(0.9, 0.98),
         eps=1e-6,
+        # One kernel for all parameters instead of a launch per tensor, and no host read of the
+        # step count (the single-tensor path calls `.item()` on it for every parameter).
+        fused=device is not None and device.type in FUSED_ADAMW_DEVICES,
     )
 
 
@@ -55,7 +67,7 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, peak: float, multiplier:
 
 @dataclass
 class EpochContext:
-    """What every step of a run needs; built once per run."""
+    """What every step of a run needs; built once per run, all tensors already on the device."""
 
     clip: CLIPModel
     tokenizer: CLIPTokenizer
@@ -63,66 +75,107 @@ class EpochContext:
     config: TrainingConfig
     kind: str
     classes: list[str]
+    # Classification: the class prompts, tokenized once; each item's class index, by row.
     class_tokens: BatchEncoding | None
+    class_targets: torch.Tensor | None
+    # Captions: every item's caption tokens, by row.
+    caption_tokens: dict[str, torch.Tensor] | None
     device: torch.device
     precision: AbstractContextManager[Any]
+    input_size: tuple[int, int]
+    pixel_norm: PixelNorm
     total_steps: int
     warmup_steps: int
     callbacks: TrainingCallbacks
 
+    def train_pixels(self, batch: Batch, epoch: int) -> torch.Tensor:
+        if not self.config.augment:
+            return eval_pixels(batch.squares, self.input_size, self.pixel_norm)
+        uniforms = sample_uniforms(self.config.seed, epoch, batch.host_rows)
+        return train_pixels(
+            batch.squares,
+            self.input_size,
+            self.pixel_norm,
+            torch.from_numpy(uniforms).float().to(self.device, non_blocking=True),
+            flip=True,
+        )
 
-def batch_loss(context: EpochContext, batch: Batch) -> torch.Tensor:
+    def eval_pixels(self, batch: Batch) -> torch.Tensor:
+        return eval_pixels(batch.squares, self.input_size, self.pixel_norm)
+
+
+def batch_loss(context: EpochContext, batch: Batch, epoch: int) -> torch.Tensor:
     clip = context.clip
     logit_scale = clip.logit_scale.exp()
-    image_features = encode_images(clip, batch.pixel_values.to(context.device, non_blocking=True))
+    image_features = encode_images(clip, context.train_pixels(batch, epoch))
     if context.kind == "classification":
-        assert context.class_tokens is not None
+        assert context.class_tokens is not None and context.class_targets is not None
         class_features = encode_tokens(clip, context.class_tokens)
-        labels = torch.tensor(
-            [context.classes.index(str(item.label)) for item in batch.items], device=context.device
-        )
+        labels = context.class_targets[batch.rows]
         return classification_loss(image_features, class_features, logit_scale, labels)
-    tokens = tokenize(context.tokenizer, [str(item.text) for item in batch.items], context.device)
+    assert context.caption_tokens is not None
+    tokens = BatchEncoding({name: ids[batch.rows] for name, ids in context.caption_tokens.items()})
     return contrastive_loss(image_features, encode_tokens(clip, tokens), logit_scale)
 
 
+def optimisation_step(
+    context: EpochContext, batch: Batch, *, epoch: int, step: int
+) -> torch.Tensor:
+    """One step at the scheduled rate; returns the loss, still on the device."""
+    clip, config = context.clip, context.config
+    multiplier = lr_at(step, total_steps=context.total_steps, warmup_steps=context.warmup_steps)
+    set_learning_rate(context.optimizer, config.learning_rate, multiplier)
+    with context.precision:
+        loss = batch_loss(context, batch, epoch)
+    context.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(clip.parameters(), config.max_grad_norm)
+    context.optimizer.step()
+    with torch.no_grad():
+        # CLIP's temperature is clamped so logits cannot blow up (exp(t) <= max_logit_scale).
+        clip.logit_scale.clamp_(0, math.log(config.max_logit_scale))
+    return loss.detach()
+
+
 def train_one_epoch(
-    context: EpochContext, loader: BatchLoader, *, epoch: int, first_step: int
+    context: EpochContext, loader: PreparedLoader, *, epoch: int, first_step: int
 ) -> float:
     """Run one pass over the training split; returns the mean loss. Raises StopRequested."""
-    clip, config = context.clip, context.config
-    clip.train()
-    max_log_scale = math.log(config.max_logit_scale)
-    step, loss_sum, seen, started = first_step, 0.0, 0, time.perf_counter()
-    for batch in loader.batches(epoch):
-        if context.callbacks.should_stop():
-            raise StopRequested
-        multiplier = lr_at(step, total_steps=context.total_steps, warmup_steps=context.warmup_steps)
-        learning_rate = set_learning_rate(context.optimizer, config.learning_rate, multiplier)
-        with context.precision:
-            loss = batch_loss(context, batch)
-        context.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(clip.parameters(), config.max_grad_norm)
-        context.optimizer.step()
-        with torch.no_grad():
-            # CLIP's temperature is clamped so logits cannot blow up (exp(t) <= max_logit_scale).
-            clip.logit_scale.clamp_(0, max_log_scale)
+    context.clip.train()
+    interval = context.config.progress_interval_seconds
+    step, seen = first_step, 0
+    loss_sum = torch.zeros((), device=context.device)
+    started = last_report = time.perf_counter()
+    for index, batch in enumerate(loader.batches(epoch)):
+        loss = optimisation_step(context, batch, epoch=epoch, step=step)
         step += 1
-        loss_sum += loss.item() * len(batch.items)
-        seen += len(batch.items)
-        elapsed = time.perf_counter() - started
-        rate = seen / elapsed if elapsed > 0 else 0.0
-        context.callbacks.on_step(
-            StepProgress(
-                epoch=epoch,
-                epochs=config.epochs,
-                step=step,
-                total_steps=context.total_steps,
-                train_loss=loss_sum / seen,
-                learning_rate=learning_rate,
-                samples_per_second=rate,
-                eta_seconds=(context.total_steps - step) * config.batch_size / rate if rate else 0,
-            )
+        seen += len(batch)
+        loss_sum += loss.float() * len(batch)
+        now = time.perf_counter()
+        if index == 0 or now - last_report >= interval or index == len(loader) - 1:
+            # The one host sync of the loop: read the loss, report, and ask about a cancel.
+            mean_loss = loss_sum.item() / seen
+            report_progress(context, epoch, step, seen, mean_loss, time.perf_counter() - started)
+            if context.callbacks.should_stop():
+                raise StopRequested
+            last_report = time.perf_counter()
+    return loss_sum.item() / max(seen, 1)
+
+
+def report_progress(
+    context: EpochContext, epoch: int, step: int, seen: int, mean_loss: float, elapsed: float
+) -> None:
+    config = context.config
+    rate = seen / elapsed if elapsed > 0 else 0.0
+    context.callbacks.on_step(
+        StepProgress(
+            epoch=epoch,
+            epochs=config.epochs,
+            step=step,
+            total_steps=context.total_steps,
+            train_loss=mean_loss,
+            learning_rate=context.optimizer.param_groups[0]["lr"],
+            samples_per_second=rate,
+            eta_seconds=(context.total_steps - step) * config.batch_size / rate if rate else 0,
         )
-    return loss_sum / max(seen, 1)
+    )

@@ -13,7 +13,8 @@ from app.ml.base_models import LoadedClip, load_base_model, load_clip_folder
 from app.ml.encode import class_prompts, pick_device, tokenize
 from app.ml.manifest import Manifest, read_manifest
 from app.ml.model_files import ModelMetadata
-from app.ml.preprocess import eval_transform, train_transform
+from app.ml.preprocess import input_size
+from worker.training.augment import PixelNorm
 from worker.training.checkpoint import (
     TrainerState,
     latest_checkpoint,
@@ -23,9 +24,10 @@ from worker.training.checkpoint import (
     save_checkpoint,
 )
 from worker.training.config import TrainingConfig
-from worker.training.data import BatchLoader
+from worker.training.data import PreparedLoader
 from worker.training.evaluate import PRIMARY_METRIC, evaluate
 from worker.training.loop import EpochContext, build_optimizer, train_one_epoch
+from worker.training.prepared import load_prepared
 from worker.training.progress import (
     CheckpointInfo,
     RunResult,
@@ -47,26 +49,35 @@ def precision_context(device: torch.device) -> contextlib.AbstractContextManager
 
 
 def make_loaders(
-    config: TrainingConfig, manifest: Manifest, loaded: LoadedClip
-) -> tuple[BatchLoader, BatchLoader]:
-    augment = train_transform if config.augment else eval_transform
-    train_loader = BatchLoader(
-        items=manifest.split("train"),
-        transform=augment(loaded.image_processor),
+    config: TrainingConfig, manifest: Manifest, loaded: LoadedClip, device: torch.device
+) -> tuple[PreparedLoader, PreparedLoader]:
+    """Train and val loaders over the dataset's prepared array, built first if needed."""
+    height, width = input_size(loaded.image_processor)
+    images = load_prepared(
+        config.dataset_dir,
+        [item.file for item in manifest.items],
+        max(height, width),
+        workers=config.prepare_workers,
+    )
+
+    def split_rows(split: str) -> list[int]:
+        return [row for row, item in enumerate(manifest.items) if item.split == split]
+
+    train_loader = PreparedLoader(
+        images=images,
+        rows=split_rows("train"),
         batch_size=config.batch_size,
         shuffle=True,
-        dataset_dir=config.dataset_dir,
         seed=config.seed,
-        threads=config.loader_threads,
+        device=device,
     )
-    val_loader = BatchLoader(
-        items=manifest.split("val"),
-        transform=eval_transform(loaded.image_processor),
+    val_loader = PreparedLoader(
+        images=images,
+        rows=split_rows("val"),
         batch_size=config.eval_batch_size,
         shuffle=False,
-        dataset_dir=config.dataset_dir,
         seed=config.seed,
-        threads=config.loader_threads,
+        device=device,
     )
     return train_loader, val_loader
 
@@ -86,26 +97,40 @@ def run(
         else load_base_model(config.base_model, config.base_models_dir)
     )
     loaded.clip.to(device)  # type: ignore[arg-type]  # transformers' stub wraps .to oddly
-    train_loader, val_loader = make_loaders(config, manifest, loaded)
+    apply_speed_options(loaded, config)
+    train_loader, val_loader = make_loaders(config, manifest, loaded, device)
     context = build_context(config, manifest, loaded, device, len(train_loader), callbacks)
     if resume_from:
         load_optimizer_state(context.optimizer, resume_from)
         state = read_trainer_state(resume_from)
     else:
         state = TrainerState(epoch=0, step=0, best_metric=None, best_checkpoint=None, history=[])
-        base_metrics = run_evaluation(context, val_loader, epoch=0)
+        base_metrics = run_evaluation(context, val_loader, manifest, epoch=0)
         state.history.append({"epoch": 0, **base_metrics})
     try:
         for epoch in range(state.epoch + 1, config.epochs + 1):
             train_loss = train_one_epoch(context, train_loader, epoch=epoch, first_step=state.step)
             state.step += len(train_loader)
-            metrics = {"train_loss": train_loss, **run_evaluation(context, val_loader, epoch=epoch)}
+            metrics = {
+                "train_loss": train_loss,
+                **run_evaluation(context, val_loader, manifest, epoch=epoch),
+            }
             state.epoch = epoch
             state.history.append({"epoch": epoch, **metrics})
             write_epoch_checkpoint(context, loaded, state, metrics, out_dir)
     except StopRequested:
         return finish(state, out_dir, stopped=True)
     return finish(state, out_dir, stopped=False)
+
+
+def apply_speed_options(loaded: LoadedClip, config: TrainingConfig) -> None:
+    """Options that trade memory or start-up time for speed; both off unless asked for."""
+    if config.gradient_checkpointing:
+        loaded.clip.gradient_checkpointing_enable()
+    if config.compile_model:
+        # Module.compile keeps parameter names, so checkpoints stay plain CLIP folders.
+        loaded.clip.vision_model.compile()
+        loaded.clip.text_model.compile()
 
 
 def build_context(
@@ -116,22 +141,37 @@ def build_context(
     steps_per_epoch: int,
     callbacks: TrainingCallbacks,
 ) -> EpochContext:
+    """Everything the steps need, prepared once: targets and tokens are on the device already."""
     total_steps = config.epochs * steps_per_epoch
-    class_tokens = None
+    class_tokens = class_targets = caption_tokens = None
     if manifest.kind == "classification":
-        # The class prompts never change: tokenize them once, encode them every step.
         prompts = class_prompts(manifest.classes, config.prompt_template)
         class_tokens = tokenize(loaded.tokenizer, prompts, device)
+        class_index = {name: index for index, name in enumerate(manifest.classes)}
+        class_targets = torch.tensor(
+            [class_index.get(str(item.label), -1) for item in manifest.items], device=device
+        )
+    else:
+        captions = [str(item.text) for item in manifest.items]
+        encoded = tokenize(loaded.tokenizer, captions, device)
+        caption_tokens = {
+            name: encoded[name] for name in ("input_ids", "attention_mask") if name in encoded
+        }
+    processor = loaded.image_processor
     return EpochContext(
         clip=loaded.clip,
         tokenizer=loaded.tokenizer,
-        optimizer=build_optimizer(loaded.clip, config),
+        optimizer=build_optimizer(loaded.clip, config, device),
         config=config,
         kind=manifest.kind,
         classes=manifest.classes,
         class_tokens=class_tokens,
+        class_targets=class_targets,
+        caption_tokens=caption_tokens,
         device=device,
         precision=precision_context(device),
+        input_size=input_size(processor),
+        pixel_norm=PixelNorm.create(list(processor.image_mean), list(processor.image_std), device),
         total_steps=total_steps,
         warmup_steps=int(config.warmup_ratio * total_steps),
         callbacks=callbacks,
@@ -139,18 +179,9 @@ def build_context(
 
 
 def run_evaluation(
-    context: EpochContext, val_loader: BatchLoader, *, epoch: int
+    context: EpochContext, val_loader: PreparedLoader, manifest: Manifest, *, epoch: int
 ) -> dict[str, float]:
-    metrics = evaluate(
-        clip=context.clip,
-        tokenizer=context.tokenizer,
-        loader=val_loader,
-        kind=context.kind,
-        classes=context.classes,
-        prompt_template=context.config.prompt_template,
-        device=context.device,
-        precision=context.precision,
-    )
+    metrics = evaluate(context, val_loader, manifest.items)
     context.callbacks.on_evaluation(epoch, metrics)
     return metrics
 

@@ -1,0 +1,229 @@
+"""Training throughput: clipft's training run against the bare step of the same model.
+
+(a) the bare step: clipft's loss, optimizer, clipping and precision on device-resident tensors,
+    no data path at all: what the model can do on this machine;
+(b) `worker.training.run.run` on a dataset uploaded through the real ingest path (photo-like
+    JPEGs and PNGs, 512x384): images/s inside an epoch, and end to end (model load, base-model
+    evaluation, every epoch's evaluation and checkpoint) with a cold prepared-array cache (the
+    first job on a dataset) and a warm one (every later job on it).
+The bare step runs before and after the training runs and its mean is the reference, so drift
+on a shared machine hits both sides. Targets (issue 5): b/a >= 0.85 inside an epoch, >= 0.7 end
+to end.
+
+Rerun: .venv/bin/python -m bench.train_throughput [--device cuda --model vit-b-32-random
+       --images 4096 --batch-size 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from app.core.config import Settings
+from app.datasets.ingest import ingest_archive
+from app.ml.base_models import load_base_model
+from app.ml.encode import class_prompts, encode_images, encode_tokens, pick_device, tokenize
+from app.ml.manifest import read_manifest
+from app.ml.preprocess import input_size
+from app.ml.synthetic import photo_like
+from app.ml.tiny_clip import TINY_CLIP_NAME
+from bench.clip_models import MODEL_CHOICES, write_base_model
+from worker.training.config import TrainingConfig
+from worker.training.loop import build_optimizer
+from worker.training.losses import classification_loss
+from worker.training.progress import StepProgress, TrainingCallbacks
+from worker.training.run import precision_context, run
+
+CLASSES = [f"part type {index}" for index in range(8)]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--model", default=TINY_CLIP_NAME, choices=MODEL_CHOICES)
+    parser.add_argument("--images", type=int, default=2048)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--bare-steps", type=int, default=30)
+    return parser.parse_args()
+
+
+def upload_zip(num_images: int) -> bytes:
+    """Class folders of photo-like images, half JPEG (quality 95), half PNG."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for index in range(num_images):
+            image = photo_like(512, 384, seed=index)
+            encoded = io.BytesIO()
+            if index % 2:
+                image.save(encoded, format="JPEG", quality=95)
+                suffix = "jpg"
+            else:
+                image.save(encoded, format="PNG")
+                suffix = "png"
+            archive.writestr(
+                f"{CLASSES[index % len(CLASSES)]}/{index:05d}.{suffix}", encoded.getvalue()
+            )
+    return buffer.getvalue()
+
+
+def ingest(data_dir: Path, num_images: int) -> Path:
+    """Store the upload the way `POST /datasets` does: checked, decoded once, split, PNGs."""
+    settings = Settings(data_dir=data_dir)
+    archive_path = data_dir / "upload.zip"
+    archive_path.write_bytes(upload_zip(num_images))
+    dataset_dir = data_dir / "datasets" / "bench"
+    ingest_archive(
+        archive_path=archive_path,
+        archive_name="upload.zip",
+        dataset_dir=dataset_dir,
+        settings=settings,
+    )
+    return dataset_dir
+
+
+def bare_step_rate(config: TrainingConfig, steps: int) -> float:
+    """Images/s of forward, loss, backward, clipping and AdamW on tensors already on the device."""
+    device = pick_device(config.device)
+    loaded = load_base_model(config.base_model, config.base_models_dir)
+    clip = loaded.clip.to(device)  # type: ignore[arg-type]
+    clip.train()
+    height, width = input_size(loaded.image_processor)
+    pixels = torch.randn(config.batch_size, 3, height, width, device=device)
+    labels = torch.randint(0, len(CLASSES), (config.batch_size,), device=device)
+    tokens = tokenize(loaded.tokenizer, class_prompts(CLASSES, config.prompt_template), device)
+    optimizer = build_optimizer(clip, config, device)
+    precision = precision_context(device)
+
+    def step() -> None:
+        with precision:
+            image_features = encode_images(clip, pixels)
+            loss = classification_loss(
+                image_features, encode_tokens(clip, tokens), clip.logit_scale.exp(), labels
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(clip.parameters(), config.max_grad_norm)
+        optimizer.step()
+        with torch.no_grad():
+            clip.logit_scale.clamp_(0, 4.6052)
+
+    for _ in range(3):
+        step()
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    return steps * config.batch_size / (time.perf_counter() - started)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class EpochRates(TrainingCallbacks):
+    """The loop's own images/s at the end of each epoch, measured from that epoch's start."""
+
+    def __init__(self, steps_per_epoch: int) -> None:
+        self.steps_per_epoch = steps_per_epoch
+        self.rates: list[float] = []
+
+    def on_step(self, progress: StepProgress) -> None:
+        if progress.step % self.steps_per_epoch == 0:
+            self.rates.append(progress.samples_per_second)
+
+
+def timed_run(config: TrainingConfig, out_dir: Path, num_train: int) -> dict[str, Any]:
+    steps_per_epoch = (num_train + config.batch_size - 1) // config.batch_size
+    rates = EpochRates(steps_per_epoch)
+    started = time.perf_counter()
+    run(config, out_dir, rates)
+    seconds = time.perf_counter() - started
+    # The first epoch warms allocators and caches up; the bare step gets warm-up steps too.
+    steady = rates.rates[1:] or rates.rates
+    return {
+        "in_epoch": statistics.median(steady),
+        "end_to_end": config.epochs * num_train / seconds,
+        "seconds": seconds,
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as folder:
+        data_dir = Path(folder)
+        write_base_model(args.model, data_dir / "base")
+        started = time.perf_counter()
+        dataset_dir = ingest(data_dir, args.images)
+        ingest_seconds = time.perf_counter() - started
+        config = TrainingConfig(
+            base_model=args.model,
+            base_models_dir=data_dir / "base",
+            dataset_dir=dataset_dir,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=1e-4,
+            device=args.device,
+        )
+        num_train = len(read_manifest(dataset_dir).split("train"))
+        bare_before = bare_step_rate(config, args.bare_steps)
+        cold = timed_run(config, data_dir / "cold", num_train)
+        warm = timed_run(config, data_dir / "warm", num_train)
+        bare_after = bare_step_rate(config, args.bare_steps)
+    report(args, config, num_train, ingest_seconds, (bare_before + bare_after) / 2, cold, warm)
+
+
+def report(
+    args: argparse.Namespace,
+    config: TrainingConfig,
+    num_train: int,
+    ingest_seconds: float,
+    bare: float,
+    cold: dict[str, Any],
+    warm: dict[str, Any],
+) -> None:
+    device = pick_device(config.device)
+    card = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU, {os.cpu_count()} cores"
+    )
+    print(
+        f"train throughput: {args.model}, {card}, batch {config.batch_size}, "
+        f"{args.images} images ({num_train} train), {config.epochs} epochs, "
+        f"precision {'bf16 autocast' if device.type == 'cuda' else 'fp32'}"
+    )
+    print(f"  ingest of the upload (not timed below): {ingest_seconds:.1f} s")
+    rows = [
+        ("(a) bare step, device-resident tensors", bare, None),
+        ("(b) run, inside an epoch (warm cache)", warm["in_epoch"], 0.85),
+        ("(b) run, end to end, warm prepared cache", warm["end_to_end"], 0.7),
+        ("(b) run, inside an epoch (cold cache)", cold["in_epoch"], 0.85),
+        ("(b) run, end to end, cold prepared cache", cold["end_to_end"], None),
+    ]
+    print(f"  {'path':<44} {'images/s':>9} {'b/a':>6}  target")
+    for name, rate, target in rows:
+        ratio = rate / bare
+        verdict = "" if target is None else f">= {target}: {'met' if ratio >= target else 'MISSED'}"
+        print(f"  {name:<44} {rate:>9.1f} {ratio:>6.2f}  {verdict}")
+    print(f"  run seconds: cold {cold['seconds']:.1f}, warm {warm['seconds']:.1f}")
+    print(
+        "rerun: .venv/bin/python -m bench.train_throughput "
+        + " ".join(f"--{name.replace('_', '-')} {value}" for name, value in vars(args).items())
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Prepared images: every image of a dataset decoded and resized once per input resolution.
+
+The training loop must never wait on Python per image. So before the first epoch each image is
+decoded, its short side resized to 8/7 of the model's input size and its centre square cut out,
+and the result stored as one uint8 array `(images, 3, side, side)` in the dataset's folder.
+Batches are then one gather from a memory-mapped file; crops, flips and normalisation run on
+whole batches on the training device (`worker.training.augment`).
+
+The file is keyed by a fingerprint of the dataset's files and the side, written atomically, and
+reused by every later job on the same dataset and resolution. The decode workers are processes
+where the caller may start them (a plain process, as the training run is), else threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import os
+from collections.abc import Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.format import open_memmap
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+PREPARED_FOLDER = "prepared"
+# Bumped whenever the stored pixels would change for the same inputs (resampling, layout).
+FORMAT_VERSION = 1
+# Below this many images a process pool costs more to start than it saves.
+MIN_IMAGES_FOR_PROCESSES = 512
+CHUNK_IMAGES = 64
+
+
+class PreparedImageError(OSError):
+    """A stored dataset image could not be read; the message names it."""
+
+
+def prepared_side(input_size: int) -> int:
+    """The stored square's side: 8/7 of the input, so random crops have margin (224 -> 256)."""
+    return round(input_size * 8 / 7)
+
+
+def resize_to_square(image: Image.Image, side: int) -> np.ndarray:
+    """Resize the short side to `side` (bicubic, as CLIP's processor does), keep the centre."""
+    image = image.convert("RGB")
+    width, height = image.size
+    scale = side / min(width, height)
+    new_size = (max(side, round(width * scale)), max(side, round(height * scale)))
+    # reducing_gap: shrink large images by integer steps first, then resample (much faster).
+    resized = image.resize(new_size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    left = (new_size[0] - side) // 2
+    top = (new_size[1] - side) // 2
+    square = resized.crop((left, top, left + side, top + side))
+    return np.ascontiguousarray(np.asarray(square, dtype=np.uint8).transpose(2, 0, 1))
+
+
+def fingerprint(dataset_dir: Path, files: Sequence[str], side: int) -> str:
+    """Changes whenever any image file (name, size, modification time) or the side changes."""
+    digest = hashlib.sha256(f"v{FORMAT_VERSION}:{side}:".encode())
+    for name in files:
+        stat = (dataset_dir / name).stat()
+        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:20]
+
+
+def prepared_path(dataset_dir: Path, side: int, key: str) -> Path:
+    return dataset_dir / PREPARED_FOLDER / f"{side}px-{key}.npy"
+
+
+def load_prepared(
+    dataset_dir: Path, files: Sequence[str], input_size: int, *, workers: int
+) -> np.ndarray:
+    """The dataset's prepared array (memory-mapped, read-only), built first if missing or stale."""
+    side = prepared_side(input_size)
+    path = prepared_path(dataset_dir, side, fingerprint(dataset_dir, files, side))
+    if not path.is_file():
+        build_prepared(dataset_dir, files, side, path, workers=workers)
+    array = np.load(path, mmap_mode="r")
+    if array.shape != (len(files), 3, side, side):
+        expected = (len(files), 3, side, side)
+        raise ValueError(f"prepared file {path.name} has shape {array.shape}, not {expected}")
+    return array
+
+
+def build_prepared(
+    dataset_dir: Path, files: Sequence[str], side: int, path: Path, *, workers: int
+) -> None:
+    """Write the array into a temporary file, then rename: readers never see a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        open_memmap(staging, mode="w+", dtype=np.uint8, shape=(len(files), 3, side, side)).flush()
+        chunks = [
+            (start, list(files[start : start + CHUNK_IMAGES]))
+            for start in range(0, len(files), CHUNK_IMAGES)
+        ]
+        with _decode_pool(len(files), workers) as pool:
+            for _ in pool.map(
+                _fill_rows,
+                [dataset_dir] * len(chunks),
+                [staging] * len(chunks),
+                [start for start, _ in chunks],
+                [names for _, names in chunks],
+                [side] * len(chunks),
+            ):
+                pass
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    _remove_stale(path)
+    logger.info("prepared %d images at %d px in %s", len(files), side, path.name)
+
+
+def _decode_pool(num_images: int, workers: int) -> Executor:
+    """Processes when allowed and worth it; a daemonic process (Celery's pool) may not fork."""
+    workers = max(1, workers)
+    if (
+        workers > 1
+        and num_images >= MIN_IMAGES_FOR_PROCESSES
+        and not multiprocessing.current_process().daemon
+    ):
+        # spawn: safe beside threads and CUDA, which fork is not.
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return ThreadPoolExecutor(workers, thread_name_prefix="prepare")
+
+
+def _fill_rows(dataset_dir: Path, staging: Path, start: int, names: list[str], side: int) -> None:
+    """Decode one chunk of images into its rows of the staging file (runs in a worker)."""
+    array = np.load(staging, mmap_mode="r+")
+    for offset, name in enumerate(names):
+        try:
+            with Image.open(dataset_dir / name) as image:
+                array[start + offset] = resize_to_square(image, side)
+        except OSError as error:
+            # The dataset's images were checked at upload: this is damage on disk since then.
+            raise PreparedImageError(f"cannot read dataset image {name}: {error}") from None
+    array.flush()
+
+
+def _remove_stale(current: Path) -> None:
+    """Drop prepared arrays of the same side made from an older state of the dataset's files."""
+    side_prefix = current.name.split("-", 1)[0]
+    for other in current.parent.glob(f"{side_prefix}-*.npy"):
+        if other != current:
+            other.unlink(missing_ok=True)
