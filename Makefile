@@ -37,6 +37,7 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest_threads
+	$(BIN)/python -m bench.train_throughput
 	$(BIN)/python -m bench.predict_batching
 
 clean:

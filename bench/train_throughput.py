@@ -54,6 +54,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--bare-steps", type=int, default=30)
+    parser.add_argument(
+        "--compile", action="store_true", help="run (b) with torch.compile on both towers"
+    )
+    parser.add_argument(
+        "--gradient-checkpointing", action="store_true", help="run (b) with checkpointing"
+    )
     return parser.parse_args()
 
 
@@ -176,6 +182,8 @@ def main() -> None:
             batch_size=args.batch_size,
             learning_rate=1e-4,
             device=args.device,
+            compile_model=args.compile,
+            gradient_checkpointing=args.gradient_checkpointing,
         )
         num_train = len(read_manifest(dataset_dir).split("train"))
         bare_before = bare_step_rate(config, args.bare_steps)
@@ -219,10 +227,12 @@ def report(
         verdict = "" if target is None else f">= {target}: {'met' if ratio >= target else 'MISSED'}"
         print(f"  {name:<44} {rate:>9.1f} {ratio:>6.2f}  {verdict}")
     print(f"  run seconds: cold {cold['seconds']:.1f}, warm {warm['seconds']:.1f}")
-    print(
-        "rerun: .venv/bin/python -m bench.train_throughput "
-        + " ".join(f"--{name.replace('_', '-')} {value}" for name, value in vars(args).items())
-    )
+    options = [
+        f"--{name.replace('_', '-')}" + ("" if isinstance(value, bool) else f" {value}")
+        for name, value in vars(args).items()
+        if value is not False
+    ]
+    print("rerun: .venv/bin/python -m bench.train_throughput " + " ".join(options))
 
 
 if __name__ == "__main__":
