@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -43,10 +44,12 @@ def supervise(dataset_dir: Path, tmp_path: Path, recorder: Recorder, epochs: int
 
 
 def test_a_run_in_its_own_process_reports_like_one_in_process(
-    dataset_dir: Path, tmp_path: Path
+    dataset_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     recorder = Recorder()
-    result = supervise(dataset_dir, tmp_path, recorder, epochs=2)
+    with caplog.at_level(logging.WARNING, logger=supervisor.__name__):
+        result = supervise(dataset_dir, tmp_path, recorder, epochs=2)
+    assert caplog.records == []  # it also exited cleanly after its result
     assert not result.stopped
     assert result.best_checkpoint is not None
     assert (result.best_checkpoint / "model.safetensors").is_file()

@@ -60,9 +60,11 @@ def follow_stdin(stop_requested: threading.Event) -> None:
     """Set `stop_requested` on a STOP line or at the end of stdin; exit if still alive later."""
 
     def watch() -> None:
-        for line in sys.stdin.buffer:
-            if line == STOP:
-                stop_requested.set()
+        # Unbuffered: a daemon thread blocked in a buffered stdin aborts the interpreter's exit.
+        with open(sys.stdin.fileno(), "rb", buffering=0, closefd=False) as stdin:
+            for line in stdin:
+                if line == STOP:
+                    stop_requested.set()
         stop_requested.set()
         time.sleep(ORPHAN_EXIT_SECONDS)
         os._exit(ORPHAN_EXIT_CODE)
