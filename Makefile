@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.ingest_threads
 	$(BIN)/python -m bench.train_throughput
 	$(BIN)/python -m bench.predict_batching
+	$(BIN)/python -m bench.training_process_start
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

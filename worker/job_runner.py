@@ -13,15 +13,22 @@ from sqlalchemy import update
 
 from app.core.config import Settings, get_settings
 from app.core.db import rows_updated, session_scope
-from app.core.storage import checkpoints_dir, dataset_dir, model_dir, new_id
+from app.core.storage import (
+    checkpoints_dir,
+    dataset_dir,
+    model_dir,
+    new_id,
+    training_config_path,
+    training_log_path,
+)
 from app.jobs.events import add_event
 from app.ml.model_files import read_metadata
 from app.orm import Job, Model
 from app.orm.base import utcnow
 from worker.reporter import JobReporter
+from worker.supervisor import TrainingProcessFailed, run_training_process
 from worker.training.config import TrainingConfig
 from worker.training.progress import RunResult
-from worker.training.run import run as run_training
 
 logger = logging.getLogger(__name__)
 
@@ -50,14 +57,21 @@ def run(job_id: str, settings: Settings | None = None) -> None:
     )
     try:
         with reporter:
-            result = run_training(
-                training_config(settings, job), checkpoints_dir(settings.data_dir, job_id), reporter
+            result = run_training_process(
+                training_config(settings, job),
+                checkpoints_dir(settings.data_dir, job_id),
+                reporter,
+                config_path=training_config_path(settings.data_dir, job_id),
+                log_path=training_log_path(settings.data_dir, job_id),
+                on_started=reporter.on_process_started,
             )
         if result.stopped:
             finish(settings, job_id, owner, status="cancelled", message="cancelled")
         else:
             register_model(settings, job, owner, result)
             drop_resume_state(checkpoints_dir(settings.data_dir, job_id))
+    except TrainingProcessFailed as error:
+        finish(settings, job_id, owner, status="failed", message=str(error))
     except Exception as error:
         logger.exception("job %s failed", job_id)
         finish(settings, job_id, owner, status="failed", message=f"{type(error).__name__}: {error}")

@@ -77,6 +77,17 @@ class JobReporter(TrainingCallbacks):
             except Exception:
                 logger.exception("heartbeat for job %s failed; will retry", self.job_id)
 
+    def on_process_started(self, pid: int) -> None:
+        """Record which process trains this attempt, for whoever reads the worker's machine."""
+        with session_scope(self.database_url) as session:
+            add_event(
+                session,
+                job_id=self.job_id,
+                type="process",
+                message=f"training process {pid} started",
+                data={"pid": pid},
+            )
+
     def on_step(self, progress: StepProgress) -> None:
         self._pending = progress
         now = time.monotonic()

@@ -31,6 +31,15 @@ def checkpoints_dir(data_dir: Path, job_id: str) -> Path:
     return job_dir(data_dir, job_id) / "checkpoints"
 
 
+def training_config_path(data_dir: Path, job_id: str) -> Path:
+    return job_dir(data_dir, job_id) / "training_config.json"
+
+
+def training_log_path(data_dir: Path, job_id: str) -> Path:
+    """The training process's stdout and stderr, every attempt appended."""
+    return job_dir(data_dir, job_id) / "train.log"
+
+
 def model_dir(data_dir: Path, model_id: str) -> Path:
     return data_dir / "models" / model_id
 

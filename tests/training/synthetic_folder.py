@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Literal
 
 from app.ml.manifest import MANIFEST_NAME, Manifest, ManifestItem
 from app.ml.synthetic import DEFAULT_CLASSES, make_images
@@ -25,7 +26,7 @@ def write_synthetic_folder(
     for index, sample in enumerate(make_images(classes, per_class=per_class, seed=seed)):
         file = f"images/{index:05d}.png"
         sample.image.save(folder / file)
-        split = "val" if index % val_every == 0 else "train"
+        split: Literal["train", "val"] = "val" if index % val_every == 0 else "train"
         if kind == "classification":
             items.append(ManifestItem(file=file, source=file, split=split, label=sample.label))
         else:

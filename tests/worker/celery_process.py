@@ -12,10 +12,32 @@ from pathlib import Path
 from app.core.config import Settings
 
 
+def is_running(pid: int) -> bool:
+    """Whether the process exists and is not a zombie waiting for a parent that died."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_until_gone(pid: int, timeout_seconds: float = 10.0) -> bool:
+    """Whether the process is gone within the timeout (a killed one takes a moment to die)."""
+    deadline = time.monotonic() + timeout_seconds
+    while is_running(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 class WorkerProcess:
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(
+        self, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.settings = settings
         self.log_path = log_path
+        self.extra_env = extra_env or {}
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_seconds: float = 90.0) -> WorkerProcess:
@@ -30,6 +52,7 @@ class WorkerProcess:
             HF_HUB_OFFLINE="1",
             PYTHONUNBUFFERED="1",
         )
+        env.update(self.extra_env)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "worker", "--loglevel=info"],

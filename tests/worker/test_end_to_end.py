@@ -22,7 +22,8 @@ from app.ml.synthetic import (
     make_images,
     png_bytes,
 )
-from tests.worker.celery_process import WorkerProcess
+from tests.worker.celery_process import WorkerProcess, is_running, wait_until_gone
+from worker.training.crash_for_tests import CRASH_FILE_VARIABLE
 
 pytestmark = pytest.mark.e2e
 
@@ -40,14 +41,26 @@ def e2e_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def worker(e2e_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    process = WorkerProcess(e2e_settings, tmp_path_factory.mktemp("logs") / "worker.log").start()
-    yield
+def crash_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Written by a test, it makes the worker's next training process crash (once)."""
+    return tmp_path_factory.mktemp("crash") / "crash-next-run"
+
+
+@pytest.fixture(scope="module")
+def worker(
+    e2e_settings: Settings, tmp_path_factory: pytest.TempPathFactory, crash_file: Path
+) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(
+        e2e_settings,
+        tmp_path_factory.mktemp("logs") / "worker.log",
+        extra_env={CRASH_FILE_VARIABLE: str(crash_file)},
+    ).start()
+    yield process
     process.stop()
 
 
 @pytest.fixture(scope="module")
-def e2e_client(e2e_settings: Settings, worker: None) -> Iterator[TestClient]:
+def e2e_client(e2e_settings: Settings, worker: WorkerProcess) -> Iterator[TestClient]:
     with TestClient(create_app(e2e_settings, run_reconciler=False)) as client:
         yield client
 
@@ -87,13 +100,33 @@ def wait_until(
         time.sleep(0.2)
 
 
+def events_of(client: TestClient, job_id: str, type: str) -> list[dict[str, Any]]:
+    return [event for event in client.get(f"/jobs/{job_id}/events").json() if event["type"] == type]
+
+
+def training_pid(client: TestClient, job_id: str) -> int:
+    """The process the job's latest attempt trains in, as its events record it."""
+    return int(events_of(client, job_id, "process")[-1]["data"]["pid"])
+
+
+def attempt_worker(client: TestClient, job_id: str) -> str:
+    """`host:pid:thread` of the worker process that claimed the job's latest attempt."""
+    running = [event for event in events_of(client, job_id, "status") if "worker" in event["data"]]
+    return str(running[-1]["data"]["worker"])
+
+
 def test_upload_train_and_predict_held_out_images(
-    e2e_client: TestClient, uploaded_dataset: str
+    e2e_client: TestClient, uploaded_dataset: str, worker: WorkerProcess
 ) -> None:
     job_id = start_job(e2e_client, uploaded_dataset)
     job = wait_until(e2e_client, job_id, FINISHED)
     assert job["status"] == "succeeded", job["error"]
     assert job["progress"]["fraction"] == 1.0
+    # It trained in a process of its own, which is gone now that the job is done.
+    pool_pid = int(attempt_worker(e2e_client, job_id).split(":")[1])
+    assert worker.process is not None
+    assert training_pid(e2e_client, job_id) not in {pool_pid, worker.process.pid}
+    assert not is_running(training_pid(e2e_client, job_id))
 
     held_out = make_images(per_class=10, seed=99)
     images = [base64.b64encode(png_bytes(sample.image)).decode() for sample in held_out]
@@ -154,6 +187,40 @@ def test_a_failing_job_fails_clearly_and_the_worker_takes_the_next(
     assert wait_until(e2e_client, following, FINISHED)["status"] == "succeeded"
 
 
+def test_a_crashed_training_process_fails_its_job_and_the_same_worker_takes_the_next(
+    e2e_client: TestClient, uploaded_dataset: str, worker: WorkerProcess, crash_file: Path
+) -> None:
+    crash_file.write_text("SIGSEGV")
+    one_epoch = {**HYPERPARAMETERS, "epochs": 1}
+    crashing = start_job(e2e_client, uploaded_dataset, hyperparameters=one_epoch)
+    following = start_job(e2e_client, uploaded_dataset, hyperparameters=one_epoch)
+    crashed = wait_until(e2e_client, crashing, FINISHED)
+    assert crashed["status"] == "failed"
+    assert crashed["error"] == "training process crashed (SIGSEGV)"
+    assert wait_until(e2e_client, following, FINISHED)["status"] == "succeeded"
+    assert attempt_worker(e2e_client, following) == attempt_worker(e2e_client, crashing)
+    assert worker.process is not None and worker.process.poll() is None
+
+
+def test_cancelling_a_running_job_stops_its_training_process(
+    e2e_client: TestClient, uploaded_dataset: str
+) -> None:
+    job_id = start_job(
+        e2e_client, uploaded_dataset, hyperparameters={**HYPERPARAMETERS, "epochs": 500}
+    )
+    deadline = time.monotonic() + 120
+    while e2e_client.get(f"/jobs/{job_id}").json()["progress"]["step"] < 2:
+        assert time.monotonic() < deadline, "the job never made progress"
+        time.sleep(0.1)
+    pid = training_pid(e2e_client, job_id)
+    assert is_running(pid)
+    assert e2e_client.post(f"/jobs/{job_id}/cancel").status_code == 200
+    job = wait_until(e2e_client, job_id, FINISHED, timeout=30)
+    assert job["status"] == "cancelled"
+    assert job["progress"]["epoch"] < 500 and job["model_id"] is None
+    assert not is_running(pid)
+
+
 def test_a_killed_worker_leaves_a_clear_state_and_the_job_resumes(
     settings: Settings, uploaded_dataset: str, tmp_path: Path
 ) -> None:
@@ -170,6 +237,8 @@ def test_a_killed_worker_leaves_a_clear_state_and_the_job_resumes(
             assert time.monotonic() < deadline, "no checkpoint was written"
             time.sleep(0.1)
         first.kill()
+        # Its training process went with it: nothing holds the GPU for a job nobody runs.
+        assert wait_until_gone(training_pid(client, job_id))
         time.sleep(1.5)  # the heartbeat goes stale
         report = reconcile_once(own)
         assert job_id in report.requeued

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from worker.training.jsonable import from_json_dict, to_json_dict
 
 
 @dataclass
@@ -59,8 +61,12 @@ class TrainingConfig:
     eval_batch_size: int = field(default=128, metadata={"help": "Images per evaluation batch."})
 
     def to_json(self) -> dict[str, Any]:
-        raw = asdict(self)
-        return {key: str(value) if isinstance(value, Path) else value for key, value in raw.items()}
+        return to_json_dict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainingConfig:
+        """The config `to_json` wrote; an unknown or missing field is refused by name."""
+        return from_json_dict(cls, data)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True))

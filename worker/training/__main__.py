@@ -1,0 +1,104 @@
+"""`python -m worker.training --config CONFIG.json --out-dir DIR`: one run as its own process.
+
+Each event goes out as one protocol line on `--events-fd` (stdout by default). With
+`--stdin-control`, a `stop` line on stdin stops the run at its next step, and so does the end
+of stdin: a run whose supervisor died stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from worker.training.config import TrainingConfig
+from worker.training.crash_for_tests import crash_if_a_test_asks
+from worker.training.progress import CheckpointInfo, StepProgress, TrainingCallbacks
+from worker.training.protocol import STOP, Evaluation, Event, RunError, encode
+from worker.training.run import run
+
+# An orphan still loading or evaluating gets this long to reach a step and stop cleanly.
+ORPHAN_EXIT_SECONDS = 30.0
+ORPHAN_EXIT_CODE = 75
+
+
+class EventWriter(TrainingCallbacks):
+    """Callbacks that send every event down a pipe and stop when asked to."""
+
+    def __init__(self, events: BinaryIO) -> None:
+        self.events = events
+        self.stop_requested = threading.Event()
+        self._stepped = False
+
+    def send(self, event: Event) -> None:
+        self.events.write(encode(event))
+        self.events.flush()
+
+    def on_step(self, progress: StepProgress) -> None:
+        if not self._stepped:
+            self._stepped = True
+            crash_if_a_test_asks()
+        self.send(progress)
+
+    def on_evaluation(self, epoch: int, metrics: dict[str, Any]) -> None:
+        self.send(Evaluation(epoch=epoch, metrics=metrics))
+
+    def on_checkpoint(self, checkpoint: CheckpointInfo) -> None:
+        self.send(checkpoint)
+
+    def should_stop(self) -> bool:
+        return self.stop_requested.is_set()
+
+
+def follow_stdin(stop_requested: threading.Event) -> None:
+    """Set `stop_requested` on a STOP line or at the end of stdin; exit if still alive later."""
+
+    def watch() -> None:
+        # Unbuffered: a daemon thread blocked in a buffered stdin aborts the interpreter's exit.
+        with open(sys.stdin.fileno(), "rb", buffering=0, closefd=False) as stdin:
+            for line in stdin:
+                if line == STOP:
+                    stop_requested.set()
+        stop_requested.set()
+        time.sleep(ORPHAN_EXIT_SECONDS)
+        os._exit(ORPHAN_EXIT_CODE)
+
+    threading.Thread(target=watch, name="stdin-control", daemon=True).start()
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m worker.training", description=__doc__)
+    parser.add_argument("--config", type=Path, required=True, help="TrainingConfig as JSON.")
+    parser.add_argument("--out-dir", type=Path, required=True, help="Checkpoints go here.")
+    parser.add_argument("--events-fd", type=int, default=1, help="Descriptor events go to.")
+    parser.add_argument(
+        "--stdin-control", action="store_true", help="Stop on a `stop` line or end of stdin."
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    config = TrainingConfig.from_json(json.loads(args.config.read_text()))
+    if args.events_fd != sys.stdout.fileno():
+        os.set_inheritable(args.events_fd, False)  # programs this run starts must not hold it
+    with open(args.events_fd, "wb", closefd=False) as events:
+        writer = EventWriter(events)
+        if args.stdin_control:
+            follow_stdin(writer.stop_requested)
+        try:
+            result = run(config, args.out_dir, writer)
+        except BaseException as error:
+            writer.send(RunError.of(error))
+            raise  # the traceback goes to stderr, the run's log
+        writer.send(result)
+
+
+if __name__ == "__main__":
+    main()
