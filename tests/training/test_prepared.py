@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -89,18 +91,29 @@ def test_worker_processes_build_the_same_array_as_threads(
     files = write_photos(tmp_path / "a", [(50 + index, 40) for index in range(24)])
     by_threads = np.array(load_prepared(tmp_path / "a", files, 32, workers=1))
     write_photos(tmp_path / "b", [(50 + index, 40) for index in range(24)])
-    monkeypatch.setattr(prepared, "MIN_IMAGES_FOR_PROCESSES", 1)
-    monkeypatch.setattr(prepared, "CHUNK_IMAGES", 5)
-    pools: list[str] = []
-    original = prepared._decode_pool
-    monkeypatch.setattr(
-        prepared,
-        "_decode_pool",
-        lambda *args: pools.append(type(pool := original(*args)).__name__) or pool,
-    )
-    by_processes = load_prepared(tmp_path / "b", files, 32, workers=2)
-    assert pools == ["ProcessPoolExecutor"]
+    monkeypatch.setattr(prepared, "MIN_IMAGES_PER_PROCESS", 5)
+    started: list[list[str]] = []
+    original_popen = subprocess.Popen
+
+    def recording_popen(command: list[str], **kwargs: Any) -> Any:
+        started.append(command)
+        return original_popen(command, **kwargs)
+
+    monkeypatch.setattr(prepared.subprocess, "Popen", recording_popen)
+    by_processes = load_prepared(tmp_path / "b", files, 32, workers=3)
+    assert [command[1:] for command in started] == [["-m", "worker.training.prepared"]] * 3
     np.testing.assert_array_equal(by_processes, by_threads)
+
+
+def test_a_worker_process_names_the_image_it_could_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = write_photos(tmp_path, [(50 + index, 40) for index in range(6)])
+    (tmp_path / files[4]).write_bytes(b"not a png")
+    monkeypatch.setattr(prepared, "MIN_IMAGES_PER_PROCESS", 3)
+    with pytest.raises(OSError, match=r"^cannot read dataset image images/4\.png: "):
+        load_prepared(tmp_path, files, 32, workers=2)
+    assert prepared_files(tmp_path) == []
 
 
 def test_a_bad_image_fails_the_build_and_leaves_nothing(tmp_path: Path) -> None:

@@ -7,18 +7,20 @@ Batches are then one gather from a memory-mapped file; crops, flips and normalis
 whole batches on the training device (`worker.training.augment`).
 
 The file is keyed by a fingerprint of the dataset's files and the side, written atomically, and
-reused by every later job on the same dataset and resolution. The decode workers are processes
-where the caller may start them (a plain process, as the training run is), else threads.
+reused by every later job on the same dataset and resolution. Large datasets are decoded by
+several worker processes, small ones by two threads.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-import multiprocessing
 import os
+import subprocess
+import sys
 from collections.abc import Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +32,8 @@ logger = logging.getLogger(__name__)
 PREPARED_FOLDER = "prepared"
 # Bumped whenever the stored pixels would change for the same inputs (resampling, layout).
 FORMAT_VERSION = 1
-# Below this many images a process pool costs more to start than it saves.
-MIN_IMAGES_FOR_PROCESSES = 512
+# A decode process costs about 0.2 s to start: give each at least this many images.
+MIN_IMAGES_PER_PROCESS = 256
 CHUNK_IMAGES = 64
 
 
@@ -94,20 +96,11 @@ def build_prepared(
     staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         open_memmap(staging, mode="w+", dtype=np.uint8, shape=(len(files), 3, side, side)).flush()
-        chunks = [
-            (start, list(files[start : start + CHUNK_IMAGES]))
-            for start in range(0, len(files), CHUNK_IMAGES)
-        ]
-        with _decode_pool(len(files), workers) as pool:
-            for _ in pool.map(
-                _fill_rows,
-                [dataset_dir] * len(chunks),
-                [staging] * len(chunks),
-                [start for start, _ in chunks],
-                [names for _, names in chunks],
-                [side] * len(chunks),
-            ):
-                pass
+        workers = max(1, min(workers, len(files) // MIN_IMAGES_PER_PROCESS))
+        if workers > 1:
+            _fill_with_processes(dataset_dir, files, side, staging, workers)
+        else:
+            _fill_with_threads(dataset_dir, files, side, staging)
         os.replace(staging, path)
     except BaseException:
         staging.unlink(missing_ok=True)
@@ -116,21 +109,56 @@ def build_prepared(
     logger.info("prepared %d images at %d px in %s", len(files), side, path.name)
 
 
-def _decode_pool(num_images: int, workers: int) -> Executor:
-    """Processes when allowed and worth it; a daemonic process (Celery's pool) may not fork."""
-    workers = max(1, workers)
-    if (
-        workers > 1
-        and num_images >= MIN_IMAGES_FOR_PROCESSES
-        and not multiprocessing.current_process().daemon
-    ):
-        # spawn: safe beside threads and CUDA, which fork is not.
-        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-    return ThreadPoolExecutor(workers, thread_name_prefix="prepare")
+def _fill_with_threads(dataset_dir: Path, files: Sequence[str], side: int, staging: Path) -> None:
+    """Pillow releases the GIL while it decodes and resizes: two threads keep two cores busy."""
+    starts = range(0, len(files), CHUNK_IMAGES)
+    with ThreadPoolExecutor(2, thread_name_prefix="prepare") as pool:
+        for _ in pool.map(
+            lambda start: fill_rows(
+                dataset_dir, staging, start, list(files[start : start + CHUNK_IMAGES]), side
+            ),
+            starts,
+        ):
+            pass
 
 
-def _fill_rows(dataset_dir: Path, staging: Path, start: int, names: list[str], side: int) -> None:
-    """Decode one chunk of images into its rows of the staging file (runs in a worker)."""
+def _fill_with_processes(
+    dataset_dir: Path, files: Sequence[str], side: int, staging: Path, workers: int
+) -> None:
+    """One plain process per contiguous share of the rows.
+
+    Plain `python -m worker.training.prepared` processes rather than a multiprocessing pool:
+    they import only NumPy and Pillow (a spawned pool child re-imports the parent's main
+    module, torch and all), and a daemonic parent (Celery's pool) may start them too.
+    """
+    share = -(-len(files) // workers)
+    processes = []
+    for start in range(0, len(files), share):
+        task = {
+            "dataset_dir": str(dataset_dir),
+            "staging": str(staging),
+            "start": start,
+            "files": list(files[start : start + share]),
+            "side": side,
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "worker.training.prepared"],
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        processes.append((process, json.dumps(task).encode()))
+    errors = []
+    for process, task_json in processes:
+        _, stderr = process.communicate(task_json)
+        if process.returncode != 0:
+            lines = stderr.decode(errors="replace").strip().splitlines()
+            errors.append(lines[-1] if lines else f"exit code {process.returncode}")
+    if errors:
+        raise PreparedImageError(errors[0].removeprefix(f"{PreparedImageError.__name__}: "))
+
+
+def fill_rows(dataset_dir: Path, staging: Path, start: int, names: list[str], side: int) -> None:
+    """Decode consecutive images into their rows of the staging file, from `start` on."""
     array = np.load(staging, mmap_mode="r+")
     for offset, name in enumerate(names):
         try:
@@ -148,3 +176,22 @@ def _remove_stale(current: Path) -> None:
     for other in current.parent.glob(f"{side_prefix}-*.npy"):
         if other != current:
             other.unlink(missing_ok=True)
+
+
+def main() -> None:
+    """Fill one share of a staging file; the task arrives as JSON on stdin (see above)."""
+    task = json.loads(sys.stdin.buffer.read())
+    try:
+        fill_rows(
+            Path(task["dataset_dir"]),
+            Path(task["staging"]),
+            task["start"],
+            task["files"],
+            task["side"],
+        )
+    except PreparedImageError as error:
+        sys.exit(f"{type(error).__name__}: {error}")
+
+
+if __name__ == "__main__":
+    main()
