@@ -6,9 +6,9 @@
     JPEGs and PNGs, 512x384): images/s inside an epoch, and end to end (model load, base-model
     evaluation, every epoch's evaluation and checkpoint) with a cold prepared-array cache (the
     first job on a dataset) and a warm one (every later job on it).
-The bare step runs before and after the training runs and its mean is the reference, so drift
-on a shared machine hits both sides. Targets (issue 5): b/a >= 0.85 inside an epoch, >= 0.7 end
-to end.
+The bare step runs before, between and after the training runs; the best of each side is
+compared, since on a shared machine interference only ever slows a measurement down.
+Targets (issue 5): b/a >= 0.85 inside an epoch, >= 0.7 end to end.
 
 Rerun: .venv/bin/python -m bench.train_throughput [--device cuda --model vit-b-32-random
        --images 4096 --batch-size 256]
@@ -23,10 +23,13 @@ import statistics
 import tempfile
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 from app.core.config import Settings
 from app.datasets.ingest import ingest_archive
@@ -50,10 +53,11 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--model", default=TINY_CLIP_NAME, choices=MODEL_CHOICES)
-    parser.add_argument("--images", type=int, default=2048)
+    parser.add_argument("--images", type=int, default=4096)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--bare-steps", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3, help="warm runs, each after a bare step")
     parser.add_argument(
         "--compile", action="store_true", help="run (b) with torch.compile on both towers"
     )
@@ -64,22 +68,29 @@ def parse_args() -> argparse.Namespace:
 
 
 def upload_zip(num_images: int) -> bytes:
-    """Class folders of photo-like images, half JPEG (quality 95), half PNG."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for index in range(num_images):
-            image = photo_like(512, 384, seed=index)
-            encoded = io.BytesIO()
-            if index % 2:
-                image.save(encoded, format="JPEG", quality=95)
-                suffix = "jpg"
-            else:
-                image.save(encoded, format="PNG")
-                suffix = "png"
-            archive.writestr(
-                f"{CLASSES[index % len(CLASSES)]}/{index:05d}.{suffix}", encoded.getvalue()
-            )
-    return buffer.getvalue()
+    """Class folders of photo-like images, half JPEG (quality 95), half PNG, all different."""
+    bases = [np.asarray(photo_like(512, 384, seed=seed)) for seed in range(32)]
+
+    def encoded(index: int) -> tuple[str, bytes]:
+        # A shifted copy of a base photo: distinct pixels without generating each one anew.
+        pixels = np.roll(bases[index % len(bases)], shift=7 * index, axis=1)
+        buffer = io.BytesIO()
+        if index % 2:
+            Image.fromarray(pixels).save(buffer, format="JPEG", quality=95)
+            suffix = "jpg"
+        else:
+            Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
+            suffix = "png"
+        return f"{CLASSES[index % len(CLASSES)]}/{index:05d}.{suffix}", buffer.getvalue()
+
+    archive_buffer = io.BytesIO()
+    with (
+        zipfile.ZipFile(archive_buffer, "w", zipfile.ZIP_STORED) as archive,
+        ThreadPoolExecutor(os.cpu_count() or 1) as pool,
+    ):
+        for name, payload in pool.map(encoded, range(num_images)):
+            archive.writestr(name, payload)
+    return archive_buffer.getvalue()
 
 
 def ingest(data_dir: Path, num_images: int) -> Path:
@@ -186,11 +197,17 @@ def main() -> None:
             gradient_checkpointing=args.gradient_checkpointing,
         )
         num_train = len(read_manifest(dataset_dir).split("train"))
-        bare_before = bare_step_rate(config, args.bare_steps)
+        bare_rates = [bare_step_rate(config, args.bare_steps)]
         cold = timed_run(config, data_dir / "cold", num_train)
-        warm = timed_run(config, data_dir / "warm", num_train)
-        bare_after = bare_step_rate(config, args.bare_steps)
-    report(args, config, num_train, ingest_seconds, (bare_before + bare_after) / 2, cold, warm)
+        warm_runs = []
+        for round_index in range(args.rounds):
+            bare_rates.append(bare_step_rate(config, args.bare_steps))
+            warm_runs.append(timed_run(config, data_dir / f"warm-{round_index}", num_train))
+        bare_rates.append(bare_step_rate(config, args.bare_steps))
+    # Best of each: on a shared machine interference only ever slows a measurement down.
+    warm = {key: max(result[key] for result in warm_runs) for key in ("in_epoch", "end_to_end")}
+    warm["seconds"] = min(result["seconds"] for result in warm_runs)
+    report(args, config, num_train, ingest_seconds, bare_rates, cold, warm)
 
 
 def report(
@@ -198,7 +215,7 @@ def report(
     config: TrainingConfig,
     num_train: int,
     ingest_seconds: float,
-    bare: float,
+    bare_rates: list[float],
     cold: dict[str, Any],
     warm: dict[str, Any],
 ) -> None:
@@ -214,6 +231,12 @@ def report(
         f"precision {'bf16 autocast' if device.type == 'cuda' else 'fp32'}"
     )
     print(f"  ingest of the upload (not timed below): {ingest_seconds:.1f} s")
+    bare = max(bare_rates)
+    print(
+        f"  bare step samples (best is the reference): "
+        f"{', '.join(f'{rate:.0f}' for rate in bare_rates)} images/s; "
+        f"warm runs: best of {args.rounds}"
+    )
     rows = [
         ("(a) bare step, device-resident tensors", bare, None),
         ("(b) run, inside an epoch (warm cache)", warm["in_epoch"], 0.85),
