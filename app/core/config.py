@@ -5,10 +5,18 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PoolLimits(NamedTuple):
+    """How many database connections a process keeps, and how long a session waits for one."""
+
+    size: int = 5
+    max_overflow: int = 10
+    timeout_seconds: float = 30.0
 
 
 class Settings(BaseSettings):
@@ -23,6 +31,17 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         None, description="Broker URL; unset means `serve`/`demo` start an embedded Redis."
+    )
+    database_pool_size: int = Field(
+        PoolLimits().size, ge=1, description="Database connections the api keeps open."
+    )
+    database_max_overflow: int = Field(
+        PoolLimits().max_overflow, ge=0, description="Extra connections the api opens at peaks."
+    )
+    database_pool_timeout_seconds: float = Field(
+        PoolLimits().timeout_seconds,
+        gt=0,
+        description="How long a request waits for a free connection before failing.",
     )
     base_models_dir: Path | None = Field(
         None, description="Folder of local base models (each a `save_pretrained` folder)."
@@ -76,6 +95,14 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'clipft.db').resolve()}"
+
+    @property
+    def database_pool(self) -> PoolLimits:
+        return PoolLimits(
+            self.database_pool_size,
+            self.database_max_overflow,
+            self.database_pool_timeout_seconds,
+        )
 
 
 @lru_cache
