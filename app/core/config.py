@@ -80,6 +80,14 @@ class Settings(BaseSettings):
     predict_max_images: int = Field(64, ge=1)
     predict_max_texts: int = Field(256, ge=1)
     predict_max_image_bytes: int = Field(20 * 1024**2, gt=0)
+    predict_threads: int = Field(
+        default_factory=lambda: min(8, os.cpu_count() or 1),
+        ge=1,
+        description="Threads decoding and preprocessing /predict images, shared by all requests.",
+    )
+    predict_precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="`auto`: bf16 autocast on a GPU, fp32 on the CPU."
+    )
 
     @model_validator(mode="after")
     def _refuse_dev_defaults_in_production(self) -> Settings:
