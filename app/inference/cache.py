@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,15 @@ class CachedModel:
     # One forward pass at a time per model: bounds accelerator memory, and the Rust tokenizer
     # raises "Already borrowed" when two threads call it at once.
     lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+    # Every forward pass runs on this one thread. PyTorch's OpenMP gives each thread that runs an
+    # op its own team of workers, which spin after every op: passes run by whichever request
+    # thread held the lock left dozens of teams spinning, and on two cores requests stalled for
+    # about 180 ms (bench/predict_throughput.py, tiny-clip, one client).
+    forward_thread: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="forward"),
+        compare=False,
+        repr=False,
+    )
     # Requests waiting for this model, classification and similarity; they share forward passes.
     requests: RequestQueue[ImageWork, PassAnswer] = field(
         default_factory=RequestQueue, compare=False, repr=False

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import numpy as np
 import torch
 
 from app.ml.images import ImageDecodeError, ImageLimits, decode_image
@@ -52,7 +53,10 @@ class PixelPool:
             for payload in payloads
         ]
         try:
-            return torch.stack([_result(index, future) for index, future in enumerate(futures)])
+            rows = [_result(index, future).numpy() for index, future in enumerate(futures)]
+            # Stacked by numpy: a torch op here would start one more OpenMP team in this
+            # request's thread (see CachedModel.forward_thread).
+            return torch.from_numpy(np.stack(rows))
         finally:
             # After a bad image the rest of this request is wasted work: drop what has not begun.
             for future in futures:

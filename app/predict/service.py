@@ -6,7 +6,6 @@ connection returned) before any image is decoded or the model runs.
 
 from __future__ import annotations
 
-import base64
 import binascii
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,8 +83,14 @@ def _decode_base64(text: str, *, name: str) -> bytes:
         # A data URL (`data:image/png;base64,...`): the payload follows the first comma.
         text = text.partition(",")[2]
     try:
-        # Line breaks are common in wrapped base64; any other stray character is an error.
-        return base64.b64decode("".join(text.split()), validate=True)
+        encoded = text.encode("ascii")
+        try:
+            return binascii.a2b_base64(encoded, strict_mode=True)
+        except binascii.Error:
+            # Line breaks are common in wrapped base64; any other stray character is an error.
+            # Stripped only on this second try: scanning every payload for them costs as much
+            # as decoding it.
+            return binascii.a2b_base64(b"".join(encoded.split()), strict_mode=True)
     except (binascii.Error, ValueError):
         raise Unprocessable(f"{name} is not valid base64") from None
 

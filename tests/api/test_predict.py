@@ -228,6 +228,18 @@ def test_a_captions_model_compares_with_texts(client: TestClient, captions_id: s
     assert len(response.json()["similarity"][0]) == len(TEXTS)
 
 
+def test_base64_wrapped_in_lines_is_accepted(client: TestClient, classifier_id: str) -> None:
+    image = encoded(shape_png())
+    wrapped = "\n".join(image[start : start + 76] for start in range(0, len(image), 76))
+
+    response = post_json(client, model_id=classifier_id, images=[wrapped])
+
+    assert response.status_code == 200
+    assert_same_answer(
+        response.json(), post_json(client, model_id=classifier_id, images=[image]).json()
+    )
+
+
 def test_label_embeddings_are_computed_once_per_model(
     client: TestClient, settings: Settings, classifier_id: str
 ) -> None:
