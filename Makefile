@@ -39,6 +39,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.ingest_threads
 	$(BIN)/python -m bench.loader_threads
 	$(BIN)/python -m bench.predict_batching
+	$(BIN)/python -m bench.predict_throughput --model vit-b-32
+	$(BIN)/python -m bench.predict_throughput --model tiny-clip
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

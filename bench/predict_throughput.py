@@ -47,7 +47,7 @@ from tests.model_factory import register_model, write_model_folder
 IMAGE_SIZE = (512, 384)
 DISTINCT_IMAGES = 64
 TOP_K = 5
-ROUNDS = 2
+ROUNDS = 4
 # Targets from the serving issue.
 MIN_THROUGHPUT_RATIO = 0.7  # HTTP / bare at the highest concurrency
 MAX_EXTRA_P50_MS = 15.0  # HTTP p50 over bare p50 with one client

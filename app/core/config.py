@@ -86,7 +86,8 @@ class Settings(BaseSettings):
         description="Threads decoding and preprocessing /predict images, shared by all requests.",
     )
     predict_precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="`auto`: bf16 autocast on a GPU, fp32 on the CPU."
+        "auto",
+        description="`auto`: bf16 autocast on a GPU or a CPU with bf16 instructions, else fp32.",
     )
 
     @model_validator(mode="after")

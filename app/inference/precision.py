@@ -26,10 +26,11 @@ class Autocast:
 
 
 def serving_autocast(device: torch.device, precision: Precision = "auto") -> Autocast:
-    """bf16 autocast on a GPU that has it, float32 elsewhere, unless `precision` says otherwise.
+    """bf16 autocast where the hardware does bf16 natively, else float32; or as `precision` says.
 
-    `auto` keeps float32 on the CPU, where bf16 is only fast with bf16 instructions (AVX512-BF16,
-    AMX) and is emulated elsewhere; `bf16` opts in (`bench.predict_throughput --precision`).
+    On a CPU with AVX512-BF16 (an AMD EPYC, two cores) bf16 served a ViT-B/32 1.45x (one image
+    per request) to 2x (64 images) faster than float32 (bench.predict_throughput --precision);
+    CPUs without bf16 instructions emulate it, so `auto` keeps float32 there.
     """
     if precision == "fp32":
         return Autocast(device.type, None)
@@ -37,4 +38,13 @@ def serving_autocast(device: torch.device, precision: Precision = "auto") -> Aut
         return Autocast(device.type, torch.bfloat16)
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return Autocast("cuda", torch.bfloat16)
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return Autocast("cpu", torch.bfloat16)
     return Autocast(device.type, None)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX) that oneDNN uses."""
+    # Private helpers of torch.cpu; treated as absent (float32) should a release drop them.
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)

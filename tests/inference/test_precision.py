@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from app.inference import precision as precision_module
 from app.inference.cache import CachedModel, load_cached_model
 from app.inference.engine import serve_pass
 from app.inference.precision import serving_autocast
@@ -20,15 +21,16 @@ CUDA = torch.device("cuda")
 @pytest.mark.parametrize(
     ("device", "precision", "bf16_supported", "expected"),
     [
-        (CPU, "auto", True, None),
+        (CPU, "auto", False, None),
+        (CPU, "auto", True, torch.bfloat16),
         (CPU, "fp32", True, None),
-        (CPU, "bf16", True, torch.bfloat16),
+        (CPU, "bf16", False, torch.bfloat16),
         (CUDA, "auto", True, torch.bfloat16),
         (CUDA, "auto", False, None),
         (CUDA, "fp32", True, None),
     ],
 )
-def test_bf16_by_default_on_a_gpu_that_has_it_and_fp32_elsewhere(
+def test_bf16_by_default_where_the_hardware_has_it_and_fp32_elsewhere(
     monkeypatch: pytest.MonkeyPatch,
     device: torch.device,
     precision: str,
@@ -36,6 +38,7 @@ def test_bf16_by_default_on_a_gpu_that_has_it_and_fp32_elsewhere(
     expected: torch.dtype | None,
 ) -> None:
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16_supported)
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: bf16_supported)
 
     autocast = serving_autocast(device, precision)  # type: ignore[arg-type]
 
