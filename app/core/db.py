@@ -39,10 +39,20 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-@lru_cache(maxsize=8)
 def get_engine(database_url: str, pool: PoolLimits = PoolLimits()) -> Engine:
     """One engine (and connection pool) per database and pool size in this process."""
+    # Both passed explicitly: lru_cache keys `f(url)` and `f(url, default)` apart.
+    return _cached_engine(database_url, pool)
+
+
+@lru_cache(maxsize=8)
+def _cached_engine(database_url: str, pool: PoolLimits) -> Engine:
     return make_engine(database_url, pool)
+
+
+def forget_engines() -> None:
+    """Drop the cached engines (tests do, before they drop a database)."""
+    _cached_engine.cache_clear()
 
 
 def get_sessionmaker(database_url: str, pool: PoolLimits = PoolLimits()) -> sessionmaker[Session]:
