@@ -79,9 +79,16 @@ def _run(
     return cached.requests.run(
         work,
         model_lock=cached.lock,
-        serve=partial(serve_pass, cached, batch_size=batch_size),
+        serve=partial(_serve_on_forward_thread, cached, batch_size=batch_size),
         limits=limits,
     )
+
+
+def _serve_on_forward_thread(
+    cached: CachedModel, works: list[ImageWork], *, batch_size: int
+) -> list[PassAnswer]:
+    # The lock holder hands the pass to the model's own thread and waits (see CachedModel).
+    return cached.forward_thread.submit(serve_pass, cached, works, batch_size=batch_size).result()
 
 
 def serve_pass(
