@@ -28,7 +28,7 @@ class Autocast:
 def serving_autocast(device: torch.device, precision: Precision = "auto") -> Autocast:
     """bf16 autocast where the hardware does bf16 natively, else float32; or as `precision` says.
 
-    On a CPU with AVX512-BF16 (an AMD EPYC, two cores) bf16 served a ViT-B/32 1.45x (one image
+    On a CPU with AVX512-BF16 (an AMD EPYC, two cores) bf16 served a ViT-B/32 1.3x (one image
     per request) to 2x (64 images) faster than float32 (bench.predict_throughput --precision);
     CPUs without bf16 instructions emulate it, so `auto` keeps float32 there.
     """
