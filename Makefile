@@ -40,6 +40,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.train_throughput
 	$(BIN)/python -m bench.predict_batching
 	$(BIN)/python -m bench.training_process_start
+	$(BIN)/python -m bench.predict_throughput --model vit-b-32
+	$(BIN)/python -m bench.predict_throughput --model tiny-clip
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -22,7 +22,7 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 def get_db(settings: SettingsDep) -> Iterator[Session]:
     """A session that commits when the route succeeds and rolls back when it raises."""
-    with session_scope(settings.resolved_database_url) as session:
+    with session_scope(settings.resolved_database_url, settings.database_pool) as session:
         yield session
 
 

@@ -46,6 +46,9 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        pixel_pool = getattr(_app.state, "pixel_pool", None)
+        if pixel_pool is not None:
+            pixel_pool.shutdown()
 
     app = FastAPI(
         title="clipft",

@@ -19,11 +19,13 @@ import torch
 from PIL import Image
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
+from app.inference.batching import PassLimits
 from app.inference.cache import load_cached_model
 from app.inference.engine import classify
 from app.ml.base_models import LoadedClip
 from app.ml.encode import class_prompts, encode_texts
 from app.ml.model_files import ModelMetadata, save_clip_folder
+from app.ml.preprocess import resize_and_crop
 from app.ml.tiny_clip import build_tiny_tokenizer
 from bench.timing import interleaved_best
 
@@ -60,21 +62,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         write_full_size_model(Path(folder))
         cached = load_cached_model("bench", Path(folder), torch.device("cpu"))
+    pixels = torch.stack([resize_and_crop(image, cached.pixel_spec) for image in images])
 
     def recompute_labels_then_classify_one() -> None:
         # What serving would cost without the cache: prompts re-encoded for every request.
         clip = cached.loaded_clip
-        for image in images:
+        for image in pixels.split(1):
             encode_texts(
                 clip.clip, clip.tokenizer, class_prompts(LABELS, "a photo of a {}."), cached.device
             )
-            classify(cached, [image], top_k=5, batch_size=1)
+            classify(cached, image, top_k=5, batch_size=1)
 
     def concurrent_single_image_requests(max_shared_images: int) -> None:
         # 8 clients at once, each sending one image per request, as a busy api sees them.
+        limits = PassLimits(max_images=max_shared_images, max_texts=1024)
+
         def client(offset: int) -> None:
-            for image in images[offset::8]:
-                classify(cached, [image], top_k=5, max_shared_images=max_shared_images)
+            for image in pixels[offset::8].split(1):
+                classify(cached, image, top_k=5, limits=limits)
 
         threads = [threading.Thread(target=client, args=(offset,)) for offset in range(8)]
         for thread in threads:
@@ -85,8 +90,8 @@ def main() -> None:
     variants = {
         "8 clients, shared passes": lambda: concurrent_single_image_requests(128),
         "8 clients, one pass per request": lambda: concurrent_single_image_requests(1),
-        "batched (32 per forward)": lambda: classify(cached, images, top_k=5, batch_size=32),
-        "one image per forward": lambda: classify(cached, images, top_k=5, batch_size=1),
+        "batched (32 per forward)": lambda: classify(cached, pixels, top_k=5, batch_size=32),
+        "one image per forward": lambda: classify(cached, pixels, top_k=5, batch_size=1),
         "one per request, no label cache": recompute_labels_then_classify_one,
     }
     seconds = interleaved_best(variants, rounds=3)

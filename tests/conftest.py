@@ -33,9 +33,9 @@ def new_postgres_database(server_url: str) -> Iterator[str]:
     try:
         yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
     finally:
-        from app.core.db import get_engine
+        from app.core.db import forget_engines
 
-        get_engine.cache_clear()
+        forget_engines()
         with admin.connect() as connection:
             connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()

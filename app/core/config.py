@@ -5,10 +5,18 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PoolLimits(NamedTuple):
+    """How many database connections a process keeps, and how long a session waits for one."""
+
+    size: int = 5
+    max_overflow: int = 10
+    timeout_seconds: float = 30.0
 
 
 class Settings(BaseSettings):
@@ -23,6 +31,17 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         None, description="Broker URL; unset means `serve`/`demo` start an embedded Redis."
+    )
+    database_pool_size: int = Field(
+        PoolLimits().size, ge=1, description="Database connections the api keeps open."
+    )
+    database_max_overflow: int = Field(
+        PoolLimits().max_overflow, ge=0, description="Extra connections the api opens at peaks."
+    )
+    database_pool_timeout_seconds: float = Field(
+        PoolLimits().timeout_seconds,
+        gt=0,
+        description="How long a request waits for a free connection before failing.",
     )
     base_models_dir: Path | None = Field(
         None, description="Folder of local base models (each a `save_pretrained` folder)."
@@ -61,6 +80,15 @@ class Settings(BaseSettings):
     predict_max_images: int = Field(64, ge=1)
     predict_max_texts: int = Field(256, ge=1)
     predict_max_image_bytes: int = Field(20 * 1024**2, gt=0)
+    predict_threads: int = Field(
+        default_factory=lambda: min(8, os.cpu_count() or 1),
+        ge=1,
+        description="Threads decoding and preprocessing /predict images, shared by all requests.",
+    )
+    predict_precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="`auto`: bf16 autocast on a GPU or a CPU with bf16 instructions, else fp32.",
+    )
 
     @model_validator(mode="after")
     def _refuse_dev_defaults_in_production(self) -> Settings:
@@ -76,6 +104,14 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'clipft.db').resolve()}"
+
+    @property
+    def database_pool(self) -> PoolLimits:
+        return PoolLimits(
+            self.database_pool_size,
+            self.database_max_overflow,
+            self.database_pool_timeout_seconds,
+        )
 
 
 @lru_cache

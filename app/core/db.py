@@ -10,15 +10,24 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Engine, Update, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.core.config import PoolLimits
 
-def make_engine(database_url: str) -> Engine:
+
+def make_engine(database_url: str, pool: PoolLimits = PoolLimits()) -> Engine:
+    pool_options: dict[str, Any] = {
+        "pool_size": pool.size,
+        "max_overflow": pool.max_overflow,
+        "pool_timeout": pool.timeout_seconds,
+    }
     if database_url.startswith("sqlite"):
         engine = create_engine(
-            database_url, connect_args={"check_same_thread": False, "timeout": 30}
+            database_url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            **pool_options,
         )
         event.listen(engine, "connect", _configure_sqlite)
         return engine
-    return create_engine(database_url, pool_pre_ping=True)
+    return create_engine(database_url, pool_pre_ping=True, **pool_options)
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -30,19 +39,30 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def get_engine(database_url: str, pool: PoolLimits = PoolLimits()) -> Engine:
+    """One engine (and connection pool) per database and pool size in this process."""
+    # Both passed explicitly: lru_cache keys `f(url)` and `f(url, default)` apart.
+    return _cached_engine(database_url, pool)
+
+
 @lru_cache(maxsize=8)
-def get_engine(database_url: str) -> Engine:
-    return make_engine(database_url)
+def _cached_engine(database_url: str, pool: PoolLimits) -> Engine:
+    return make_engine(database_url, pool)
 
 
-def get_sessionmaker(database_url: str) -> sessionmaker[Session]:
-    return sessionmaker(bind=get_engine(database_url), expire_on_commit=False)
+def forget_engines() -> None:
+    """Drop the cached engines (tests do, before they drop a database)."""
+    _cached_engine.cache_clear()
+
+
+def get_sessionmaker(database_url: str, pool: PoolLimits = PoolLimits()) -> sessionmaker[Session]:
+    return sessionmaker(bind=get_engine(database_url, pool), expire_on_commit=False)
 
 
 @contextmanager
-def session_scope(database_url: str) -> Iterator[Session]:
+def session_scope(database_url: str, pool: PoolLimits = PoolLimits()) -> Iterator[Session]:
     """A session that commits when the block succeeds and rolls back when it raises."""
-    with get_sessionmaker(database_url)() as session:
+    with get_sessionmaker(database_url, pool)() as session:
         try:
             yield session
             session.commit()

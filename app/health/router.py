@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from app.core.config import Settings
 from app.core.db import get_engine
 from app.deps import SettingsDep
 
@@ -16,7 +17,7 @@ router = APIRouter(tags=["health"])
 @router.get("/health")
 def health(settings: SettingsDep) -> JSONResponse:
     """Report whether the database and the broker answer."""
-    checks = {"database": _check_database(settings.resolved_database_url)}
+    checks = {"database": _check_database(settings)}
     checks["broker"] = _check_broker(settings.redis_url)
     healthy = all(value == "ok" for value in checks.values())
     return JSONResponse(
@@ -25,9 +26,11 @@ def health(settings: SettingsDep) -> JSONResponse:
     )
 
 
-def _check_database(database_url: str) -> str:
+def _check_database(settings: Settings) -> str:
     try:
-        with get_engine(database_url).connect() as connection:
+        with get_engine(
+            settings.resolved_database_url, settings.database_pool
+        ).connect() as connection:
             connection.execute(text("SELECT 1"))
     except Exception as error:
         return f"error: {type(error).__name__}"

@@ -1,7 +1,8 @@
 """A bounded, thread-safe cache of trained models loaded for serving, least recently used out.
 
-Each entry is ready to answer: the CLIP in eval mode on its device, the eval transform, the
-metadata from `clipft.json`, and the class-prompt text embeddings computed once at load.
+Each entry is ready to answer: the CLIP in eval mode on its device, its preprocessing and
+precision, the metadata from `clipft.json`, and the class-prompt text embeddings computed once at
+load.
 """
 
 from __future__ import annotations
@@ -9,16 +10,19 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from app.inference.batching import RequestQueue
+from app.inference.precision import Autocast, Precision, serving_autocast
+from app.inference.work import ImageWork, PassAnswer
 from app.ml.base_models import LoadedClip
 from app.ml.encode import class_prompts, encode_texts
 from app.ml.model_files import METADATA_NAME, ModelMetadata, load_model_folder
-from app.ml.preprocess import ImageTransform, eval_transform
+from app.ml.preprocess import PixelSpec, pixel_spec
 
 logger = logging.getLogger(__name__)
 
@@ -31,20 +35,34 @@ class ModelUnavailable(Exception):
 class CachedModel:
     model_id: str
     loaded_clip: LoadedClip
-    transform: ImageTransform
+    pixel_spec: PixelSpec
     metadata: ModelMetadata
     device: torch.device
+    autocast: Autocast
     # Unit-length embeddings of the class prompts, one row per label; None when there are no labels.
     label_embeddings: torch.Tensor | None
     logit_scale: float
     # One forward pass at a time per model: bounds accelerator memory, and the Rust tokenizer
     # raises "Already borrowed" when two threads call it at once.
     lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
-    # Classification requests waiting for this model; they share forward passes.
-    requests: RequestQueue = field(default_factory=RequestQueue, compare=False, repr=False)
+    # Every forward pass runs on this one thread. PyTorch's OpenMP gives each thread that runs an
+    # op its own team of workers, which spin after every op: passes run by whichever request
+    # thread held the lock left dozens of teams spinning, and on two cores requests stalled for
+    # about 180 ms (bench/predict_throughput.py, tiny-clip, one client).
+    forward_thread: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="forward"),
+        compare=False,
+        repr=False,
+    )
+    # Requests waiting for this model, classification and similarity; they share forward passes.
+    requests: RequestQueue[ImageWork, PassAnswer] = field(
+        default_factory=RequestQueue, compare=False, repr=False
+    )
 
 
-def load_cached_model(model_id: str, folder: Path, device: torch.device) -> CachedModel:
+def load_cached_model(
+    model_id: str, folder: Path, device: torch.device, precision: Precision = "auto"
+) -> CachedModel:
     """Load a model folder onto `device` and embed its class prompts; `ModelUnavailable` if not."""
     if not folder.is_dir():
         raise ModelUnavailable("its model folder is missing")
@@ -52,6 +70,7 @@ def load_cached_model(model_id: str, folder: Path, device: torch.device) -> Cach
         raise ModelUnavailable(f"its model folder has no {METADATA_NAME}")
     try:
         loaded_clip, metadata = load_model_folder(folder)
+        spec = pixel_spec(loaded_clip.image_processor)
     except Exception as error:
         logger.exception("model %s at %s does not load", model_id, folder)
         raise ModelUnavailable(f"its files do not load ({type(error).__name__})") from error
@@ -62,9 +81,10 @@ def load_cached_model(model_id: str, folder: Path, device: torch.device) -> Cach
     return CachedModel(
         model_id=model_id,
         loaded_clip=loaded_clip,
-        transform=eval_transform(loaded_clip.image_processor),
+        pixel_spec=spec,
         metadata=metadata,
         device=device,
+        autocast=serving_autocast(device, precision),
         label_embeddings=label_embeddings,
         logit_scale=logit_scale,
     )
@@ -82,11 +102,14 @@ def _embed_labels(
 class ModelCache:
     """Up to `capacity` loaded models keyed by model id; a model is loaded once however many ask."""
 
-    def __init__(self, *, capacity: int, device: torch.device) -> None:
+    def __init__(
+        self, *, capacity: int, device: torch.device, precision: Precision = "auto"
+    ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         self.capacity = capacity
         self.device = device
+        self.precision: Precision = precision
         self._entries: OrderedDict[str, CachedModel] = OrderedDict()
         self._lock = threading.Lock()
         # Per-model locks so that loading one model never waits for another model's load.
@@ -119,7 +142,7 @@ class ModelCache:
                 # Another thread may have loaded it while this one waited for the lock.
                 cached = self._lookup(model_id)
                 if cached is None:
-                    cached = load_cached_model(model_id, folder, self.device)
+                    cached = load_cached_model(model_id, folder, self.device, self.precision)
                     self._insert(cached)
                 return cached
             finally:

@@ -1,22 +1,27 @@
 """Blocking inference over a cached model: top-k classification and image-text similarity.
 
-Call these from a worker thread, never on the event loop: they run the model.
+Callers hand in preprocessed uint8 pixels (`app.inference.pixels`); concurrent calls for one
+model share forward passes (`app.inference.batching`) whichever of the two they ask for. Call
+these from a worker thread, never on the event loop: they run the model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
-from PIL import Image
 
+from app.inference.batching import PassLimits
 from app.inference.cache import CachedModel
+from app.inference.work import ImageWork, PassAnswer
 from app.ml.encode import encode_images, encode_texts
+from app.ml.preprocess import normalize
 
 IMAGE_BATCH_SIZE = 32
-# Images from concurrent requests that one shared pass may take.
-MAX_SHARED_IMAGES = 128
+TEXT_BATCH_SIZE = 256
+# What one shared pass may take from concurrent requests.
+SHARED_PASS_LIMITS = PassLimits(max_images=128, max_texts=1024)
 
 
 @dataclass(frozen=True)
@@ -33,49 +38,19 @@ class Similarity:
     probabilities: list[list[float]]
 
 
-def embed_images(
-    cached: CachedModel, images: Sequence[Image.Image], *, batch_size: int = IMAGE_BATCH_SIZE
-) -> torch.Tensor:
-    """Unit-length image embeddings, one row per image, computed `batch_size` images at a time."""
-    batches = []
-    for start in range(0, len(images), batch_size):
-        pixels = torch.stack(
-            [cached.transform(image) for image in images[start : start + batch_size]]
-        )
-        batches.append(encode_images(cached.loaded_clip.clip, pixels.to(cached.device)))
-    return torch.cat(batches)
-
-
-def label_probabilities(
-    cached: CachedModel, images: Sequence[Image.Image], *, batch_size: int = IMAGE_BATCH_SIZE
-) -> torch.Tensor:
-    """Softmax over the model's labels, one row per image; call with the model's lock held."""
-    if cached.label_embeddings is None:
-        raise ValueError(f"model {cached.model_id} has no labels to classify with")
-    with torch.inference_mode():
-        image_embeddings = embed_images(cached, images, batch_size=batch_size)
-        logits = cached.logit_scale * image_embeddings @ cached.label_embeddings.T
-        return logits.softmax(dim=-1).cpu()
-
-
 def classify(
     cached: CachedModel,
-    images: Sequence[Image.Image],
+    pixels: torch.Tensor,
     *,
     top_k: int,
     batch_size: int = IMAGE_BATCH_SIZE,
-    max_shared_images: int = MAX_SHARED_IMAGES,
+    limits: PassLimits = SHARED_PASS_LIMITS,
 ) -> list[list[LabelScore]]:
-    """The `top_k` most probable labels per image, best first; probabilities span all labels.
-
-    Concurrent calls for the same model share forward passes (see `app.inference.batching`).
-    """
-    probabilities = cached.requests.run(
-        images,
-        model_lock=cached.lock,
-        forward=lambda batch: label_probabilities(cached, batch, batch_size=batch_size),
-        max_images=max_shared_images,
-    )
+    """The `top_k` most probable labels per image, best first; probabilities span all labels."""
+    if cached.label_embeddings is None:
+        raise ValueError(f"model {cached.model_id} has no labels to classify with")
+    answer = _run(cached, ImageWork(pixels), batch_size=batch_size, limits=limits)
+    probabilities = answer.probabilities
     top = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
     labels = cached.metadata.labels
     return [
@@ -86,19 +61,103 @@ def classify(
 
 def compare(
     cached: CachedModel,
-    images: Sequence[Image.Image],
+    pixels: torch.Tensor,
     texts: list[str],
     *,
     batch_size: int = IMAGE_BATCH_SIZE,
+    limits: PassLimits = SHARED_PASS_LIMITS,
 ) -> Similarity:
     """Cosine similarity of every image with every text, and per-image softmax over the texts."""
-    loaded_clip = cached.loaded_clip
-    with cached.lock, torch.inference_mode():
-        image_embeddings = embed_images(cached, images, batch_size=batch_size)
-        text_embeddings = encode_texts(
-            loaded_clip.clip, loaded_clip.tokenizer, texts, cached.device
+    answer = _run(cached, ImageWork(pixels, texts), batch_size=batch_size, limits=limits)
+    assert answer.cosine is not None
+    return Similarity(cosine=answer.cosine.tolist(), probabilities=answer.probabilities.tolist())
+
+
+def _run(
+    cached: CachedModel, work: ImageWork, *, batch_size: int, limits: PassLimits
+) -> PassAnswer:
+    return cached.requests.run(
+        work,
+        model_lock=cached.lock,
+        serve=partial(_serve_on_forward_thread, cached, batch_size=batch_size),
+        limits=limits,
+    )
+
+
+def _serve_on_forward_thread(
+    cached: CachedModel, works: list[ImageWork], *, batch_size: int
+) -> list[PassAnswer]:
+    # The lock holder hands the pass to the model's own thread and waits (see CachedModel).
+    return cached.forward_thread.submit(serve_pass, cached, works, batch_size=batch_size).result()
+
+
+def serve_pass(
+    cached: CachedModel, works: list[ImageWork], *, batch_size: int = IMAGE_BATCH_SIZE
+) -> list[PassAnswer]:
+    """One forward pass for several requests: every image once, every distinct text once."""
+    texts = list(dict.fromkeys(text for work in works for text in work.texts or ()))
+    with torch.inference_mode():
+        image_embeddings = embed_pixels(
+            cached, torch.cat([work.pixels for work in works]), batch_size=batch_size
         )
-        # Rounding can push unit-vector dot products a hair past 1.
-        cosine = (image_embeddings @ text_embeddings.T).clamp(-1.0, 1.0)
-        probabilities = (cached.logit_scale * cosine).softmax(dim=-1)
-    return Similarity(cosine=cosine.tolist(), probabilities=probabilities.tolist())
+        text_embeddings = embed_texts(cached, texts) if texts else None
+        text_rows = {text: row for row, text in enumerate(texts)}
+        answers = []
+        per_request = image_embeddings.split([work.image_count for work in works])
+        for work, embeddings in zip(works, per_request, strict=True):
+            if work.texts is None:
+                answers.append(_label_answer(cached, embeddings))
+            else:
+                assert text_embeddings is not None
+                rows = torch.tensor([text_rows[text] for text in work.texts])
+                answers.append(_text_answer(cached, embeddings, text_embeddings[rows]))
+        return answers
+
+
+def embed_pixels(
+    cached: CachedModel, pixels: torch.Tensor, *, batch_size: int = IMAGE_BATCH_SIZE
+) -> torch.Tensor:
+    """Unit-length float32 embeddings of uint8 pixels, `batch_size` images per forward."""
+    # One normalise for the whole pass, on the model's device: the CPU only moved uint8 bytes.
+    inputs = normalize(pixels.to(cached.device, non_blocking=True), cached.pixel_spec)
+    clip = cached.loaded_clip.clip
+    with cached.autocast():
+        batches = [encode_images(clip, batch) for batch in inputs.split(batch_size)]
+    return _unit_float32(torch.cat(batches))
+
+
+def embed_texts(
+    cached: CachedModel, texts: list[str], *, batch_size: int = TEXT_BATCH_SIZE
+) -> torch.Tensor:
+    """Unit-length float32 embeddings of texts, `batch_size` texts per forward."""
+    loaded = cached.loaded_clip
+    with cached.autocast():
+        batches = [
+            encode_texts(
+                loaded.clip, loaded.tokenizer, texts[start : start + batch_size], cached.device
+            )
+            for start in range(0, len(texts), batch_size)
+        ]
+    return _unit_float32(torch.cat(batches))
+
+
+def _unit_float32(embeddings: torch.Tensor) -> torch.Tensor:
+    # Under bf16 the features come back in bf16, their norms off 1 by up to about 0.5%: scores
+    # and softmax are computed in float32 on vectors normalised again in float32.
+    return torch.nn.functional.normalize(embeddings.float(), dim=-1)
+
+
+def _label_answer(cached: CachedModel, image_embeddings: torch.Tensor) -> PassAnswer:
+    if cached.label_embeddings is None:
+        raise ValueError(f"model {cached.model_id} has no labels to classify with")
+    logits = cached.logit_scale * image_embeddings @ cached.label_embeddings.T
+    return PassAnswer(probabilities=logits.softmax(dim=-1).cpu())
+
+
+def _text_answer(
+    cached: CachedModel, image_embeddings: torch.Tensor, text_embeddings: torch.Tensor
+) -> PassAnswer:
+    # Rounding can push unit-vector dot products a hair past 1.
+    cosine = (image_embeddings @ text_embeddings.T).clamp(-1.0, 1.0)
+    probabilities = (cached.logit_scale * cosine).softmax(dim=-1)
+    return PassAnswer(probabilities=probabilities.cpu(), cosine=cosine.cpu())

@@ -88,7 +88,7 @@ def _recover_stale_job(
 
 def reconcile_once(settings: Settings) -> ReconcileReport:
     """One pass in its own transaction, then the re-sends (after the commit)."""
-    with session_scope(settings.resolved_database_url) as session:
+    with session_scope(settings.resolved_database_url, settings.database_pool) as session:
         report = reconcile(session=session, settings=settings, now=utcnow())
     for job_id in report.resend:
         try:

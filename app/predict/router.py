@@ -16,8 +16,9 @@ from starlette.exceptions import HTTPException
 
 from app.core.config import Settings
 from app.core.errors import ClientError, PayloadTooLarge, Unprocessable
-from app.deps import SessionDep, SettingsDep
+from app.deps import SettingsDep
 from app.inference.cache import ModelCache
+from app.inference.pixels import PixelPool
 from app.ml.encode import pick_device
 from app.predict import service
 from app.predict.schemas import (
@@ -77,18 +78,33 @@ async def get_model_cache(request: Request, settings: SettingsDep) -> ModelCache
     model_cache: ModelCache | None = getattr(request.app.state, "model_cache", None)
     if model_cache is None:
         model_cache = ModelCache(
-            capacity=settings.model_cache_size, device=pick_device(settings.device)
+            capacity=settings.model_cache_size,
+            device=pick_device(settings.device),
+            precision=settings.predict_precision,
         )
         request.app.state.model_cache = model_cache
     return model_cache
 
 
+async def get_pixel_pool(request: Request, settings: SettingsDep) -> PixelPool:
+    """The app's image decoding threads, made on first use and kept on `app.state.pixel_pool`."""
+    pixel_pool: PixelPool | None = getattr(request.app.state, "pixel_pool", None)
+    if pixel_pool is None:
+        pixel_pool = PixelPool(threads=settings.predict_threads)
+        request.app.state.pixel_pool = pixel_pool
+    return pixel_pool
+
+
 ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]
+PixelPoolDep = Annotated[PixelPool, Depends(get_pixel_pool)]
 
 
 @router.post("/predict", openapi_extra=_OPENAPI_EXTRA, responses=_ERROR_RESPONSES)
 async def predict(
-    request: Request, settings: SettingsDep, session: SessionDep, model_cache: ModelCacheDep
+    request: Request,
+    settings: SettingsDep,
+    model_cache: ModelCacheDep,
+    pixel_pool: PixelPoolDep,
 ) -> ClassificationResponse | SimilarityResponse:
     """Classify images over a model's labels (top-k with probabilities), or, given `texts`,
     answer the image x text cosine similarity and per-image softmax over the texts.
@@ -109,11 +125,13 @@ async def predict(
             "multipart/form-data",
             status_code=415,
         )
-    # Decoding and inference run in a worker thread: the event loop never waits on the model.
+    # No database session here: the service reads the model's row in a session of its own and
+    # returns the connection before the model runs. Everything runs in a worker thread, so the
+    # event loop never waits on decoding or on the model.
     return await run_in_threadpool(
         service.predict,
-        session=session,
         model_cache=model_cache,
+        pixel_pool=pixel_pool,
         settings=settings,
         predict_input=predict_input,
     )

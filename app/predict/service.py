@@ -1,22 +1,25 @@
-"""Run predictions: check the request, decode its images, then classify or compare with texts."""
+"""Run predictions: check the request, find the model, prepare its images, classify or compare.
+
+The database is only read at the start, in a session of its own that is closed (and its pooled
+connection returned) before any image is decoded or the model runs.
+"""
 
 from __future__ import annotations
 
-import base64
 import binascii
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-from sqlalchemy.orm import Session
+import torch
 
 from app.core.config import Settings
+from app.core.db import session_scope
 from app.core.errors import Conflict, PayloadTooLarge, Unprocessable
 from app.inference import engine
 from app.inference.cache import CachedModel, ModelCache, ModelUnavailable
-from app.ml.images import ImageDecodeError, ImageLimits, decode_image
+from app.inference.pixels import BadImage, PixelPool
+from app.ml.images import ImageLimits
 from app.models.service import get_model
-from app.orm.models import Model
 from app.predict.schemas import ClassificationResponse, LabelScorePublic, SimilarityResponse
 
 
@@ -80,57 +83,77 @@ def _decode_base64(text: str, *, name: str) -> bytes:
         # A data URL (`data:image/png;base64,...`): the payload follows the first comma.
         text = text.partition(",")[2]
     try:
-        # Line breaks are common in wrapped base64; any other stray character is an error.
-        return base64.b64decode("".join(text.split()), validate=True)
+        encoded = text.encode("ascii")
+        try:
+            return binascii.a2b_base64(encoded, strict_mode=True)
+        except binascii.Error:
+            # Line breaks are common in wrapped base64; any other stray character is an error.
+            # Stripped only on this second try: scanning every payload for them costs as much
+            # as decoding it.
+            return binascii.a2b_base64(b"".join(encoded.split()), strict_mode=True)
     except (binascii.Error, ValueError):
         raise Unprocessable(f"{name} is not valid base64") from None
 
 
-def decode_images(*, uploads: list[ImageUpload], settings: Settings) -> list[Image.Image]:
-    """Decode every image with the upload limits; a 422 names the first that does not decode."""
-    limits = ImageLimits(
-        max_pixels=settings.max_image_pixels, max_bytes=settings.predict_max_image_bytes
-    )
-    images = []
+@dataclass(frozen=True)
+class ServedModel:
+    """What serving needs of a model's row, read before the session closes."""
+
+    id: str
+    path: str
+
+
+def find_model(*, settings: Settings, model_id: str) -> ServedModel:
+    """The model's id and folder, read in a short session of its own; `NotFound` if none."""
+    with session_scope(settings.resolved_database_url, settings.database_pool) as session:
+        model_record = get_model(session=session, model_id=model_id)
+        return ServedModel(id=model_record.id, path=model_record.path)
+
+
+def prepare_images(
+    *, uploads: list[ImageUpload], cached: CachedModel, pixel_pool: PixelPool, settings: Settings
+) -> torch.Tensor:
+    """Decode and preprocess every image in parallel; a 422 names the first that does not decode."""
+    max_bytes = settings.predict_max_image_bytes
     for upload in uploads:
-        check_image_size(
-            name=upload.name, size=len(upload.payload), max_bytes=settings.predict_max_image_bytes
+        check_image_size(name=upload.name, size=len(upload.payload), max_bytes=max_bytes)
+    limits = ImageLimits(max_pixels=settings.max_image_pixels, max_bytes=max_bytes)
+    try:
+        return pixel_pool.batch(
+            [upload.payload for upload in uploads], limits=limits, spec=cached.pixel_spec
         )
-        try:
-            images.append(decode_image(upload.payload, limits))
-        except ImageDecodeError as error:
-            raise Unprocessable(f"{upload.name}: {error}") from None
-    return images
+    except BadImage as error:
+        raise Unprocessable(f"{uploads[error.index].name}: {error.reason}") from None
 
 
 def predict(
     *,
-    session: Session,
     model_cache: ModelCache,
+    pixel_pool: PixelPool,
     settings: Settings,
     predict_input: PredictInput,
 ) -> ClassificationResponse | SimilarityResponse:
     """Classify the images over the model's labels, or compare them with the given texts."""
-    model_record = get_model(session=session, model_id=predict_input.model_id)
-    images = decode_images(uploads=predict_input.images, settings=settings)
-    cached = _serving_model(
-        model_cache=model_cache, model_record=model_record, data_dir=settings.data_dir
+    served = find_model(settings=settings, model_id=predict_input.model_id)
+    cached = _serving_model(model_cache=model_cache, served=served, data_dir=settings.data_dir)
+    if predict_input.texts is None and cached.label_embeddings is None:
+        raise Unprocessable(
+            f"model {served.id} is a {cached.metadata.kind} model with no labels to "
+            "classify over: send `texts` to compare the images with"
+        )
+    pixels = prepare_images(
+        uploads=predict_input.images, cached=cached, pixel_pool=pixel_pool, settings=settings
     )
     if predict_input.texts is not None:
-        similarity = engine.compare(cached, images, predict_input.texts)
+        similarity = engine.compare(cached, pixels, predict_input.texts)
         return SimilarityResponse(
-            model_id=model_record.id,
+            model_id=served.id,
             similarity=similarity.cosine,
             probabilities=similarity.probabilities,
         )
-    if cached.label_embeddings is None:
-        raise Unprocessable(
-            f"model {model_record.id} is a {cached.metadata.kind} model with no labels to "
-            "classify over: send `texts` to compare the images with"
-        )
-    predictions = engine.classify(cached, images, top_k=predict_input.top_k)
+    predictions = engine.classify(cached, pixels, top_k=predict_input.top_k)
     return ClassificationResponse(
-        model_id=model_record.id,
+        model_id=served.id,
         predictions=[
             [LabelScorePublic(label=scored.label, score=scored.score) for scored in row]
             for row in predictions
@@ -138,10 +161,8 @@ def predict(
     )
 
 
-def _serving_model(*, model_cache: ModelCache, model_record: Model, data_dir: Path) -> CachedModel:
+def _serving_model(*, model_cache: ModelCache, served: ServedModel, data_dir: Path) -> CachedModel:
     try:
-        return model_cache.get(model_record.id, data_dir / model_record.path)
+        return model_cache.get(served.id, data_dir / served.path)
     except ModelUnavailable as error:
-        raise Conflict(
-            f"model {model_record.id} cannot be served: {error} ({model_record.path})"
-        ) from error
+        raise Conflict(f"model {served.id} cannot be served: {error} ({served.path})") from error

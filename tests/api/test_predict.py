@@ -8,7 +8,9 @@ import math
 import os
 import random
 import shutil
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -19,6 +21,7 @@ from PIL import Image
 
 from app.core import storage
 from app.core.config import Settings
+from app.core.db import get_engine
 from app.inference.cache import CachedModel, ModelCache
 from app.main import create_app
 from app.ml.synthetic import draw_shape
@@ -225,6 +228,18 @@ def test_a_captions_model_compares_with_texts(client: TestClient, captions_id: s
     assert len(response.json()["similarity"][0]) == len(TEXTS)
 
 
+def test_base64_wrapped_in_lines_is_accepted(client: TestClient, classifier_id: str) -> None:
+    image = encoded(shape_png())
+    wrapped = "\n".join(image[start : start + 76] for start in range(0, len(image), 76))
+
+    response = post_json(client, model_id=classifier_id, images=[wrapped])
+
+    assert response.status_code == 200
+    assert_same_answer(
+        response.json(), post_json(client, model_id=classifier_id, images=[image]).json()
+    )
+
+
 def test_label_embeddings_are_computed_once_per_model(
     client: TestClient, settings: Settings, classifier_id: str
 ) -> None:
@@ -239,6 +254,110 @@ def test_label_embeddings_are_computed_once_per_model(
     assert classifier_id in model_cache
     assert model_cache.loads == loads
     assert _cached(client, settings, classifier_id).label_embeddings is embeddings
+
+
+# Concurrency.
+
+
+Responses = list[httpx.Response | None]
+
+
+def post_while_model_busy(
+    client: TestClient,
+    cached: CachedModel,
+    bodies: list[dict[str, Any]],
+    *,
+    while_busy: Callable[[Responses], None],
+) -> list[httpx.Response]:
+    """Send every body at once while the model's lock is held, run `while_busy`, then let go.
+
+    `while_busy` sees the responses as they arrive (None until then).
+    """
+    responses: Responses = [None] * len(bodies)
+
+    def send(index: int) -> None:
+        responses[index] = client.post("/predict", json=bodies[index])
+
+    threads = [threading.Thread(target=send, args=(index,)) for index in range(len(bodies))]
+    with cached.lock:
+        for thread in threads:
+            thread.start()
+        while_busy(responses)
+    for thread in threads:
+        thread.join(timeout=120)
+    finished = [response for response in responses if response is not None]
+    assert len(finished) == len(bodies), "a request never finished, or raised in the client"
+    return finished
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_corrupt_image_fails_alone_while_concurrent_requests_succeed(
+    client: TestClient, settings: Settings, classifier_id: str
+) -> None:
+    good = [encoded(shape_png(label, seed)) for seed, label in enumerate(SHAPE_LABELS)]
+    classify = {"model_id": classifier_id, "images": good}
+    similarity = {"model_id": classifier_id, "images": good[:2], "texts": TEXTS}
+    corrupt = {"model_id": classifier_id, "images": [good[0], encoded(shape_png()[:100])]}
+    alone = [post_json(client, **body).json() for body in (classify, similarity)]
+    cached = _cached(client, settings, classifier_id)
+    refused_while_busy: list[bool] = []
+
+    responses = post_while_model_busy(
+        client,
+        cached,
+        [classify, corrupt, similarity, classify],
+        # The bad image is refused while the model is still busy: decoding is outside its lock.
+        while_busy=lambda responses: refused_while_busy.append(
+            wait_until(lambda: responses[1] is not None)
+        ),
+    )
+
+    assert refused_while_busy == [True]
+    assert [response.status_code for response in responses] == [200, 422, 200, 200]
+    assert responses[1].json()["detail"].startswith("images[1]: corrupt image")
+    assert_same_answer(responses[0].json(), alone[0])
+    assert_same_answer(responses[2].json(), alone[1])
+    assert_same_answer(responses[3].json(), alone[0])
+
+
+def test_fifty_concurrent_requests_fit_through_a_pool_of_two_connections(
+    settings: Settings, classifier_id: str
+) -> None:
+    # Requests that held their session while waiting for the model would each keep one of the
+    # two connections, and the rest would time out after a second: 500s.
+    small_pool = {
+        "database_pool_size": 2,
+        "database_max_overflow": 0,
+        "database_pool_timeout_seconds": 1.0,
+    }
+    small_settings = settings.model_copy(update=small_pool)
+    body = {"model_id": classifier_id, "images": [encoded(shape_png())]}
+    engine = get_engine(small_settings.resolved_database_url, small_settings.database_pool)
+    observed: dict[str, Any] = {}
+
+    def while_busy(_responses: Responses) -> None:
+        observed["queued"] = wait_until(lambda: cached.requests.pending_count() >= 10)
+        time.sleep(1.5)  # longer than the pool timeout
+        observed["connections_in_use"] = engine.pool.checkedout()  # type: ignore[attr-defined]
+
+    app = create_app(small_settings, run_reconciler=False)
+    with TestClient(app, raise_server_exceptions=False) as small_client:
+        assert post_json(small_client, **body).status_code == 200
+        cached = _cached(small_client, small_settings, classifier_id)
+
+        responses = post_while_model_busy(small_client, cached, [body] * 50, while_busy=while_busy)
+
+    assert observed == {"queued": True, "connections_in_use": 0}
+    assert [response.status_code for response in responses] == [200] * 50
+    assert all(len(response.json()["predictions"]) == 1 for response in responses)
 
 
 # Errors.

@@ -1,19 +1,29 @@
-"""Concurrent classification requests for one model share forward passes, with the same answers."""
+"""Concurrent requests for one model, classification and similarity alike, share forward passes
+and get the same answers as alone; a request that breaks a shared pass fails alone."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-from PIL import Image
 
+from app.inference.batching import PassLimits
 from app.inference.cache import CachedModel, load_cached_model
-from app.inference.engine import LabelScore, classify, label_probabilities
+from app.inference.engine import LabelScore, Similarity, classify, compare
+from app.ml.preprocess import resize_and_crop
 from app.ml.synthetic import make_images
 from tests.model_factory import write_model_folder
+
+TEXTS = [
+    ["a photo of a red circle.", "a blue triangle"],
+    ["a green square", "a photo of a red circle.", "a yellow circle"],
+    ["a blue triangle"],
+]
 
 
 @pytest.fixture
@@ -22,93 +32,163 @@ def cached(tmp_path: Path) -> CachedModel:
     return load_cached_model("m", tmp_path / "model", torch.device("cpu"))
 
 
-def images(count: int, seed: int) -> list[Image.Image]:
-    return [sample.image for sample in make_images(per_class=count, seed=seed)][:count]
+def pixels(cached: CachedModel, count: int, seed: int) -> torch.Tensor:
+    images = [sample.image for sample in make_images(per_class=count, seed=seed)][:count]
+    return torch.stack([resize_and_crop(image, cached.pixel_spec) for image in images])
 
 
-def classify_concurrently(
-    cached: CachedModel, requests: list[list[Image.Image]], *, top_k: int, max_shared: int = 128
-) -> list[list[list[LabelScore]]]:
-    """Queue every request while the model is busy, then let them all run."""
-    answers: list[list[list[LabelScore]]] = [[] for _ in requests]
+def run_while_busy(cached: CachedModel, calls: list[Callable[[], Any]]) -> list[Any]:
+    """Queue every call while a pass is "in flight" (the model's lock held), then let them run.
+
+    Each answer is the call's result, or the exception it raised.
+    """
+    answers: list[Any] = [None] * len(calls)
 
     def call(index: int) -> None:
-        answers[index] = classify(
-            cached, requests[index], top_k=top_k, max_shared_images=max_shared
-        )
+        try:
+            answers[index] = calls[index]()
+        except Exception as error:
+            answers[index] = error
 
-    threads = [threading.Thread(target=call, args=(index,)) for index in range(len(requests))]
-    with cached.lock:  # a forward pass "in flight": every request has to queue
+    threads = [threading.Thread(target=call, args=(index,)) for index in range(len(calls))]
+    with cached.lock:
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 10
-        while cached.requests.pending_count() < len(requests):
-            assert time.monotonic() < deadline
+        while cached.requests.pending_count() < len(calls):
+            assert time.monotonic() < deadline, "the requests never all queued"
             time.sleep(0.01)
     for thread in threads:
         thread.join(timeout=30)
     return answers
 
 
-def test_requests_that_queue_together_share_one_forward_pass(cached: CachedModel) -> None:
-    requests = [images(1, seed) for seed in range(6)] + [images(3, 100)]
+def assert_same_ranking(actual: list[list[LabelScore]], expected: list[list[LabelScore]]) -> None:
+    assert [[entry.label for entry in row] for row in actual] == [
+        [entry.label for entry in row] for row in expected
+    ]
+    for actual_row, expected_row in zip(actual, expected, strict=True):
+        for entry, expected_entry in zip(actual_row, expected_row, strict=True):
+            assert entry.score == pytest.approx(expected_entry.score, abs=1e-5)
+
+
+def assert_same_similarity(actual: Similarity, expected: Similarity) -> None:
+    assert torch.allclose(torch.tensor(actual.cosine), torch.tensor(expected.cosine), atol=1e-5)
+    assert torch.allclose(
+        torch.tensor(actual.probabilities), torch.tensor(expected.probabilities), atol=1e-5
+    )
+
+
+def test_classification_requests_that_queue_together_share_one_pass(
+    cached: CachedModel,
+) -> None:
+    requests = [pixels(cached, 1, seed) for seed in range(6)] + [pixels(cached, 3, 100)]
+    alone = [classify(cached, request, top_k=2) for request in requests]
     before = cached.requests.forward_passes
-    answers = classify_concurrently(cached, requests, top_k=2)
+
+    answers = run_while_busy(
+        cached, [lambda request=request: classify(cached, request, top_k=2) for request in requests]
+    )
+
     assert cached.requests.forward_passes - before == 1
-    assert [len(answer) for answer in answers] == [1, 1, 1, 1, 1, 1, 3]
-    assert all(len(row) == 2 for answer in answers for row in answer)
+    for answer, expected in zip(answers, alone, strict=True):
+        assert_same_ranking(answer, expected)
 
 
-def test_shared_passes_give_each_request_its_own_answer(cached: CachedModel) -> None:
-    requests = [images(2, seed) for seed in range(5)]
-    alone = [
-        label_probabilities(cached, request).tolist() for request in requests
-    ]  # one request per pass
-    answers = classify_concurrently(cached, requests, top_k=3)
-    for request_alone, answer in zip(alone, answers, strict=True):
-        for probabilities, ranked in zip(request_alone, answer, strict=True):
-            labels = cached.metadata.labels
-            expected = sorted(zip(probabilities, labels, strict=True), reverse=True)[:3]
-            assert [entry.label for entry in ranked] == [label for _, label in expected]
-            for entry, (probability, _) in zip(ranked, expected, strict=True):
-                assert entry.score == pytest.approx(probability, abs=1e-5)
-
-
-def test_a_pass_takes_no_more_images_than_its_limit(cached: CachedModel) -> None:
-    requests = [images(1, seed) for seed in range(6)]
+def test_similarity_requests_share_passes_with_the_answers_they_get_alone(
+    cached: CachedModel,
+) -> None:
+    requests = [(pixels(cached, 2, seed), texts) for seed, texts in enumerate(TEXTS)]
+    alone = [compare(cached, images, texts) for images, texts in requests]
     before = cached.requests.forward_passes
-    classify_concurrently(cached, requests, top_k=1, max_shared=4)
-    assert cached.requests.forward_passes - before == 2
+
+    answers = run_while_busy(
+        cached,
+        [
+            lambda images=images, texts=texts: compare(cached, images, texts)
+            for images, texts in requests
+        ],
+    )
+
+    assert cached.requests.forward_passes - before == 1
+    for answer, expected, (_, texts) in zip(answers, alone, requests, strict=True):
+        assert len(answer.cosine) == 2
+        assert [len(row) for row in answer.cosine] == [len(texts)] * 2
+        assert_same_similarity(answer, expected)
+
+
+def test_classification_and_similarity_share_one_pass(cached: CachedModel) -> None:
+    images = [pixels(cached, 1, seed) for seed in range(4)]
+    alone_ranked = classify(cached, images[0], top_k=3)
+    alone_compared = compare(cached, images[1], TEXTS[1])
+    before = cached.requests.forward_passes
+
+    ranked, compared, *_ = run_while_busy(
+        cached,
+        [
+            lambda: classify(cached, images[0], top_k=3),
+            lambda: compare(cached, images[1], TEXTS[1]),
+            lambda: classify(cached, images[2], top_k=1),
+            lambda: compare(cached, images[3], TEXTS[0]),
+        ],
+    )
+
+    assert cached.requests.forward_passes - before == 1
+    assert_same_ranking(ranked, alone_ranked)
+    assert_same_similarity(compared, alone_compared)
+
+
+@pytest.mark.parametrize(
+    ("limits", "passes"),
+    [(PassLimits(max_images=4, max_texts=100), 2), (PassLimits(max_images=100, max_texts=4), 3)],
+)
+def test_a_pass_takes_no_more_images_or_texts_than_its_limits(
+    cached: CachedModel, limits: PassLimits, passes: int
+) -> None:
+    # Six requests of one image and two texts each.
+    requests = [pixels(cached, 1, seed) for seed in range(6)]
+    before = cached.requests.forward_passes
+
+    answers = run_while_busy(
+        cached,
+        [
+            lambda request=request: compare(cached, request, TEXTS[0], limits=limits)
+            for request in requests
+        ],
+    )
+
+    assert cached.requests.forward_passes - before == passes
+    assert all(isinstance(answer, Similarity) for answer in answers)
 
 
 def test_a_lone_request_runs_at_once_in_its_own_pass(cached: CachedModel) -> None:
     before = cached.requests.forward_passes
-    answer = classify(cached, images(2, 7), top_k=1)
+
+    answer = classify(cached, pixels(cached, 2, 7), top_k=1)
+
     assert len(answer) == 2
     assert cached.requests.forward_passes - before == 1
     assert cached.requests.pending_count() == 0
 
 
-def test_an_error_in_a_shared_pass_reaches_every_request_in_it(cached: CachedModel) -> None:
-    broken = Image.new("RGB", (0, 0))  # cannot be resized: the transform raises
-    errors: list[BaseException] = []
+def test_a_request_that_breaks_a_shared_pass_fails_alone(cached: CachedModel) -> None:
+    good = [pixels(cached, 1, seed) for seed in range(3)]
+    alone = [classify(cached, request, top_k=2) for request in good]
+    wrong_size = torch.zeros(1, 3, 16, 16, dtype=torch.uint8)  # the model takes 32 x 32
 
-    def call(request: list[Image.Image]) -> None:
-        try:
-            classify(cached, request, top_k=1)
-        except Exception as error:
-            errors.append(error)
+    answers = run_while_busy(
+        cached,
+        [
+            lambda: classify(cached, good[0], top_k=2),
+            lambda: classify(cached, wrong_size, top_k=2),
+            lambda: classify(cached, good[1], top_k=2),
+            lambda: compare(cached, good[2], TEXTS[0]),
+        ],
+    )
 
-    threads = [
-        threading.Thread(target=call, args=(request,)) for request in ([broken], images(1, 3))
-    ]
-    with cached.lock:
-        for thread in threads:
-            thread.start()
-        while cached.requests.pending_count() < 2:
-            time.sleep(0.01)
-    for thread in threads:
-        thread.join(timeout=30)
-    assert len(errors) == 2
+    assert isinstance(answers[1], Exception)
+    assert_same_ranking(answers[0], alone[0])
+    assert_same_ranking(answers[2], alone[1])
+    assert isinstance(answers[3], Similarity)
     # The queue is usable again afterwards.
-    assert len(classify(cached, images(1, 4), top_k=1)) == 1
+    assert_same_ranking(classify(cached, good[0], top_k=2), alone[0])

@@ -1,0 +1,339 @@
+"""`/predict` over real HTTP against the bare pipeline: throughput and latency under load.
+
+The HTTP side is the real api (`clipft api`, uvicorn) in a subprocess on a loopback port, serving
+a registered model; clients are threads posting pre-encoded JSON with httpx. The bare side runs
+what the api runs, in this process and with as many client threads: decode and preprocess in a
+pixel pool of the same size, then the same engine with its shared forward passes. So HTTP/bare
+is the cost of the service itself: the request's parsing, base64, threads and the network stack.
+
+Images are photo-like 512x384 pictures, alternately JPEG and PNG. Cells are bounded (see
+`--max-images-per-cell`) so that a run on a CPU takes a few minutes; where the bound leaves fewer
+requests than clients, the table says how many clients really ran. The weights are random: speed
+does not depend on their values.
+
+Rerun: .venv/bin/python -m bench.predict_throughput [--device cpu|cuda] [--model vit-b-32|tiny-clip]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import httpx
+import torch
+
+from app.core import storage
+from app.core.config import Settings
+from app.core.migrate import upgrade_to_head
+from app.inference.cache import CachedModel, load_cached_model
+from app.inference.engine import classify
+from app.inference.pixels import PixelPool
+from app.ml.encode import pick_device
+from app.ml.images import ImageLimits
+from app.ml.synthetic import photo_like
+from bench.api_server import running_api
+from bench.concurrent_load import LoadResult, run_load
+from bench.predict_batching import LABELS, write_full_size_model
+from tests.model_factory import register_model, write_model_folder
+
+IMAGE_SIZE = (512, 384)
+DISTINCT_IMAGES = 64
+TOP_K = 5
+ROUNDS = 4
+# Targets from the serving issue.
+MIN_THROUGHPUT_RATIO = 0.7  # HTTP / bare at the highest concurrency
+MAX_EXTRA_P50_MS = 15.0  # HTTP p50 over bare p50 with one client
+
+
+@dataclass(frozen=True)
+class Cell:
+    images_per_request: int
+    clients: int  # asked for
+    requests: int
+
+    @property
+    def running_clients(self) -> int:
+        return min(self.clients, self.requests)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--model", choices=["vit-b-32", "tiny-clip"], default="vit-b-32")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    parser.add_argument("--clients", default="1,8,32", help="concurrency levels")
+    parser.add_argument("--images-per-request", default="1,64")
+    parser.add_argument(
+        "--max-images-per-cell",
+        type=int,
+        default=None,
+        help="bound on the images one cell sends (default: 256 on a CPU, 8192 on a GPU)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=Settings().predict_threads,
+        help="pixel-pool threads, for the api and the bare pipeline alike",
+    )
+    return parser.parse_args()
+
+
+def photo_payloads() -> list[bytes]:
+    """Photo-like pictures, encoded alternately as JPEG (quality 90) and PNG."""
+    payloads = []
+    for index in range(DISTINCT_IMAGES):
+        buffer = io.BytesIO()
+        image_format = "JPEG" if index % 2 == 0 else "PNG"
+        photo_like(*IMAGE_SIZE, seed=index).save(buffer, format=image_format, quality=90)
+        payloads.append(buffer.getvalue())
+    return payloads
+
+
+def register_bench_model(settings: Settings, model_name: str) -> str:
+    """Migrate the database, add a model's rows and write its folder; the model id."""
+    upgrade_to_head(settings.resolved_database_url)
+    model_id = register_model(
+        settings=settings, labels=tuple(LABELS), name=f"bench {model_name}", write_files=False
+    )
+    folder = storage.model_dir(settings.data_dir, model_id)
+    if model_name == "vit-b-32":
+        write_full_size_model(folder)
+    else:
+        write_model_folder(folder, labels=tuple(LABELS))
+    return model_id
+
+
+def plan_cells(args: argparse.Namespace, max_images: int) -> list[Cell]:
+    cells = []
+    for images_per_request in (int(value) for value in args.images_per_request.split(",")):
+        for clients in (int(value) for value in args.clients.split(",")):
+            # Enough requests for percentiles when they are cheap; at least one per client
+            # unless the cell's image bound says otherwise.
+            wanted = max(2 * clients, 24) if images_per_request == 1 else max(clients, 3)
+            requests = max(1, min(wanted, max_images // images_per_request))
+            cells.append(Cell(images_per_request, clients, requests))
+    return cells
+
+
+def request_images(payloads: list[bytes], cell: Cell, index: int) -> list[bytes]:
+    start = index * cell.images_per_request
+    return [payloads[(start + offset) % len(payloads)] for offset in range(cell.images_per_request)]
+
+
+def http_sender(
+    client: httpx.Client, model_id: str, payloads: list[bytes], cell: Cell
+) -> Callable[[int], None]:
+    # Bodies are encoded before the clock starts: the client's own cost stays out of the numbers.
+    bodies = [
+        json.dumps(
+            {
+                "model_id": model_id,
+                "images": [
+                    base64.b64encode(payload).decode()
+                    for payload in request_images(payloads, cell, index)
+                ],
+                "top_k": TOP_K,
+            }
+        ).encode()
+        for index in range(min(cell.requests, DISTINCT_IMAGES))
+    ]
+
+    def send(index: int) -> None:
+        response = client.post(
+            "/predict",
+            content=bodies[index % len(bodies)],
+            headers={"content-type": "application/json"},
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"/predict answered {response.status_code}: {response.text[:200]}")
+
+    return send
+
+
+def bare_sender(
+    cached: CachedModel,
+    pixel_pool: PixelPool,
+    limits: ImageLimits,
+    payloads: list[bytes],
+    cell: Cell,
+) -> Callable[[int], None]:
+    def send(index: int) -> None:
+        pixels = pixel_pool.batch(
+            request_images(payloads, cell, index), limits=limits, spec=cached.pixel_spec
+        )
+        classify(cached, pixels, top_k=TOP_K)
+
+    return send
+
+
+def measure(send: Callable[[int], None], cell: Cell) -> LoadResult:
+    return run_load(
+        send,
+        requests=cell.requests,
+        clients=cell.running_clients,
+        images_per_request=cell.images_per_request,
+    )
+
+
+def print_table(results: list[tuple[Cell, LoadResult, LoadResult]]) -> None:
+    print(
+        f"{'images/req':>10} {'clients':>9} {'requests':>8} | "
+        f"{'HTTP img/s':>10} {'p50':>7} {'p95':>7} {'p99':>7} | "
+        f"{'bare img/s':>10} {'p50':>7} {'p95':>7} {'p99':>7} | "
+        f"{'thr HTTP/bare':>13} {'p50 +ms':>8}"
+    )
+    for cell, http, bare in results:
+        clients = (
+            str(cell.clients)
+            if cell.running_clients == cell.clients
+            else f"{cell.running_clients} of {cell.clients}"
+        )
+        latencies = [
+            f"{result.latency_ms(percentile):7.0f}"
+            for result in (http, bare)
+            for percentile in (50, 95, 99)
+        ]
+        print(
+            f"{cell.images_per_request:>10} {clients:>9} {cell.requests:>8} | "
+            f"{http.images_per_second:10.1f} {' '.join(latencies[:3])} | "
+            f"{bare.images_per_second:10.1f} {' '.join(latencies[3:])} | "
+            f"{http.images_per_second / bare.images_per_second:12.2f}x "
+            f"{http.latency_ms(50) - bare.latency_ms(50):+8.1f}"
+        )
+    print("latencies in ms (nearest-rank percentiles over the cell's requests)")
+
+
+def print_targets(results: list[tuple[Cell, LoadResult, LoadResult]]) -> None:
+    most_clients = max(cell.clients for cell, _, _ in results)
+    fewest_clients = min(cell.clients for cell, _, _ in results)
+    for cell, http, bare in results:
+        label = f"{cell.images_per_request} image(s)/request"
+        if cell.clients == most_clients:
+            ratio = http.images_per_second / bare.images_per_second
+            verdict = "met" if ratio >= MIN_THROUGHPUT_RATIO else "MISSED"
+            print(
+                f"target HTTP throughput >= {MIN_THROUGHPUT_RATIO}x bare at "
+                f"{most_clients} clients, {label}: {ratio:.2f}x {verdict}"
+            )
+        if cell.clients == fewest_clients:
+            extra = http.latency_ms(50) - bare.latency_ms(50)
+            verdict = "met" if extra <= MAX_EXTRA_P50_MS else "MISSED"
+            print(
+                f"target HTTP p50 <= bare + {MAX_EXTRA_P50_MS:.0f} ms at {fewest_clients} "
+                f"client(s), {label}: {extra:+.1f} ms {verdict}"
+            )
+
+
+def main() -> None:
+    args = parse_args()
+    device = pick_device(args.device)
+    max_images = args.max_images_per_cell or (256 if device.type == "cpu" else 8192)
+    payloads = photo_payloads()
+    with tempfile.TemporaryDirectory(prefix="clipft-bench-") as folder:
+        data_dir = Path(folder)
+        settings = Settings(
+            data_dir=data_dir, database_url=f"sqlite:///{data_dir / 'clipft.db'}", redis_url=None
+        )
+        model_id = register_bench_model(settings, args.model)
+        env = {
+            "CLIPFT_DATA_DIR": str(data_dir),
+            "CLIPFT_DATABASE_URL": settings.resolved_database_url,
+            "CLIPFT_DEVICE": str(device),
+            "CLIPFT_PREDICT_PRECISION": args.precision,
+            "CLIPFT_PREDICT_THREADS": str(args.threads),
+            "CLIPFT_RECONCILE_INTERVAL_SECONDS": "3600",
+        }
+        cached = load_cached_model(
+            model_id, storage.model_dir(data_dir, model_id), device, args.precision
+        )
+        pixel_pool = PixelPool(args.threads)
+        limits = ImageLimits(settings.max_image_pixels, settings.predict_max_image_bytes)
+        cells = plan_cells(args, max_images)
+        with (
+            running_api(
+                env=env, ready_path=f"/models/{model_id}", log_file=data_dir / "api.log"
+            ) as base_url,
+            httpx.Client(
+                base_url=base_url,
+                timeout=httpx.Timeout(600.0),
+                transport=httpx.HTTPTransport(
+                    limits=httpx.Limits(max_connections=max(cell.clients for cell in cells)),
+                    # As curl and urllib3 do: without it, Nagle holds a body's last segment
+                    # until the server's delayed ACK of the headers, ~40-200 ms per request.
+                    socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+                ),
+            ) as client,
+        ):
+            results = run_cells(
+                cells,
+                http=partial(http_sender, client, model_id, payloads),
+                bare=partial(bare_sender, cached, pixel_pool, limits, payloads),
+            )
+        pixel_pool.shutdown()
+    autocast_dtype = cached.autocast.dtype
+    print(
+        f"/predict, HTTP vs bare pipeline: {args.model}, {device}, "
+        f"{'bf16' if autocast_dtype == torch.bfloat16 else 'fp32'} ({args.precision}), "
+        f"{os.cpu_count()} CPUs, {args.threads} pixel threads, "
+        f"{IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} photo-like JPEG+PNG, top-{TOP_K} of {len(LABELS)} labels"
+    )
+    print_table(results)
+    print_targets(results)
+    print(
+        "rerun: .venv/bin/python -m bench.predict_throughput "
+        f"--device {args.device} --model {args.model} --precision {args.precision}"
+    )
+
+
+def run_cells(
+    cells: list[Cell],
+    *,
+    http: Callable[[Cell], Callable[[int], None]],
+    bare: Callable[[Cell], Callable[[int], None]],
+) -> list[tuple[Cell, LoadResult, LoadResult]]:
+    """Warm both sides up, then each cell in rounds that alternate HTTP and bare.
+
+    Alternating (HTTP then bare, then bare then HTTP) spreads a noisy neighbour's load over
+    both sides instead of whichever happened to run during it.
+    """
+    for images_per_request in sorted({cell.images_per_request for cell in cells}):
+        warm_up = Cell(images_per_request, clients=1, requests=1)
+        http(warm_up)(0)
+        bare(warm_up)(0)
+    results = []
+    for cell in cells:
+        rounds: dict[str, list[LoadResult]] = {"http": [], "bare": []}
+        for round_index, requests in enumerate(split_requests(cell.requests, ROUNDS)):
+            part = Cell(cell.images_per_request, cell.clients, requests)
+            sides = [("http", http), ("bare", bare)]
+            for name, sender in sides if round_index % 2 == 0 else reversed(sides):
+                rounds[name].append(measure(sender(part), part))
+        results.append((cell, combine(rounds["http"]), combine(rounds["bare"])))
+        print(f"  measured {cell}", flush=True)
+    return results
+
+
+def split_requests(requests: int, rounds: int) -> list[int]:
+    rounds = min(rounds, requests)
+    return [requests // rounds + (index < requests % rounds) for index in range(rounds)]
+
+
+def combine(results: list[LoadResult]) -> LoadResult:
+    return LoadResult(
+        images=sum(result.images for result in results),
+        seconds=sum(result.seconds for result in results),
+        latencies=[latency for result in results for latency in result.latencies],
+    )
+
+
+if __name__ == "__main__":
+    main()
