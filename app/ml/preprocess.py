@@ -127,22 +127,3 @@ def eval_transform(image_processor: CLIPImageProcessor) -> ImageTransform:
     """Resize the short side, centre-crop, normalise: the processor, one image at a time."""
     spec = pixel_spec(image_processor)
     return lambda image: normalize(resize_and_crop(image, spec).unsqueeze(0), spec)[0]
-
-
-def train_transform(image_processor: CLIPImageProcessor) -> ImageTransform:
-    """A light augmentation: random resized crop (most of the image kept) and horizontal flip."""
-    height, width = input_size(image_processor)
-    return v2.Compose(
-        [
-            v2.PILToTensor(),
-            v2.RandomResizedCrop(
-                (height, width),
-                scale=(0.8, 1.0),
-                interpolation=v2.InterpolationMode.BICUBIC,
-                antialias=True,
-            ),
-            v2.RandomHorizontalFlip(),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=image_processor.image_mean, std=image_processor.image_std),
-        ]
-    )

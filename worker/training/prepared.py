@@ -146,11 +146,16 @@ def _fill_with_processes(
             stdin=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        processes.append((process, json.dumps(task).encode()))
+        # Hand every process its task before waiting on any: they must decode side by side.
+        assert process.stdin is not None
+        process.stdin.write(json.dumps(task).encode())
+        process.stdin.close()
+        processes.append(process)
     errors = []
-    for process, task_json in processes:
-        _, stderr = process.communicate(task_json)
-        if process.returncode != 0:
+    for process in processes:
+        assert process.stderr is not None
+        stderr = process.stderr.read()
+        if process.wait() != 0:
             lines = stderr.decode(errors="replace").strip().splitlines()
             errors.append(lines[-1] if lines else f"exit code {process.returncode}")
     if errors:
