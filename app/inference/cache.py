@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 
 from app.inference.batching import RequestQueue
-from app.inference.precision import Autocast, Precision, serving_autocast
 from app.inference.work import ImageWork, PassAnswer
 from app.ml.base_models import LoadedClip
 from app.ml.encode import class_prompts, encode_texts
 from app.ml.model_files import METADATA_NAME, ModelMetadata, load_model_folder
+from app.ml.precision import Autocast, Precision, serving_autocast
 from app.ml.preprocess import PixelSpec, pixel_spec
 
 logger = logging.getLogger(__name__)

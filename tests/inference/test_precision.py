@@ -8,8 +8,8 @@ import torch
 from app.inference import precision as precision_module
 from app.inference.cache import CachedModel, load_cached_model
 from app.inference.engine import serve_pass
-from app.inference.precision import serving_autocast
 from app.inference.work import ImageWork
+from app.ml.precision import serving_autocast
 from app.ml.preprocess import resize_and_crop
 from app.ml.synthetic import make_images
 from tests.model_factory import write_model_folder

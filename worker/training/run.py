@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -13,6 +11,7 @@ from app.ml.base_models import LoadedClip, load_base_model, load_clip_folder
 from app.ml.encode import class_prompts, pick_device, tokenize
 from app.ml.manifest import Manifest, read_manifest
 from app.ml.model_files import ModelMetadata
+from app.ml.precision import training_autocast
 from app.ml.preprocess import input_size
 from worker.training.augment import PixelNorm
 from worker.training.checkpoint import (
@@ -39,13 +38,6 @@ from worker.training.progress import (
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
-
-
-def precision_context(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on GPUs (fast, no loss scaling needed); full precision on the CPU."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def make_loaders(
@@ -169,7 +161,7 @@ def build_context(
         class_targets=class_targets,
         caption_tokens=caption_tokens,
         device=device,
-        precision=precision_context(device),
+        precision=training_autocast(device)(),
         input_size=input_size(processor),
         pixel_norm=PixelNorm.create(list(processor.image_mean), list(processor.image_std), device),
         total_steps=total_steps,
