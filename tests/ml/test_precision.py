@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.inference import precision as precision_module
 from app.inference.cache import CachedModel, load_cached_model
 from app.inference.engine import serve_pass
 from app.inference.work import ImageWork
+from app.ml import precision as precision_module
 from app.ml.precision import serving_autocast
 from app.ml.preprocess import resize_and_crop
 from app.ml.synthetic import make_images
@@ -81,3 +81,9 @@ def test_bf16_runs_the_model_in_bf16_and_answers_in_float32(
     assert cosine is not None and fp32_cosine is not None
     assert cosine.dtype == torch.float32
     assert torch.allclose(cosine, fp32_cosine, atol=0.01)  # measured 0.0025
+
+
+def test_training_runs_bf16_on_a_gpu_and_float32_on_the_cpu() -> None:
+    assert precision_module.training_autocast(torch.device("cpu")).dtype is None
+    cuda = precision_module.training_autocast(torch.device("cuda"))
+    assert (cuda.device_type, cuda.dtype) == ("cuda", torch.bfloat16)
