@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 from PIL import Image
@@ -116,11 +117,22 @@ def _resize_crop_only(
 
 
 def normalize(pixels: torch.Tensor, spec: PixelSpec) -> torch.Tensor:
-    """uint8 pixels (N x 3 x H x W, any device) to the float32 inputs the model expects."""
-    shape = (1, len(spec.mean), 1, 1)
-    mean = torch.tensor(spec.mean, device=pixels.device).view(shape) * 255
-    std = torch.tensor(spec.std, device=pixels.device).view(shape) * 255
+    """Pixels in 0-255 (N x 3 x H x W, uint8 or float, any device) to the model's float32 inputs."""
+    mean, std = _statistics_on(pixels.device, spec.mean, spec.std)
     return (pixels.float() - mean) / std
+
+
+@lru_cache(maxsize=16)
+def _statistics_on(
+    device: torch.device, mean: tuple[float, ...], std: tuple[float, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # Made once per device: a fresh tensor per call would be a host-to-device copy, and on a GPU
+    # a wait for the device, in every training step and every serving pass.
+    shape = (1, len(mean), 1, 1)
+    return (
+        torch.tensor(mean, device=device).view(shape) * 255,
+        torch.tensor(std, device=device).view(shape) * 255,
+    )
 
 
 def eval_transform(image_processor: CLIPImageProcessor) -> ImageTransform:

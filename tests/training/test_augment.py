@@ -5,9 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from worker.training.augment import PixelNorm, crop_boxes, sample_uniforms, train_pixels
+from app.ml.preprocess import PixelSpec
+from worker.training.augment import crop_boxes, sample_uniforms, train_pixels
 
-IDENTITY = PixelNorm(scale=torch.ones(1, 3, 1, 1), shift=torch.zeros(1, 3, 1, 1))
+# Mean 0 and std 1/255: normalising leaves the 0-255 values as they are.
+IDENTITY = PixelSpec(
+    shortest_edge=32, resize_to=(32, 32), crop=(32, 32), mean=(0.0,) * 3, std=(1 / 255,) * 3
+)
 
 
 def test_uniforms_depend_only_on_seed_epoch_and_index() -> None:
@@ -42,12 +46,12 @@ def test_train_pixels_crop_each_sample_on_its_own_and_flip_some() -> None:
     squares = torch.zeros(64, 3, 37, 37, dtype=torch.uint8)
     squares[..., 19:] = 255
     uniforms = torch.from_numpy(sample_uniforms(0, 0, np.arange(64))).float()
-    pixels = train_pixels(squares, (32, 32), IDENTITY, uniforms, flip=True)
+    pixels = train_pixels(squares, IDENTITY, uniforms, flip=True)
     assert pixels.shape == (64, 3, 32, 32)
     flipped = pixels[:, 0, 16, 0] > pixels[:, 0, 16, -1]
     assert torch.equal(flipped, uniforms[:, 4] < 0.5)
     assert 10 < int(flipped.sum()) < 54
-    unflipped = train_pixels(squares, (32, 32), IDENTITY, uniforms, flip=False)
+    unflipped = train_pixels(squares, IDENTITY, uniforms, flip=False)
     assert (unflipped[:, 0, 16, 0] < unflipped[:, 0, 16, -1]).all()
     # Different crops move the edge between dark and bright to different columns.
     edge_columns = (unflipped[:, 0, 16] > 127).float().argmax(dim=1)

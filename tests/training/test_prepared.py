@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 from transformers import CLIPImageProcessor
 
-from app.ml.preprocess import input_size
+from app.ml.preprocess import pixel_spec
 from app.ml.synthetic import photo_like
 from worker.training import prepared
-from worker.training.augment import PixelNorm, eval_pixels
+from worker.training.augment import eval_pixels
 from worker.training.prepared import load_prepared, prepared_side, resize_to_square
 
 
@@ -135,10 +135,9 @@ def test_eval_pixels_match_clip_image_processor(size: tuple[int, int]) -> None:
     processor = CLIPImageProcessor()  # ViT-B/32's: shortest edge 224, centre crop 224
     image = photo_like(*size, seed=size[0])
     expected = processor(images=image, return_tensors="pt")["pixel_values"]
-    height, width = input_size(processor)
-    square = torch.from_numpy(resize_to_square(image, prepared_side(height)))[None]
-    norm = PixelNorm.create(list(processor.image_mean), list(processor.image_std), square.device)
-    actual = eval_pixels(square, (height, width), norm)
+    spec = pixel_spec(processor)
+    square = torch.from_numpy(resize_to_square(image, prepared_side(spec.crop[0])))[None]
+    actual = eval_pixels(square, spec)
     difference = (actual - expected).abs().flatten()
     assert actual.shape == expected.shape
     assert difference.mean().item() < 0.06

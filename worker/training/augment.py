@@ -10,12 +10,13 @@ batch order, thread timing or device.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
+
+from app.ml.preprocess import PixelSpec, normalize
 
 # Random resized crop: the share of the stored square kept, and the aspect ratios allowed.
 CROP_SCALE = (0.8, 1.0)
@@ -23,38 +24,20 @@ CROP_RATIO = (3 / 4, 4 / 3)
 _UNIFORMS_PER_SAMPLE = 5
 
 
-@dataclass(frozen=True)
-class PixelNorm:
-    """The model's normalisation, folded into one multiply-add per channel on the device."""
-
-    scale: torch.Tensor
-    shift: torch.Tensor
-
-    @classmethod
-    def create(cls, mean: list[float], std: list[float], device: torch.device) -> PixelNorm:
-        mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        # (x / 255 - mean) / std == x * scale + shift
-        return cls(scale=1.0 / (255.0 * std_t), shift=-mean_t / std_t)
-
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        return pixels * self.scale + self.shift
-
-
-def eval_pixels(squares: torch.Tensor, size: tuple[int, int], norm: PixelNorm) -> torch.Tensor:
+def eval_pixels(squares: torch.Tensor, spec: PixelSpec) -> torch.Tensor:
     """The whole square resized to the input size (bicubic, antialiased), then normalised."""
+    size = spec.crop
     pixels = squares.float()
     if pixels.shape[-2:] != size:
         pixels = F.interpolate(pixels, size=size, mode="bicubic", antialias=True)
         # Bicubic overshoots; the processor's uint8 round trip clamps the same way.
         pixels = pixels.clamp_(0.0, 255.0)
-    return norm(pixels)
+    return normalize(pixels, spec)
 
 
 def train_pixels(
     squares: torch.Tensor,
-    size: tuple[int, int],
-    norm: PixelNorm,
+    spec: PixelSpec,
     uniforms: torch.Tensor,
     *,
     flip: bool,
@@ -65,7 +48,7 @@ def train_pixels(
     pixels = roi_align(
         squares.float(),
         torch.cat([torch.arange(len(boxes), device=boxes.device)[:, None].float(), boxes], 1),
-        output_size=size,
+        output_size=spec.crop,
         spatial_scale=1.0,
         # One bilinear sample per output pixel: crops are at most 8/7 of the output's side, too
         # little shrinking to alias, and four samples cost three times as much (measured).
@@ -75,7 +58,7 @@ def train_pixels(
     if flip:
         flipped = uniforms[:, 4] < 0.5
         pixels = torch.where(flipped[:, None, None, None], pixels.flip(-1), pixels)
-    return norm(pixels)
+    return normalize(pixels, spec)
 
 
 def crop_boxes(uniforms: torch.Tensor, side: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import CLIPModel, CLIPTokenizer
 
-from app.ml.encode import class_prompts, encode_images, encode_texts
+from app.ml.encode import encode_images, encode_texts, encode_tokens
 from app.ml.manifest import ManifestItem
 from worker.training.data import PreparedLoader
 from worker.training.loop import EpochContext
@@ -23,30 +23,31 @@ def evaluate(
     clip, device = context.clip, context.device
     was_training = clip.training
     clip.eval()
-    rows: list[int] = []
+    rows: list[torch.Tensor] = []
     features = []
     with context.precision:
         for batch in loader.batches():
             features.append(encode_images(clip, context.eval_pixels(batch)).float())
-            rows.extend(batch.host_rows.tolist())
+            rows.append(batch.rows)
         image_features = torch.cat(features)
         if context.kind == "classification":
-            prompts = class_prompts(context.classes, context.config.prompt_template)
-            text_features = encode_texts(clip, context.tokenizer, prompts, device).float()
-            targets = [context.classes.index(str(items[row].label)) for row in rows]
+            # The run's class prompts and per-row targets, already tokenized and on the device.
+            assert context.class_tokens is not None and context.class_targets is not None
+            text_features = encode_tokens(clip, context.class_tokens).float()
+            targets = context.class_targets[torch.cat(rows)]
             metrics = classification_metrics(image_features, text_features, targets)
         else:
-            captions = [str(items[row].text) for row in rows]
+            captions = [str(items[row].text) for row in torch.cat(rows).tolist()]
             metrics = retrieval_metrics(image_features, captions, clip, context.tokenizer, device)
     clip.train(was_training)
     return metrics
 
 
 def classification_metrics(
-    image_features: torch.Tensor, class_text_features: torch.Tensor, targets: list[int]
+    image_features: torch.Tensor, class_text_features: torch.Tensor, targets: torch.Tensor
 ) -> dict[str, float]:
-    predictions = (image_features @ class_text_features.T).argmax(dim=1).cpu()
-    correct = (predictions == torch.tensor(targets)).float()
+    predictions = (image_features @ class_text_features.T).argmax(dim=1)
+    correct = (predictions == targets).float()
     return {"val_accuracy": correct.mean().item()}
 
 

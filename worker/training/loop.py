@@ -16,7 +16,8 @@ import torch
 from transformers import BatchEncoding, CLIPModel, CLIPTokenizer
 
 from app.ml.encode import encode_images, encode_tokens
-from worker.training.augment import PixelNorm, eval_pixels, sample_uniforms, train_pixels
+from app.ml.preprocess import PixelSpec
+from worker.training.augment import eval_pixels, sample_uniforms, train_pixels
 from worker.training.config import TrainingConfig
 from worker.training.data import Batch, PreparedLoader
 from worker.training.losses import classification_loss, contrastive_loss
@@ -82,26 +83,24 @@ class EpochContext:
     caption_tokens: dict[str, torch.Tensor] | None
     device: torch.device
     precision: AbstractContextManager[Any]
-    input_size: tuple[int, int]
-    pixel_norm: PixelNorm
+    pixel_spec: PixelSpec
     total_steps: int
     warmup_steps: int
     callbacks: TrainingCallbacks
 
     def train_pixels(self, batch: Batch, epoch: int) -> torch.Tensor:
         if not self.config.augment:
-            return eval_pixels(batch.squares, self.input_size, self.pixel_norm)
+            return eval_pixels(batch.squares, self.pixel_spec)
         uniforms = sample_uniforms(self.config.seed, epoch, batch.host_rows)
         return train_pixels(
             batch.squares,
-            self.input_size,
-            self.pixel_norm,
+            self.pixel_spec,
             torch.from_numpy(uniforms).float().to(self.device, non_blocking=True),
             flip=True,
         )
 
     def eval_pixels(self, batch: Batch) -> torch.Tensor:
-        return eval_pixels(batch.squares, self.input_size, self.pixel_norm)
+        return eval_pixels(batch.squares, self.pixel_spec)
 
 
 def batch_loss(context: EpochContext, batch: Batch, epoch: int) -> torch.Tensor:

@@ -12,8 +12,7 @@ from app.ml.encode import class_prompts, pick_device, tokenize
 from app.ml.manifest import Manifest, read_manifest
 from app.ml.model_files import ModelMetadata
 from app.ml.precision import training_autocast
-from app.ml.preprocess import input_size
-from worker.training.augment import PixelNorm
+from app.ml.preprocess import input_size, pixel_spec
 from worker.training.checkpoint import (
     TrainerState,
     latest_checkpoint,
@@ -162,8 +161,7 @@ def build_context(
         caption_tokens=caption_tokens,
         device=device,
         precision=training_autocast(device)(),
-        input_size=input_size(processor),
-        pixel_norm=PixelNorm.create(list(processor.image_mean), list(processor.image_std), device),
+        pixel_spec=pixel_spec(processor),
         total_steps=total_steps,
         warmup_steps=int(config.warmup_ratio * total_steps),
         callbacks=callbacks,
