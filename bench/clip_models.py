@@ -16,7 +16,7 @@ from app.ml.base_models import LoadedClip
 from app.ml.model_files import ModelMetadata, save_clip_folder
 from app.ml.tiny_clip import TINY_CLIP_NAME, build_tiny_tokenizer
 
-VIT_B32_NAME = "vit-b-32-random"
+VIT_B32_NAME = "vit-b-32"
 MODEL_CHOICES = (TINY_CLIP_NAME, VIT_B32_NAME)
 
 

@@ -17,16 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
 from app.inference.batching import PassLimits
 from app.inference.cache import load_cached_model
 from app.inference.engine import classify
-from app.ml.base_models import LoadedClip
 from app.ml.encode import class_prompts, encode_texts
 from app.ml.model_files import ModelMetadata, save_clip_folder
 from app.ml.preprocess import resize_and_crop
-from app.ml.tiny_clip import build_tiny_tokenizer
+from bench.clip_models import build_vit_b32
 from bench.timing import interleaved_best
 
 IMAGES = 32
@@ -34,22 +32,11 @@ LABELS = [f"part type {index}" for index in range(20)]
 
 
 def write_full_size_model(folder: Path) -> None:
-    tokenizer = build_tiny_tokenizer()
-    config = CLIPConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
-        vision_config={},  # defaults: ViT-B/32, 224 px
-    )
-    torch.manual_seed(0)
-    loaded = LoadedClip(CLIPModel(config), tokenizer, CLIPImageProcessor())
+    """The ViT-B/32-size CLIP as a served model with `LABELS`."""
     metadata = ModelMetadata(
         kind="classification", labels=LABELS, prompt_template="a photo of a {}.", base_model="b32"
     )
-    save_clip_folder(loaded, metadata, folder)
+    save_clip_folder(build_vit_b32(), metadata, folder)
 
 
 def main() -> None:

@@ -41,6 +41,7 @@ from app.ml.encode import pick_device
 from app.ml.images import ImageLimits
 from app.ml.synthetic import photo_like
 from bench.api_server import running_api
+from bench.clip_models import MODEL_CHOICES, VIT_B32_NAME
 from bench.concurrent_load import LoadResult, run_load
 from bench.predict_batching import LABELS, write_full_size_model
 from tests.model_factory import register_model, write_model_folder
@@ -68,7 +69,7 @@ class Cell:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    parser.add_argument("--model", choices=["vit-b-32", "tiny-clip"], default="vit-b-32")
+    parser.add_argument("--model", choices=MODEL_CHOICES, default=VIT_B32_NAME)
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     parser.add_argument("--clients", default="1,8,32", help="concurrency levels")
     parser.add_argument("--images-per-request", default="1,64")
@@ -105,7 +106,7 @@ def register_bench_model(settings: Settings, model_name: str) -> str:
         settings=settings, labels=tuple(LABELS), name=f"bench {model_name}", write_files=False
     )
     folder = storage.model_dir(settings.data_dir, model_id)
-    if model_name == "vit-b-32":
+    if model_name == VIT_B32_NAME:
         write_full_size_model(folder)
     else:
         write_model_folder(folder, labels=tuple(LABELS))

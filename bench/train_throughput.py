@@ -10,7 +10,7 @@ The bare step runs before, between and after the training runs, and the medians 
 are compared, so that load elsewhere on a shared machine moves neither much.
 Targets (issue 5): b/a >= 0.85 inside an epoch, >= 0.7 end to end.
 
-Rerun: .venv/bin/python -m bench.train_throughput [--device cuda --model vit-b-32-random
+Rerun: .venv/bin/python -m bench.train_throughput [--device cuda --model vit-b-32
        --images 4096 --batch-size 256]
 """
 
