@@ -44,6 +44,7 @@ from bench.clip_models import MODEL_CHOICES, write_base_model
 from worker.training.config import TrainingConfig
 from worker.training.loop import build_optimizer
 from worker.training.losses import classification_loss
+from worker.training.methods import ParameterGroup
 from worker.training.progress import StepProgress, TrainingCallbacks
 from worker.training.run import run
 
@@ -118,8 +119,9 @@ def bare_step_rate(config: TrainingConfig, steps: int) -> float:
     height, width = input_size(loaded.image_processor)
     pixels = torch.randn(config.batch_size, 3, height, width, device=device)
     labels = torch.randint(0, len(CLASSES), (config.batch_size,), device=device)
-    tokens = tokenize(loaded.tokenizer, class_prompts(CLASSES, config.prompt_template), device)
-    optimizer = build_optimizer(clip, config, device)
+    tokens = tokenize(loaded.tokenizer, class_prompts(CLASSES, config.prompt_templates[0]), device)
+    trainable = ParameterGroup(list(clip.named_parameters()), config.learning_rate)
+    optimizer = build_optimizer([trainable], config, device)
     precision = training_autocast(device)()
 
     def step() -> None:

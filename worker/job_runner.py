@@ -111,18 +111,13 @@ def claim(settings: Settings, job_id: str, owner: str) -> Job | None:
 
 
 def training_config(settings: Settings, job: Job) -> TrainingConfig:
-    hyperparameters = job.hyperparameters
-    return TrainingConfig(
+    """The job's stored hyperparameters, read through today's schema, plus the worker's choices."""
+    control = job.control_dataset_id
+    return TrainingConfig.for_job(
+        job.hyperparameters,
         base_model=job.base_model,
         dataset_dir=dataset_dir(settings.data_dir, job.dataset_id),
-        epochs=hyperparameters["epochs"],
-        batch_size=hyperparameters["batch_size"],
-        learning_rate=hyperparameters["learning_rate"],
-        weight_decay=hyperparameters["weight_decay"],
-        warmup_ratio=hyperparameters["warmup_ratio"],
-        seed=hyperparameters["seed"],
-        prompt_template=hyperparameters["prompt_template"],
-        augment=hyperparameters["augment"],
+        control_dataset_dir=dataset_dir(settings.data_dir, control) if control else None,
         device=settings.device,
         base_models_dir=settings.base_models_dir,
     )

@@ -20,7 +20,7 @@ from app.core.storage import new_id
 from app.jobs.events import add_event
 from app.orm import Checkpoint, Job
 from app.orm.base import utcnow
-from worker.training.progress import CheckpointInfo, StepProgress, TrainingCallbacks
+from worker.training.progress import CheckpointInfo, Notice, StepProgress, TrainingCallbacks
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +157,16 @@ class JobReporter(TrainingCallbacks):
                 type="checkpoint",
                 message=f"checkpoint for epoch {checkpoint.epoch} written",
                 data={"epoch": checkpoint.epoch, "step": checkpoint.step},
+            )
+
+    def on_notice(self, notice: Notice) -> None:
+        with session_scope(self.database_url) as session:
+            add_event(
+                session,
+                job_id=self.job_id,
+                type=notice.type,
+                message=notice.message,
+                data=notice.data,
             )
 
     def should_stop(self) -> bool:

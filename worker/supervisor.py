@@ -21,7 +21,13 @@ from pathlib import Path
 
 from app.core.storage import atomic_write_json
 from worker.training.config import TrainingConfig
-from worker.training.progress import CheckpointInfo, RunResult, StepProgress, TrainingCallbacks
+from worker.training.progress import (
+    CheckpointInfo,
+    Notice,
+    RunResult,
+    StepProgress,
+    TrainingCallbacks,
+)
 from worker.training.protocol import STOP, Evaluation, Event, RunError, decode
 
 logger = logging.getLogger(__name__)
@@ -158,6 +164,8 @@ def dispatch(event: Event, callbacks: TrainingCallbacks, ending: Ending) -> None
             callbacks.on_evaluation(epoch, metrics)
         case CheckpointInfo():
             callbacks.on_checkpoint(event)
+        case Notice():
+            callbacks.on_notice(event)
         case RunResult():
             ending.result = event
         case RunError():

@@ -3,44 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from string import Formatter
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.ml.hyperparameters import Hyperparameters
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINISHED_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
-
-
-class Hyperparameters(BaseModel):
-    """Every field has a default and a checked range; unknown fields are refused."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    epochs: int = Field(10, ge=1, le=1000, description="Passes over the training split.")
-    batch_size: int = Field(32, ge=1, le=4096, description="Images per optimisation step.")
-    learning_rate: float = Field(1e-5, gt=0, le=1.0, description="Peak AdamW learning rate.")
-    weight_decay: float = Field(0.1, ge=0, le=1.0, description="AdamW weight decay.")
-    warmup_ratio: float = Field(0.1, ge=0, le=0.5, description="Share of steps warming up.")
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds shuffling and augmentation.")
-    prompt_template: str = Field(
-        "a photo of a {}.",
-        min_length=2,
-        max_length=200,
-        description="Class prompt for classification sets; `{}` becomes the class name.",
-    )
-    augment: bool = Field(True, description="Random resized crops and flips while training.")
-
-    @field_validator("prompt_template")
-    @classmethod
-    def _one_placeholder(cls, template: str) -> str:
-        try:
-            fields = [name for _, name, _, _ in Formatter().parse(template) if name is not None]
-        except ValueError as error:
-            raise ValueError(f"prompt_template is not a valid template: {error}") from None
-        if fields != [""]:
-            raise ValueError("prompt_template must contain exactly one '{}' placeholder")
-        return template
 
 
 class JobCreate(BaseModel):
@@ -53,6 +23,13 @@ class JobCreate(BaseModel):
         description="`tiny-clip`, a folder under CLIPFT_BASE_MODELS_DIR, or a hub id.",
     )
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    control_dataset_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="A ready classification dataset the job does not train on: its zero-shot "
+        "accuracy before and after goes into the job's report, to show what the job cost.",
+    )
     name: str | None = Field(None, min_length=1, max_length=200)
 
 
@@ -74,6 +51,7 @@ class JobPublic(BaseModel):
     status: JobStatus
     dataset_id: str
     base_model: str
+    control_dataset_id: str | None
     hyperparameters: dict[str, Any]
     progress: JobProgress
     metrics: dict[str, Any]

@@ -13,6 +13,7 @@ from app.core.storage import new_id
 from app.jobs.events import add_event
 from app.jobs.schemas import FINISHED_STATUSES, JobCreate, JobProgress
 from app.ml.base_models import UnknownBaseModel, describe_base_model
+from app.ml.hyperparameters import HEAD_METHODS
 from app.orm import Dataset, Job, JobEvent
 from app.orm.base import utcnow
 
@@ -26,6 +27,13 @@ def create(*, session: Session, settings: Settings, job_in: JobCreate) -> Job:
         describe_base_model(job_in.base_model, settings.base_models_dir)
     except UnknownBaseModel as error:
         raise Unprocessable(str(error)) from None
+    method = job_in.hyperparameters.method
+    if method in HEAD_METHODS and dataset.kind != "classification":
+        raise Unprocessable(
+            f"method {method!r} trains a class head; dataset {dataset.id} holds captions"
+        )
+    if job_in.control_dataset_id is not None:
+        check_control_dataset(session=session, job_in=job_in)
     hyperparameters = job_in.hyperparameters.model_dump()
     now = utcnow()
     job = Job(
@@ -34,6 +42,7 @@ def create(*, session: Session, settings: Settings, job_in: JobCreate) -> Job:
         status="queued",
         dataset_id=dataset.id,
         base_model=job_in.base_model,
+        control_dataset_id=job_in.control_dataset_id,
         hyperparameters=hyperparameters,
         progress=JobProgress(epochs=hyperparameters["epochs"]).model_dump(),
         metrics={},
@@ -45,6 +54,19 @@ def create(*, session: Session, settings: Settings, job_in: JobCreate) -> Job:
     session.flush()
     add_event(session, job_id=job.id, type="status", message="queued", data={"status": "queued"})
     return job
+
+
+def check_control_dataset(*, session: Session, job_in: JobCreate) -> None:
+    """The control set must be another ready classification set: its zero-shot is measured."""
+    control = get_or_404(session, Dataset, str(job_in.control_dataset_id), "control dataset")
+    if control.id == job_in.dataset_id:
+        raise Unprocessable("control_dataset_id must name a dataset the job does not train on")
+    if control.kind != "classification":
+        raise Unprocessable(
+            f"control dataset {control.id} holds captions; zero-shot accuracy needs classes"
+        )
+    if control.status != "ready":
+        raise Conflict(f"control dataset {control.id} is {control.status}, not ready")
 
 
 def get(*, session: Session, job_id: str) -> Job:

@@ -39,3 +39,29 @@ def pick_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
+
+
+def class_prompt_tokens(
+    tokenizer: CLIPTokenizer, labels: list[str], templates: list[str], device: torch.device
+) -> BatchEncoding:
+    """Every template's prompts for every label, template-major: row `t * len(labels) + c`."""
+    prompts = [prompt for template in templates for prompt in class_prompts(labels, template)]
+    return tokenize(tokenizer, prompts, device)
+
+
+def encode_class_tokens(clip: CLIPModel, tokens: BatchEncoding, num_templates: int) -> torch.Tensor:
+    """One unit vector per class: the mean of its prompts' features over the templates."""
+    features = encode_tokens(clip, tokens)
+    per_template = features.view(num_templates, -1, features.shape[-1])
+    return torch.nn.functional.normalize(per_template.mean(dim=0), dim=-1)
+
+
+def encode_class_prompts(
+    clip: CLIPModel,
+    tokenizer: CLIPTokenizer,
+    labels: list[str],
+    templates: list[str],
+    device: torch.device,
+) -> torch.Tensor:
+    tokens = class_prompt_tokens(tokenizer, labels, templates, device)
+    return encode_class_tokens(clip, tokens, len(templates))

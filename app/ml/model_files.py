@@ -13,6 +13,7 @@ from typing import Any
 from transformers import CLIPProcessor
 
 from app.ml.base_models import LoadedClip, load_clip_folder
+from app.ml.class_head import ClassHead
 
 METADATA_NAME = "clipft.json"
 
@@ -26,6 +27,19 @@ class ModelMetadata:
     epoch: int = 0
     step: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
+    method: str = "full"
+    # All the class prompt templates (their text features are averaged); older models have
+    # only `prompt_template`.
+    prompt_templates: list[str] = field(default_factory=list)
+    # A trained class head (`ClassHead`) in the folder classifies instead of the prompts.
+    head_file: str | None = None
+    wise_ft_alpha: float | None = None
+    # What the job gained and lost (the job's report), once training has finished.
+    report: dict[str, Any] | None = None
+
+    @property
+    def templates(self) -> list[str]:
+        return self.prompt_templates or [self.prompt_template]
 
 
 def save_clip_folder(loaded: LoadedClip, metadata: ModelMetadata, folder: Path) -> None:
@@ -34,12 +48,21 @@ def save_clip_folder(loaded: LoadedClip, metadata: ModelMetadata, folder: Path) 
     loaded.clip.save_pretrained(folder, safe_serialization=True)
     processor = CLIPProcessor(image_processor=loaded.image_processor, tokenizer=loaded.tokenizer)
     processor.save_pretrained(folder)
-    (folder / METADATA_NAME).write_text(json.dumps(asdict(metadata), indent=2, sort_keys=True))
+    write_metadata(folder, metadata)
 
 
 def read_metadata(folder: Path) -> ModelMetadata:
     return ModelMetadata(**json.loads((folder / METADATA_NAME).read_text()))
 
 
+def write_metadata(folder: Path, metadata: ModelMetadata) -> None:
+    (folder / METADATA_NAME).write_text(json.dumps(asdict(metadata), indent=2, sort_keys=True))
+
+
 def load_model_folder(folder: Path) -> tuple[LoadedClip, ModelMetadata]:
     return load_clip_folder(str(folder)), read_metadata(folder)
+
+
+def load_class_head(folder: Path, metadata: ModelMetadata) -> ClassHead | None:
+    """The folder's trained head, when its method trained one."""
+    return ClassHead.load(folder) if metadata.head_file else None

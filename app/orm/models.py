@@ -33,10 +33,13 @@ class Job(Base):
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(20), index=True)
     dataset_id: Mapped[str] = mapped_column(ForeignKey("dataset.id"), index=True)
+    control_dataset_id: Mapped[str | None] = mapped_column(ForeignKey("dataset.id"), nullable=True)
     base_model: Mapped[str] = mapped_column(String(300))
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON)
     progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # What the job gained and lost, written once it succeeds (`GET /jobs/{id}/report`).
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # Not a foreign key: model rows point at their job, and a cycle of keys buys nothing here.
     model_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)

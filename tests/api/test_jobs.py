@@ -50,15 +50,31 @@ def test_create_job_commits_it_queued_with_defaults_and_sends_it(
     assert job["status"] == "queued"
     assert job["dataset_id"] == ready_dataset
     assert job["hyperparameters"] == {
+        "method": "full",
+        "freeze": "none",
         "epochs": 3,
         "batch_size": 32,
+        "grad_accum_steps": 1,
         "learning_rate": 1e-5,
+        "head_learning_rate": 1e-3,
+        "lp_ft_probe_epochs": None,
         "weight_decay": 0.1,
+        "lr_schedule": "cosine",
         "warmup_ratio": 0.1,
+        "step_size_epochs": 1,
+        "gamma": 0.1,
+        "early_stopping_patience": None,
+        "early_stopping_min_delta": 0.0,
+        "label_smoothing": 0.0,
+        "augment": "light",
         "seed": 0,
-        "prompt_template": "a photo of a {}.",
-        "augment": True,
+        "prompt_templates": ["a photo of a {}."],
+        "lora_rank": 8,
+        "lora_alpha": 16.0,
+        "lora_dropout": 0.0,
+        "wise_ft_alphas": [],
     }
+    assert job["control_dataset_id"] is None
     assert job["progress"]["epochs"] == 3 and job["progress"]["fraction"] == 0
     assert job["model_id"] is None and job["error"] is None and job["attempt"] == 0
     assert job["created_at"].endswith(("Z", "+00:00"))
@@ -78,18 +94,39 @@ def test_create_job_commits_it_queued_with_defaults_and_sends_it(
         ({"warmup_ratio": 0.9}, "warmup_ratio", "less than or equal to 0.5"),
         ({"seed": -1}, "seed", "greater than or equal to 0"),
         ({"epochs": "ten"}, "epochs", "valid integer"),
-        ({"prompt_template": "no placeholder"}, "prompt_template", "exactly one '{}'"),
-        ({"prompt_template": "{} and {}"}, "prompt_template", "exactly one '{}'"),
-        ({"prompt_template": "a {name}"}, "prompt_template", "exactly one '{}'"),
-        ({"prompt_template": "a {"}, "prompt_template", "not a valid template"),
+        ({"prompt_template": "no placeholder"}, "prompt_templates", "exactly one '{}'"),
+        ({"prompt_templates": ["a {}", "{} and {}"]}, "prompt_templates", "exactly one '{}'"),
+        ({"prompt_templates": ["a {name}"]}, "prompt_templates", "exactly one '{}'"),
+        ({"prompt_templates": ["a {"]}, "prompt_templates", "not a valid template"),
+        ({"prompt_templates": []}, "prompt_templates", "at least 1 item"),
+        ({"prompt_template": "a {}", "prompt_templates": ["a {}"]}, None, "not both"),
         ({"dropout": 0.1}, "dropout", "Extra inputs are not permitted"),
+        ({"method": "dora"}, "method", "'full', 'linear_probe', 'lp_ft', 'flyp' or 'lora'"),
+        ({"freeze": "both"}, "freeze", "'none', 'text' or 'vision'"),
+        ({"method": "linear_probe", "freeze": "text"}, None, "works with full, lora, flyp"),
+        ({"lora_rank": 4}, None, "lora_rank only apply to method='lora'"),
+        ({"method": "lora", "lora_rank": 0}, "lora_rank", "greater than or equal to 1"),
+        ({"lp_ft_probe_epochs": 2}, None, "only applies to method='lp_ft'"),
+        ({"method": "lp_ft", "epochs": 3, "lp_ft_probe_epochs": 3}, None, "less than epochs"),
+        ({"method": "lp_ft", "epochs": 1}, None, "at least 2 epochs"),
+        ({"head_learning_rate": 0}, "head_learning_rate", "greater than 0"),
+        ({"lr_schedule": "exponential"}, "lr_schedule", "'cosine', 'linear', 'step'"),
+        ({"step_size_epochs": 0}, "step_size_epochs", "greater than or equal to 1"),
+        ({"gamma": 0}, "gamma", "greater than 0"),
+        ({"early_stopping_patience": 0}, "early_stopping_patience", "greater than or equal"),
+        ({"early_stopping_min_delta": -0.1}, "early_stopping_min_delta", "greater than or"),
+        ({"augment": "heavy"}, "augment", "'none', 'light' or 'standard'"),
+        ({"grad_accum_steps": 0}, "grad_accum_steps", "greater than or equal to 1"),
+        ({"label_smoothing": 1.0}, "label_smoothing", "less than 1"),
+        ({"wise_ft_alphas": [0.5, 1.5]}, "wise_ft_alphas", "must lie in [0, 1]"),
+        ({"wise_ft_alphas": [0.5, 0.5]}, "wise_ft_alphas", "must be distinct"),
     ],
 )
 def test_bad_hyperparameters_are_422_naming_the_field_and_the_problem(
     client: TestClient,
     ready_dataset: str,
     hyperparameters: dict[str, Any],
-    field: str,
+    field: str | None,
     message: str,
 ) -> None:
     response = client.post(
@@ -102,7 +139,9 @@ def test_bad_hyperparameters_are_422_naming_the_field_and_the_problem(
     )
     assert response.status_code == 422
     errors = {tuple(error["loc"]): error["msg"] for error in response.json()["detail"]}
-    assert message in errors[("body", "hyperparameters", field)]
+    # Rules that tie several fields together are reported on the hyperparameters object.
+    location = ("body", "hyperparameters", *([field] if field else []))
+    assert message in errors[location], errors
 
 
 def test_missing_fields_are_422_naming_them(client: TestClient) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from app.ml.preprocess import PixelSpec
-from worker.training.augment import crop_boxes, sample_uniforms, train_pixels
+from worker.training.augment import CROP_SCALES, crop_boxes, sample_uniforms, train_pixels
 
 # Mean 0 and std 1/255: normalising leaves the 0-255 values as they are.
 IDENTITY = PixelSpec(
@@ -39,6 +39,10 @@ def test_crop_boxes_stay_inside_the_square_and_keep_most_of_it() -> None:
     assert (boxes[:, :2] >= 0).all() and (boxes[:, 2:] <= 256 + 1e-3).all()
     area_share = width * height / 256**2
     assert area_share.min() > 0.55 and area_share.max() <= 1.0 + 1e-4
+    wider = crop_boxes(uniforms, 256, CROP_SCALES["standard"])
+    wider_share = (wider[:, 2] - wider[:, 0]) * (wider[:, 3] - wider[:, 1]) / 256**2
+    # `standard` crops reach further in than `light` ones ever do.
+    assert wider_share.min() < 0.52 < area_share.min()
 
 
 def test_train_pixels_crop_each_sample_on_its_own_and_flip_some() -> None:
@@ -46,12 +50,12 @@ def test_train_pixels_crop_each_sample_on_its_own_and_flip_some() -> None:
     squares = torch.zeros(64, 3, 37, 37, dtype=torch.uint8)
     squares[..., 19:] = 255
     uniforms = torch.from_numpy(sample_uniforms(0, 0, np.arange(64))).float()
-    pixels = train_pixels(squares, IDENTITY, uniforms, flip=True)
+    pixels = train_pixels(squares, IDENTITY, uniforms, scale=(0.8, 1.0), flip=True)
     assert pixels.shape == (64, 3, 32, 32)
     flipped = pixels[:, 0, 16, 0] > pixels[:, 0, 16, -1]
     assert torch.equal(flipped, uniforms[:, 4] < 0.5)
     assert 10 < int(flipped.sum()) < 54
-    unflipped = train_pixels(squares, IDENTITY, uniforms, flip=False)
+    unflipped = train_pixels(squares, IDENTITY, uniforms, scale=(0.8, 1.0), flip=False)
     assert (unflipped[:, 0, 16, 0] < unflipped[:, 0, 16, -1]).all()
     # Different crops move the edge between dark and bright to different columns.
     edge_columns = (unflipped[:, 0, 16] > 127).float().argmax(dim=1)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import itertools
 import math
 from pathlib import Path
 
@@ -10,23 +9,19 @@ import torch
 from app.ml.tiny_clip import build_tiny_clip
 from worker.training.checkpoint import load_optimizer_state, save_optimizer_state
 from worker.training.config import TrainingConfig
-from worker.training.loop import build_optimizer, lr_at
+from worker.training.loop import build_optimizer
 from worker.training.losses import classification_loss, contrastive_loss
+from worker.training.methods import ParameterGroup
 
 
-def test_lr_warms_up_linearly_then_decays_by_cosine_to_zero() -> None:
-    multipliers = [lr_at(step, total_steps=100, warmup_steps=10) for step in range(100)]
-    assert multipliers[0] == pytest.approx(0.1)
-    assert multipliers[9] == pytest.approx(1.0)
-    assert multipliers[10] == pytest.approx(1.0)
-    assert multipliers[55] == pytest.approx(0.5, abs=0.01)
-    assert multipliers[99] < 0.01
-    assert all(a >= b for a, b in itertools.pairwise(multipliers[10:]))
+def whole_model_optimizer(clip: torch.nn.Module) -> torch.optim.AdamW:
+    config = TrainingConfig(base_model="tiny-clip", dataset_dir=Path())
+    return build_optimizer([ParameterGroup(list(clip.named_parameters()), 1e-3)], config)
 
 
 def test_no_weight_decay_on_biases_norms_and_temperature() -> None:
     clip, _, _ = build_tiny_clip()
-    optimizer = build_optimizer(clip, TrainingConfig(base_model="tiny-clip", dataset_dir=Path()))
+    optimizer = whole_model_optimizer(clip)
     decayed, exempt = optimizer.param_groups
     assert decayed["weight_decay"] == 0.1 and exempt["weight_decay"] == 0.0
     exempt_ids = {id(parameter) for parameter in exempt["params"]}
@@ -64,13 +59,13 @@ def test_contrastive_loss_is_symmetric_and_low_for_aligned_pairs() -> None:
 
 def test_optimizer_state_round_trips_through_safetensors(tmp_path: Path) -> None:
     clip, _, _ = build_tiny_clip()
-    optimizer = build_optimizer(clip, TrainingConfig(base_model="tiny-clip", dataset_dir=Path()))
+    optimizer = whole_model_optimizer(clip)
     clip.logit_scale.grad = torch.tensor(1.0)
     for parameter in clip.parameters():
         parameter.grad = torch.ones_like(parameter)
     optimizer.step()
     save_optimizer_state(optimizer, tmp_path)
-    fresh = build_optimizer(clip, TrainingConfig(base_model="tiny-clip", dataset_dir=Path()))
+    fresh = whole_model_optimizer(clip)
     load_optimizer_state(fresh, tmp_path)
     before, after = optimizer.state_dict(), fresh.state_dict()
     assert before["param_groups"] == after["param_groups"]

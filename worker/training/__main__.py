@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 from worker.training.config import TrainingConfig
 from worker.training.crash_for_tests import crash_if_a_test_asks
-from worker.training.progress import CheckpointInfo, StepProgress, TrainingCallbacks
+from worker.training.progress import CheckpointInfo, Notice, StepProgress, TrainingCallbacks
 from worker.training.protocol import STOP, Evaluation, Event, RunError, encode
 from worker.training.run import run
 
@@ -51,6 +51,9 @@ class EventWriter(TrainingCallbacks):
 
     def on_checkpoint(self, checkpoint: CheckpointInfo) -> None:
         self.send(checkpoint)
+
+    def on_notice(self, notice: Notice) -> None:
+        self.send(notice)
 
     def should_stop(self) -> bool:
         return self.stop_requested.is_set()

@@ -18,8 +18,9 @@ from torchvision.ops import roi_align
 
 from app.ml.preprocess import PixelSpec, normalize
 
-# Random resized crop: the share of the stored square kept, and the aspect ratios allowed.
-CROP_SCALE = (0.8, 1.0)
+# Random resized crop: the share of the stored square kept, per `augment` setting (`light`
+# keeps most of the image, `standard` crops wider), and the aspect ratios allowed.
+CROP_SCALES: dict[str, tuple[float, float]] = {"light": (0.8, 1.0), "standard": (0.5, 1.0)}
 CROP_RATIO = (3 / 4, 4 / 3)
 _UNIFORMS_PER_SAMPLE = 5
 
@@ -40,11 +41,12 @@ def train_pixels(
     spec: PixelSpec,
     uniforms: torch.Tensor,
     *,
+    scale: tuple[float, float],
     flip: bool,
 ) -> torch.Tensor:
     """A random resized crop of each sample, optionally flipped, normalised; one batched op."""
     side = squares.shape[-1]
-    boxes = crop_boxes(uniforms, side)
+    boxes = crop_boxes(uniforms, side, scale)
     pixels = roi_align(
         squares.float(),
         torch.cat([torch.arange(len(boxes), device=boxes.device)[:, None].float(), boxes], 1),
@@ -61,10 +63,12 @@ def train_pixels(
     return normalize(pixels, spec)
 
 
-def crop_boxes(uniforms: torch.Tensor, side: int) -> torch.Tensor:
+def crop_boxes(
+    uniforms: torch.Tensor, side: int, scale_range: tuple[float, float] = CROP_SCALES["light"]
+) -> torch.Tensor:
     """`(x1, y1, x2, y2)` per sample from its uniforms: a scale, a log aspect ratio, a position."""
     area = side * side
-    scale = CROP_SCALE[0] + uniforms[:, 0] * (CROP_SCALE[1] - CROP_SCALE[0])
+    scale = scale_range[0] + uniforms[:, 0] * (scale_range[1] - scale_range[0])
     low, high = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
     ratio = torch.exp(low + uniforms[:, 1] * (high - low))
     width = torch.sqrt(scale * area * ratio).clamp(1.0, side)

@@ -10,16 +10,16 @@ import json
 import os
 import shutil
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from app.ml.base_models import LoadedClip
-from app.ml.model_files import ModelMetadata, save_clip_folder
+from app.ml.model_files import ModelMetadata
 from worker.training.config import TrainingConfig
+from worker.training.methods import TrainingMethod
 
 TRAINER_STATE_NAME = "trainer_state.json"
 OPTIMIZER_TENSORS_NAME = "optimizer.safetensors"
@@ -34,11 +34,15 @@ class TrainerState:
     best_metric: float | None
     best_checkpoint: str | None
     history: list[dict[str, Any]]
+    # The base model's val result and control-set accuracy, measured before the first step;
+    # the report compares the registered model with them.
+    baseline: dict[str, Any] = field(default_factory=dict)
+    stopped_early: str | None = None
 
 
 def save_checkpoint(
     *,
-    loaded: LoadedClip,
+    method: TrainingMethod,
     metadata: ModelMetadata,
     optimizer: torch.optim.Optimizer,
     state: TrainerState,
@@ -49,7 +53,7 @@ def save_checkpoint(
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        save_clip_folder(loaded, metadata, staging)
+        method.write_model(staging, metadata)
         save_optimizer_state(optimizer, staging)
         (staging / TRAINER_STATE_NAME).write_text(json.dumps(asdict(state), indent=2))
         config.save(staging / CONFIG_NAME)

@@ -1,76 +1,84 @@
-"""The one typed configuration of a training run, saved next to every checkpoint."""
+"""The one typed configuration of a training run, saved next to every checkpoint.
+
+It is the API's `Hyperparameters` (declared once, in `app.ml.hyperparameters`) plus what the
+worker decides: where the data is, which device, and the speed options.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from worker.training.jsonable import from_json_dict, to_json_dict
+from pydantic import Field, ValidationError
+
+from app.ml.hyperparameters import Hyperparameters
 
 
-@dataclass
-class TrainingConfig:
-    base_model: str = field(
-        metadata={"help": "`tiny-clip`, a folder name under base_models_dir, or a hub id."}
+class TrainingConfig(Hyperparameters):
+    base_model: str = Field(
+        description="`tiny-clip`, a folder name under base_models_dir, or a hub id."
     )
-    dataset_dir: Path = field(metadata={"help": "A ready dataset folder holding manifest.json."})
-    epochs: int = field(default=10, metadata={"help": "Passes over the training split."})
-    batch_size: int = field(default=32, metadata={"help": "Images per optimisation step."})
-    learning_rate: float = field(default=1e-5, metadata={"help": "Peak AdamW learning rate."})
-    weight_decay: float = field(
-        default=0.1, metadata={"help": "AdamW decay; never applied to biases, norms, temperature."}
+    dataset_dir: Path = Field(description="A ready dataset folder holding manifest.json.")
+    control_dataset_dir: Path | None = Field(
+        None,
+        description="A classification set whose zero-shot accuracy is measured before and "
+        "after training, to show what the job cost.",
     )
-    warmup_ratio: float = field(
-        default=0.1, metadata={"help": "Share of all steps spent warming the rate up linearly."}
-    )
-    seed: int = field(default=0, metadata={"help": "Seeds shuffling, augmentation and init."})
-    prompt_template: str = field(
-        default="a photo of a {}.",
-        metadata={"help": "Class prompt; `{}` is replaced by the class name."},
-    )
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
-    max_logit_scale: float = field(
-        default=100.0, metadata={"help": "Upper clamp of the learnable temperature exp(t)."}
-    )
-    augment: bool = field(
-        default=True, metadata={"help": "Random resized crop and flip, on the device, per batch."}
-    )
-    device: str = field(default="auto", metadata={"help": "`auto`, `cpu`, `cuda`, `cuda:N`."})
-    prepare_workers: int = field(
+    device: str = Field("auto", description="`auto`, `cpu`, `cuda`, `cuda:N`.")
+    prepare_workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
-        metadata={"help": "Processes decoding images into the prepared array (once per dataset)."},
+        ge=1,
+        description="Processes decoding images into the prepared array (once per dataset).",
     )
-    progress_interval_seconds: float = field(
-        default=1.0,
-        metadata={"help": "How often the loop reads the loss, reports and asks about a cancel."},
+    progress_interval_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="How often the loop reads the loss, reports and asks about a cancel.",
     )
-    compile_model: bool = field(
-        default=False,
-        metadata={"help": "torch.compile both towers; slower first steps (see bench)."},
+    compile_model: bool = Field(
+        False, description="torch.compile both towers; slower first steps (see bench)."
     )
-    gradient_checkpointing: bool = field(
-        default=False,
-        metadata={"help": "Recompute activations in the backward pass: less memory, more time."},
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, more time."
     )
-    base_models_dir: Path | None = field(
-        default=None, metadata={"help": "Folder of local base models."}
+    base_models_dir: Path | None = Field(None, description="Folder of local base models.")
+    eval_batch_size: int = Field(128, ge=1, description="Images per evaluation batch.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    max_logit_scale: float = Field(
+        100.0, gt=1, description="Upper clamp of the learnable temperature exp(t)."
     )
-    eval_batch_size: int = field(default=128, metadata={"help": "Images per evaluation batch."})
+
+    @classmethod
+    def for_job(cls, hyperparameters: dict[str, Any], **worker_fields: Any) -> TrainingConfig:
+        """A job's stored hyperparameters (filled in and updated) plus the worker's fields."""
+        resolved = Hyperparameters.model_validate(hyperparameters)
+        return cls(**dict(resolved), **worker_fields)
+
+    def hyperparameters(self) -> Hyperparameters:
+        return Hyperparameters(
+            **{name: getattr(self, name) for name in Hyperparameters.model_fields}
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return to_json_dict(self)
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainingConfig:
         """The config `to_json` wrote; an unknown or missing field is refused by name."""
-        return from_json_dict(cls, data)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(map(str, item['loc'])) or 'config'}: {item['msg']}"
+                for item in error.errors()
+            )
+            raise ValueError(f"TrainingConfig: {problems}") from None
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True))
 
     @classmethod
     def field_help(cls) -> dict[str, str]:
-        return {item.name: item.metadata.get("help", "") for item in fields(cls)}
+        return {name: info.description or "" for name, info in cls.model_fields.items()}

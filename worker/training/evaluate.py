@@ -1,62 +1,108 @@
-"""Validation metrics: accuracy over class prompts, or retrieval recall@1/5 both ways."""
+"""Validation: accuracy and the confusion matrix over the classes, or retrieval recall@1/5.
+
+Evaluation runs on whatever classifies: the class prompts through the text tower, or a
+method's trained head; and on any CLIP weights (the live model, the base, a WiSE-FT mix).
+"""
 
 from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from transformers import CLIPModel, CLIPTokenizer
 
-from app.ml.encode import encode_images, encode_texts, encode_tokens
+from app.ml.class_head import ClassHead
+from app.ml.encode import encode_images, encode_texts
 from app.ml.manifest import ManifestItem
+from app.ml.preprocess import PixelSpec
+from worker.training.augment import eval_pixels
 from worker.training.data import PreparedLoader
-from worker.training.loop import EpochContext
+from worker.training.task import TaskTensors
 
 PRIMARY_METRIC = {"classification": "val_accuracy", "captions": "val_mean_recall_at_1"}
 
 
+@dataclass
+class Evaluator:
+    """How to turn a loader's images into features: the weights, the pixels, the precision."""
+
+    clip: CLIPModel
+    tokenizer: CLIPTokenizer
+    pixel_spec: PixelSpec
+    precision: AbstractContextManager[Any]
+    device: torch.device
+
+    def image_features(self, loader: PreparedLoader) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit features of every image of the loader's split, and their manifest rows."""
+        features, rows = [], []
+        with self.precision:
+            for batch in loader.batches():
+                pixels = eval_pixels(batch.squares, self.pixel_spec)
+                features.append(encode_images(self.clip, pixels).float())
+                rows.append(batch.rows)
+        return torch.cat(features), torch.cat(rows)
+
+    def class_logits(
+        self, image_features: torch.Tensor, task: TaskTensors, head: ClassHead | None
+    ) -> torch.Tensor:
+        if head is not None:
+            return head(image_features)
+        with self.precision:
+            class_features = task.class_features(self.clip).float()
+        return image_features @ class_features.T
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    # Classification: rows are the true class, columns the predicted one.
+    confusion: list[list[int]] | None = None
+    classes: list[str] = field(default_factory=list)
+
+
 @torch.inference_mode()
 def evaluate(
-    context: EpochContext, loader: PreparedLoader, items: list[ManifestItem]
-) -> dict[str, float]:
+    evaluator: Evaluator,
+    task: TaskTensors,
+    loader: PreparedLoader,
+    items: list[ManifestItem],
+    head: ClassHead | None = None,
+) -> EvalResult:
     """Metrics on the loader's split of `items` (the whole manifest); none for an empty split."""
     if not loader.num_samples:
-        return {}
-    clip, device = context.clip, context.device
+        return EvalResult(metrics={})
+    clip = evaluator.clip
     was_training = clip.training
     clip.eval()
-    rows: list[torch.Tensor] = []
-    features = []
-    with context.precision:
-        for batch in loader.batches():
-            features.append(encode_images(clip, context.eval_pixels(batch)).float())
-            rows.append(batch.rows)
-        image_features = torch.cat(features)
-        if context.kind == "classification":
-            # The run's class prompts and per-row targets, already tokenized and on the device.
-            assert context.class_tokens is not None and context.class_targets is not None
-            text_features = encode_tokens(clip, context.class_tokens).float()
-            targets = context.class_targets[torch.cat(rows)]
-            metrics = classification_metrics(image_features, text_features, targets)
-        else:
-            captions = [str(items[row].text) for row in torch.cat(rows).tolist()]
-            metrics = retrieval_metrics(image_features, captions, clip, context.tokenizer, device)
-    clip.train(was_training)
-    return metrics
+    try:
+        image_features, rows = evaluator.image_features(loader)
+        if task.is_classification:
+            logits = evaluator.class_logits(image_features, task, head)
+            return classification_result(logits.argmax(dim=1), task.targets(rows), task.classes)
+        captions = [str(items[row].text) for row in rows.tolist()]
+        return EvalResult(metrics=retrieval_metrics(image_features, captions, evaluator))
+    finally:
+        clip.train(was_training)
 
 
-def classification_metrics(
-    image_features: torch.Tensor, class_text_features: torch.Tensor, targets: torch.Tensor
-) -> dict[str, float]:
-    predictions = (image_features @ class_text_features.T).argmax(dim=1)
-    correct = (predictions == targets).float()
-    return {"val_accuracy": correct.mean().item()}
+def classification_result(
+    predictions: torch.Tensor, targets: torch.Tensor, classes: list[str]
+) -> EvalResult:
+    num_classes = len(classes)
+    pairs = targets.long() * num_classes + predictions.long()
+    confusion = torch.bincount(pairs.cpu(), minlength=num_classes * num_classes)
+    accuracy = (predictions == targets).float().mean().item()
+    return EvalResult(
+        metrics={"val_accuracy": accuracy},
+        confusion=confusion.view(num_classes, num_classes).tolist(),
+        classes=classes,
+    )
 
 
 def retrieval_metrics(
-    image_features: torch.Tensor,
-    captions: list[str],
-    clip: CLIPModel,
-    tokenizer: CLIPTokenizer,
-    device: torch.device,
+    image_features: torch.Tensor, captions: list[str], evaluator: Evaluator
 ) -> dict[str, float]:
     """Recall@k where a hit is any caption string equal to the image's own.
 
@@ -64,7 +110,10 @@ def retrieval_metrics(
     caption, which is common in small domain sets.
     """
     unique_captions = list(dict.fromkeys(captions))
-    text_features = encode_texts(clip, tokenizer, unique_captions, device).float()
+    with evaluator.precision:
+        text_features = encode_texts(
+            evaluator.clip, evaluator.tokenizer, unique_captions, evaluator.device
+        ).float()
     similarity = (image_features @ text_features.T).cpu()
     image_targets = torch.tensor([unique_captions.index(caption) for caption in captions])
     metrics: dict[str, float] = {}

@@ -11,10 +11,12 @@ def classification_loss(
     class_text_features: torch.Tensor,
     logit_scale: torch.Tensor,
     labels: torch.Tensor,
+    *,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Cross-entropy of each image against every class prompt; features must be unit length."""
     logits = logit_scale * image_features @ class_text_features.T
-    return F.cross_entropy(logits, labels)
+    return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
 
 
 def contrastive_loss(

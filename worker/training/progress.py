@@ -32,12 +32,22 @@ class CheckpointInfo:
     metric_value: float | None
 
 
+@dataclass(frozen=True)
+class Notice:
+    """Something a user should read in the job's events: an early stop, a phase, WiSE-FT."""
+
+    type: str
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class RunResult:
     stopped: bool
     best_checkpoint: Path | None
     best_metrics: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    report: dict[str, Any] | None = None
 
 
 class TrainingCallbacks:
@@ -51,6 +61,9 @@ class TrainingCallbacks:
 
     def on_checkpoint(self, checkpoint: CheckpointInfo) -> None:
         """Called once a checkpoint folder is complete on disk."""
+
+    def on_notice(self, notice: Notice) -> None:
+        """Called with news for the job's events (why the run stopped early, …)."""
 
     def should_stop(self) -> bool:
         """Asked before every step; True ends the run early (a cancel)."""

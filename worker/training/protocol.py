@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.training.jsonable import from_json_dict, to_json_dict
-from worker.training.progress import CheckpointInfo, RunResult, StepProgress
+from worker.training.progress import CheckpointInfo, Notice, RunResult, StepProgress
 
 STOP = b"stop\n"
 
@@ -37,12 +37,13 @@ class RunError:
         return f"{self.type}: {self.message}" if self.message else self.type
 
 
-Event = StepProgress | Evaluation | CheckpointInfo | RunResult | RunError
+Event = StepProgress | Evaluation | CheckpointInfo | Notice | RunResult | RunError
 
 EVENT_TYPES: dict[str, type[Event]] = {
     "step": StepProgress,
     "evaluation": Evaluation,
     "checkpoint": CheckpointInfo,
+    "notice": Notice,
     "result": RunResult,
     "error": RunError,
 }

@@ -1,0 +1,182 @@
+"""Every training hyperparameter, declared once: the jobs API and the training config both use it.
+
+A job stores its hyperparameters as JSON; reading them back through this model fills in any
+field added since, and reads the older spellings (`augment: true`, `prompt_template`), so a job
+stored by an earlier version still loads and resumes.
+"""
+
+from __future__ import annotations
+
+from string import Formatter
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Method = Literal["full", "linear_probe", "lp_ft", "flyp", "lora"]
+Freeze = Literal["none", "text", "vision"]
+LrSchedule = Literal["cosine", "linear", "step", "constant"]
+Augment = Literal["none", "light", "standard"]
+
+DEFAULT_PROMPT_TEMPLATE = "a photo of a {}."
+# Methods whose towers can be partly frozen; the probes freeze both towers by definition.
+FREEZABLE_METHODS = ("full", "lora", "flyp")
+# Methods that classify with a trained head: they need a classification set.
+HEAD_METHODS = ("linear_probe", "lp_ft")
+LORA_FIELDS = ("lora_rank", "lora_alpha", "lora_dropout")
+MAX_WISE_FT_ALPHAS = 11
+
+
+def check_prompt_template(template: str) -> str:
+    """A template must hold exactly one `{}`, which becomes the class name."""
+    try:
+        names = [name for _, name, _, _ in Formatter().parse(template) if name is not None]
+    except ValueError as error:
+        raise ValueError(f"prompt template {template!r} is not a valid template: {error}") from None
+    if names != [""]:
+        raise ValueError(
+            f"prompt template {template!r} must contain exactly one '{{}}' placeholder"
+        )
+    return template
+
+
+class Hyperparameters(BaseModel):
+    """Every field has a default and a checked range; unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Method = Field(
+        "full",
+        description="`full` fine-tunes the towers; `linear_probe` trains a head on frozen "
+        "towers; `lp_ft` probes, then fine-tunes from that head; `flyp` fine-tunes with the "
+        "contrastive pretraining loss on class prompts; `lora` trains low-rank adapters.",
+    )
+    freeze: Freeze = Field(
+        "none", description="A tower kept frozen: `text` or `vision` (with full, flyp, lora)."
+    )
+    epochs: int = Field(10, ge=1, le=1000, description="Passes over the training split.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Images per optimisation step.")
+    grad_accum_steps: int = Field(
+        1, ge=1, le=64, description="Batches whose gradients add up to one optimisation step."
+    )
+    learning_rate: float = Field(1e-5, gt=0, le=1.0, description="Peak AdamW learning rate.")
+    head_learning_rate: float = Field(
+        1e-3,
+        gt=0,
+        le=1.0,
+        description="Peak rate of the linear head (`linear_probe`, and `lp_ft`'s probe phase).",
+    )
+    lp_ft_probe_epochs: int | None = Field(
+        None,
+        ge=1,
+        le=999,
+        description="`lp_ft`: epochs of the probe phase before fine-tuning (default: half).",
+    )
+    weight_decay: float = Field(0.1, ge=0, le=1.0, description="AdamW weight decay.")
+    lr_schedule: LrSchedule = Field(
+        "cosine", description="Decay after warmup: `cosine`, `linear`, `step` or `constant`."
+    )
+    warmup_ratio: float = Field(0.1, ge=0, le=0.5, description="Share of steps warming up.")
+    step_size_epochs: int = Field(
+        1, ge=1, le=1000, description="`step` schedule: epochs between rate drops."
+    )
+    gamma: float = Field(0.1, gt=0, le=1.0, description="`step` schedule: factor of each drop.")
+    early_stopping_patience: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Stop after this many epochs without a better val metric (off when unset).",
+    )
+    early_stopping_min_delta: float = Field(
+        0.0, ge=0, le=1.0, description="The least gain in the val metric that counts as better."
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1.0, description="Label smoothing of the classification loss."
+    )
+    augment: Augment = Field(
+        "light",
+        description="`none`; `light`: random resized crops keeping most of the image, no flip; "
+        "`standard`: wider crops and horizontal flips.",
+    )
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds shuffling and augmentation.")
+    prompt_templates: list[str] = Field(
+        default_factory=lambda: [DEFAULT_PROMPT_TEMPLATE],
+        min_length=1,
+        max_length=32,
+        description="Class prompts; `{}` becomes the class name. Each class's text embedding "
+        "is the mean over the templates.",
+    )
+    lora_rank: int = Field(8, ge=1, le=256, description="`lora`: rank of the adapters.")
+    lora_alpha: float = Field(16.0, gt=0, le=1024, description="`lora`: scale of the adapters.")
+    lora_dropout: float = Field(0.0, ge=0, lt=1.0, description="`lora`: dropout on adapters.")
+    wise_ft_alphas: list[float] = Field(
+        default_factory=list,
+        max_length=MAX_WISE_FT_ALPHAS,
+        description="WiSE-FT: after training, mix base and fine-tuned weights at each alpha "
+        "(0 = base, 1 = fine-tuned), evaluate each, register the best by val.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_older_spellings(cls, data: Any) -> Any:
+        """Jobs stored before `augment` took names and before templates became a list."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if isinstance(data.get("augment"), bool):
+            data["augment"] = "standard" if data["augment"] else "none"
+        if "prompt_template" in data:
+            if "prompt_templates" in data:
+                raise ValueError("give prompt_templates or prompt_template, not both")
+            data["prompt_templates"] = [data.pop("prompt_template")]
+        return data
+
+    @field_validator("prompt_templates")
+    @classmethod
+    def _templates_have_one_placeholder(cls, templates: list[str]) -> list[str]:
+        for template in templates:
+            if not 2 <= len(template) <= 200:
+                raise ValueError(f"prompt template {template!r} must be 2 to 200 characters")
+            check_prompt_template(template)
+        return templates
+
+    @field_validator("wise_ft_alphas")
+    @classmethod
+    def _alphas_in_unit_interval(cls, alphas: list[float]) -> list[float]:
+        if any(not 0.0 <= alpha <= 1.0 for alpha in alphas):
+            raise ValueError("every WiSE-FT alpha must lie in [0, 1]")
+        if len(set(alphas)) != len(alphas):
+            raise ValueError("WiSE-FT alphas must be distinct")
+        return sorted(alphas)
+
+    @model_validator(mode="after")
+    def _options_fit_the_method(self) -> Hyperparameters:
+        if self.freeze != "none" and self.method not in FREEZABLE_METHODS:
+            raise ValueError(
+                f"freeze={self.freeze!r} works with {', '.join(FREEZABLE_METHODS)}, "
+                f"not method={self.method!r}"
+            )
+        # By value, not by "was it sent": a stored job carries every field, defaults included.
+        set_lora = [
+            name
+            for name in LORA_FIELDS
+            if getattr(self, name) != type(self).model_fields[name].default
+        ]
+        if set_lora and self.method != "lora":
+            raise ValueError(f"{', '.join(set_lora)} only apply to method='lora'")
+        if self.lp_ft_probe_epochs is not None:
+            if self.method != "lp_ft":
+                raise ValueError("lp_ft_probe_epochs only applies to method='lp_ft'")
+            if self.lp_ft_probe_epochs >= self.epochs:
+                raise ValueError("lp_ft_probe_epochs must be less than epochs")
+        if self.method == "lp_ft" and self.epochs < 2:
+            raise ValueError("method='lp_ft' needs at least 2 epochs: one to probe, one to tune")
+        return self
+
+    @property
+    def probe_epochs(self) -> int:
+        """`lp_ft`'s probe phase: as asked, or half the epochs."""
+        return self.lp_ft_probe_epochs or max(1, self.epochs // 2)
+
+    @property
+    def flips(self) -> bool:
+        return self.augment == "standard"

@@ -1,0 +1,124 @@
+"""The end of a run: the best checkpoint evaluated as served, WiSE-FT, the report."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.ml.model_files import ModelMetadata, read_metadata, write_metadata
+from worker.training.checkpoint import TrainerState
+from worker.training.control import control_accuracy
+from worker.training.evaluate import EvalResult
+from worker.training.methods.wise_ft import (
+    WISE_FT_DIR_NAME,
+    MixScore,
+    ServedModel,
+    base_for_mixing,
+    choose,
+    load_served,
+    mix,
+    write_mix,
+)
+from worker.training.progress import Notice, RunResult
+from worker.training.report import build_report, result_summary
+from worker.training.session import RunSession, evaluate_served
+
+
+def conclude(session: RunSession, state: TrainerState) -> RunResult:
+    """Evaluate the best checkpoint as served, try WiSE-FT mixes, write the report."""
+    assert state.best_checkpoint is not None, "every epoch writes a checkpoint"
+    best_folder = session.out_dir / state.best_checkpoint
+    served, metadata = load_served(best_folder, session.device)
+    final = evaluate_served(session, served)
+    control_after = control_accuracy(session.evaluator_for(served.loaded), session.control)
+    chosen, alpha, curve = best_folder, None, None
+    if session.config.wise_ft_alphas:
+        outcome = search_wise_ft(session, served, metadata, final, control_after)
+        curve = outcome.curve
+        if outcome.folder is not None and outcome.result is not None:
+            chosen, alpha = outcome.folder, outcome.alpha
+            final, control_after = outcome.result, outcome.control_accuracy
+    best_entry = next(
+        (entry for entry in state.history if f"epoch-{entry['epoch']}" == state.best_checkpoint),
+        {},
+    )
+    report = build_report(
+        kind=session.manifest.kind,
+        method=session.method.name,
+        base=state.baseline.get("val", {"metrics": {}}),
+        fine_tuned=result_summary(final),
+        best_epoch=best_entry.get("epoch"),
+        epochs_trained=state.epoch,
+        stopped_early=state.stopped_early,
+        control_before=state.baseline.get("control_accuracy"),
+        control_after=control_after,
+        wise_ft=curve,
+        wise_ft_alpha=alpha,
+        classes=session.manifest.classes,
+    )
+    write_metadata(chosen, dataclasses.replace(read_metadata(chosen), report=report))
+    return RunResult(
+        stopped=False,
+        best_checkpoint=chosen,
+        best_metrics={**best_entry, **final.metrics},
+        history=state.history,
+        report=report,
+    )
+
+
+@dataclass
+class WiseOutcome:
+    curve: list[dict[str, float | None]]
+    # Set when a mix beat the fine-tuned model on val; it is then the model registered.
+    folder: Path | None = None
+    alpha: float | None = None
+    result: EvalResult | None = None
+    control_accuracy: float | None = None
+
+
+def search_wise_ft(
+    session: RunSession,
+    served: ServedModel,
+    metadata: ModelMetadata,
+    final: EvalResult,
+    control_after: float | None,
+) -> WiseOutcome:
+    """Score each alpha's mix on val and the control set; write the winner if it is a mix."""
+    base = base_for_mixing(session.config, served, session.task, session.device)
+
+    def score(alpha: float) -> MixScore:
+        mixed = mix(base, served, alpha)
+        result = evaluate_served(session, mixed)
+        control = control_accuracy(session.evaluator_for(mixed.loaded), session.control)
+        return MixScore(alpha, result.metrics, control, result)
+
+    scores = [score(alpha) for alpha in session.config.wise_ft_alphas]
+    fine_tuned = MixScore(1.0, final.metrics, control_after, final)
+    winner = choose(scores, fine_tuned, session.metric_name)
+    curve = [
+        {"alpha": item.alpha, **item.metrics, "control_zero_shot_accuracy": item.control_accuracy}
+        for item in sorted([*scores, fine_tuned], key=lambda item: item.alpha)
+    ]
+    session.callbacks.on_notice(
+        Notice(
+            "wise_ft",
+            f"WiSE-FT: alpha {winner.alpha:g} is the best by {session.metric_name}",
+            {"alpha": winner.alpha, "curve": curve},
+        )
+    )
+    if winner is fine_tuned:
+        return WiseOutcome(curve=curve)
+    folder = write_mix(
+        mix(base, served, winner.alpha),
+        metadata,
+        winner.alpha,
+        session.out_dir / WISE_FT_DIR_NAME,
+    )
+    return WiseOutcome(
+        curve=curve,
+        folder=folder,
+        alpha=winner.alpha,
+        result=winner.details,
+        control_accuracy=winner.control_accuracy,
+    )

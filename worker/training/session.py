@@ -1,0 +1,152 @@
+"""What a run builds once before its first step: model, method, task, loaders, evaluator."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from app.ml.base_models import LoadedClip
+from app.ml.encode import pick_device
+from app.ml.manifest import Manifest, read_manifest
+from app.ml.precision import training_autocast
+from app.ml.preprocess import input_size, pixel_spec
+from worker.training.checkpoint import latest_checkpoint
+from worker.training.config import TrainingConfig
+from worker.training.control import ControlSet, load_control_set
+from worker.training.data import PreparedLoader
+from worker.training.evaluate import PRIMARY_METRIC, EvalResult, Evaluator, evaluate
+from worker.training.methods import TrainingMethod, build_method
+from worker.training.methods.wise_ft import ServedModel
+from worker.training.prepared import load_prepared
+from worker.training.progress import TrainingCallbacks
+from worker.training.task import TaskTensors, build_task
+
+
+@dataclass
+class RunSession:
+    """Everything a run builds once, before its first step."""
+
+    config: TrainingConfig
+    out_dir: Path
+    callbacks: TrainingCallbacks
+    manifest: Manifest
+    device: torch.device
+    method: TrainingMethod
+    task: TaskTensors
+    train_loader: PreparedLoader
+    val_loader: PreparedLoader
+    control: ControlSet | None
+    evaluator: Evaluator
+    resume_from: Path | None
+
+    @property
+    def metric_name(self) -> str:
+        return PRIMARY_METRIC[self.manifest.kind]
+
+    def evaluator_for(self, loaded: LoadedClip) -> Evaluator:
+        return dataclasses.replace(self.evaluator, clip=loaded.clip)
+
+
+def start_session(
+    config: TrainingConfig, out_dir: Path, callbacks: TrainingCallbacks
+) -> RunSession:
+    manifest = read_manifest(config.dataset_dir)
+    device = pick_device(config.device)
+    resume_from = latest_checkpoint(out_dir)
+    method = build_method(config, device)
+    loaded = method.load(resume_from)
+    task = build_task(manifest, loaded.tokenizer, config.prompt_templates, device)
+    method.prepare(task, resume_from)
+    apply_speed_options(loaded, config)
+    train_loader, val_loader = make_loaders(config, manifest, loaded, device)
+    evaluator = Evaluator(
+        clip=loaded.clip,
+        tokenizer=loaded.tokenizer,
+        pixel_spec=pixel_spec(loaded.image_processor),
+        precision=training_autocast(device)(),
+        device=device,
+    )
+    return RunSession(
+        config=config,
+        out_dir=out_dir,
+        callbacks=callbacks,
+        manifest=manifest,
+        device=device,
+        method=method,
+        task=task,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        control=load_control_set(config, loaded, device),
+        evaluator=evaluator,
+        resume_from=resume_from,
+    )
+
+
+def make_loaders(
+    config: TrainingConfig, manifest: Manifest, loaded: LoadedClip, device: torch.device
+) -> tuple[PreparedLoader, PreparedLoader]:
+    """Train and val loaders over the dataset's prepared array, built first if needed."""
+    height, width = input_size(loaded.image_processor)
+    images = load_prepared(
+        config.dataset_dir,
+        [item.file for item in manifest.items],
+        max(height, width),
+        workers=config.prepare_workers,
+    )
+
+    def split_rows(split: str) -> list[int]:
+        return [row for row, item in enumerate(manifest.items) if item.split == split]
+
+    train_loader = PreparedLoader(
+        images=images,
+        rows=split_rows("train"),
+        batch_size=config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        device=device,
+    )
+    val_loader = PreparedLoader(
+        images=images,
+        rows=split_rows("val"),
+        batch_size=config.eval_batch_size,
+        shuffle=False,
+        seed=config.seed,
+        device=device,
+    )
+    return train_loader, val_loader
+
+
+def apply_speed_options(loaded: LoadedClip, config: TrainingConfig) -> None:
+    """Options that trade memory or start-up time for speed; both off unless asked for."""
+    if config.gradient_checkpointing:
+        loaded.clip.gradient_checkpointing_enable()
+    if config.compile_model:
+        # Module.compile keeps parameter names, so checkpoints stay plain CLIP folders.
+        loaded.clip.vision_model.compile()
+        loaded.clip.text_model.compile()
+
+
+def evaluate_live(session: RunSession, epoch: int) -> EvalResult:
+    result = evaluate(
+        session.evaluator,
+        session.task,
+        session.val_loader,
+        session.manifest.items,
+        head=session.method.head(),
+    )
+    session.callbacks.on_evaluation(epoch, result.metrics)
+    return result
+
+
+def evaluate_served(session: RunSession, served: ServedModel) -> EvalResult:
+    """Val metrics of weights as serving loads them (a checkpoint folder, a WiSE-FT mix)."""
+    return evaluate(
+        session.evaluator_for(served.loaded),
+        session.task,
+        session.val_loader,
+        session.manifest.items,
+        head=served.head,
+    )
