@@ -148,8 +148,8 @@ def predict(
         similarity = engine.compare(cached, pixels, predict_input.texts)
         return SimilarityResponse(
             model_id=served.id,
-            similarity=similarity.cosine,
-            probabilities=similarity.probabilities,
+            similarity=similarity.cosine.tolist(),
+            probabilities=similarity.probabilities.tolist(),
         )
     predictions = engine.classify(cached, pixels, top_k=predict_input.top_k)
     return ClassificationResponse(
