@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+import torch
+
 from app.core import storage
 from app.core.config import Settings
 from app.core.db import session_scope
@@ -24,9 +26,22 @@ def write_model_folder(
     kind: str = "classification",
     labels: tuple[str, ...] = SHAPE_LABELS,
     prompt_template: str = PROMPT_TEMPLATE,
+    weights_seed: int | None = None,
+    shortest_edge: int | None = None,
 ) -> None:
-    """Save a freshly built tiny-clip with its `clipft.json` metadata into `folder`."""
+    """Save a freshly built tiny-clip with its `clipft.json` metadata into `folder`.
+
+    Every tiny-clip has the same weights; `weights_seed` draws its two projections afresh, so
+    that models answer differently. `shortest_edge` resizes images to that side before the crop.
+    """
     clip, tokenizer, image_processor = build_tiny_clip()
+    if weights_seed is not None:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(weights_seed)
+            for projection in (clip.visual_projection, clip.text_projection):
+                projection.weight.normal_(std=projection.weight.std().item())
+    if shortest_edge is not None:
+        image_processor.size = {"shortest_edge": shortest_edge}
     metadata = ModelMetadata(
         kind=kind,
         labels=list(labels),
@@ -42,6 +57,8 @@ def register_model(
     kind: str = "classification",
     labels: tuple[str, ...] | None = None,
     prompt_template: str = PROMPT_TEMPLATE,
+    weights_seed: int | None = None,
+    shortest_edge: int | None = None,
     name: str = "test model",
     created_at: datetime | None = None,
     write_files: bool = True,
@@ -52,7 +69,14 @@ def register_model(
     model_id = storage.new_id()
     folder = storage.model_dir(settings.data_dir, model_id)
     if write_files:
-        write_model_folder(folder, kind=kind, labels=labels, prompt_template=prompt_template)
+        write_model_folder(
+            folder,
+            kind=kind,
+            labels=labels,
+            prompt_template=prompt_template,
+            weights_seed=weights_seed,
+            shortest_edge=shortest_edge,
+        )
     with session_scope(settings.resolved_database_url) as session:
         dataset = Dataset(
             id=storage.new_id(),

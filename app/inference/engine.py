@@ -31,11 +31,21 @@ class LabelScore:
 
 
 @dataclass(frozen=True)
+class LabelProbabilities:
+    """A model's probability for each of its labels, per image: what classification ranks."""
+
+    labels: list[str]
+    # float32 on the CPU, one row per image and one column per label, in `labels` order.
+    probabilities: torch.Tensor
+
+
+@dataclass(frozen=True)
 class Similarity:
-    # Cosine similarity, one row per image and one column per text.
-    cosine: list[list[float]]
+    """float32 on the CPU, one row per image and one column per text."""
+
+    cosine: torch.Tensor
     # Softmax over the texts of each image's logits (cosine times the model's logit scale).
-    probabilities: list[list[float]]
+    probabilities: torch.Tensor
 
 
 def classify(
@@ -47,15 +57,34 @@ def classify(
     limits: PassLimits = SHARED_PASS_LIMITS,
 ) -> list[list[LabelScore]]:
     """The `top_k` most probable labels per image, best first; probabilities span all labels."""
+    scores = label_probabilities(cached, pixels, batch_size=batch_size, limits=limits)
+    return top_labels(scores, top_k=top_k)
+
+
+def label_probabilities(
+    cached: CachedModel,
+    pixels: torch.Tensor,
+    *,
+    batch_size: int = IMAGE_BATCH_SIZE,
+    limits: PassLimits = SHARED_PASS_LIMITS,
+) -> LabelProbabilities:
+    """Every image's probability for each of the model's labels."""
     if cached.label_embeddings is None:
         raise ValueError(f"model {cached.model_id} has no labels to classify with")
     answer = _run(cached, ImageWork(pixels), batch_size=batch_size, limits=limits)
-    probabilities = answer.probabilities
+    return LabelProbabilities(labels=cached.metadata.labels, probabilities=answer.probabilities)
+
+
+def top_labels(scores: LabelProbabilities, *, top_k: int) -> list[list[LabelScore]]:
+    """The `top_k` most probable labels per image, best first."""
+    probabilities = scores.probabilities
     top = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
-    labels = cached.metadata.labels
     return [
-        [LabelScore(labels[index], score) for index, score in zip(indices, scores, strict=True)]
-        for indices, scores in zip(top.indices.tolist(), top.values.tolist(), strict=True)
+        [
+            LabelScore(scores.labels[index], score)
+            for index, score in zip(indices, values, strict=True)
+        ]
+        for indices, values in zip(top.indices.tolist(), top.values.tolist(), strict=True)
     ]
 
 
@@ -70,7 +99,7 @@ def compare(
     """Cosine similarity of every image with every text, and per-image softmax over the texts."""
     answer = _run(cached, ImageWork(pixels, texts), batch_size=batch_size, limits=limits)
     assert answer.cosine is not None
-    return Similarity(cosine=answer.cosine.tolist(), probabilities=answer.probabilities.tolist())
+    return Similarity(cosine=answer.cosine, probabilities=answer.probabilities)
 
 
 def _run(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.core.errors import NotFound
 from app.core.queries import get_or_404, newest_first_page
 from app.orm.models import Model
 
@@ -12,6 +15,20 @@ from app.orm.models import Model
 def get_model(*, session: Session, model_id: str) -> Model:
     """The model row with this id, or `NotFound`."""
     return get_or_404(session, Model, model_id, "model")
+
+
+def get_models(*, session: Session, model_ids: Sequence[str]) -> list[Model]:
+    """The model rows with these ids, in the same order, or `NotFound` naming every unknown id."""
+    found = {
+        model_record.id: model_record
+        for model_record in session.scalars(select(Model).where(Model.id.in_(model_ids)))
+    }
+    unknown = [model_id for model_id in model_ids if model_id not in found]
+    if len(unknown) == 1:
+        raise NotFound(f"model {unknown[0]} not found")
+    if unknown:
+        raise NotFound(f"models {', '.join(unknown)} not found")
+    return [found[model_id] for model_id in model_ids]
 
 
 def list_models(*, session: Session, limit: int, offset: int) -> tuple[list[Model], int]:

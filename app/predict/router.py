@@ -22,11 +22,11 @@ from app.inference.pixels import PixelPool
 from app.ml.encode import pick_device
 from app.predict import service
 from app.predict.schemas import (
+    MAX_ENSEMBLE_MODELS,
     MAX_TOP_K,
-    ClassificationResponse,
     PredictJsonRequest,
     PredictOptions,
-    SimilarityResponse,
+    PredictResponse,
 )
 from app.predict.service import ImageUpload, PredictInput
 from app.request_body import refuse_declared_oversize, stream_within
@@ -35,16 +35,29 @@ router = APIRouter(tags=["predict"])
 
 SchemaT = TypeVar("SchemaT", bound=BaseModel)
 
-# Room in a JSON body for everything besides the images: model id, texts, top_k.
+# Room in a JSON body for everything besides the images: model ids, texts, top_k.
 JSON_FIELDS_ALLOWANCE = 16 * 1024**2
-# Room in a multipart body for form fields besides `texts`: model_id, top_k and a few spare.
-EXTRA_FORM_FIELDS = 8
+# Room in a multipart body for form fields besides `texts`: model_id or model_ids, top_k and a
+# few spare.
+EXTRA_FORM_FIELDS = MAX_ENSEMBLE_MODELS + 8
+# Form fields that carry a list: the field repeated, or once holding a JSON array of strings.
+LIST_FORM_FIELDS = ("texts", "model_ids")
 
 _MULTIPART_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["model_id", "files"],
+    "required": ["files"],
     "properties": {
-        "model_id": {"type": "string"},
+        "model_id": {"type": "string", "description": "The trained model to run; or `model_ids`."},
+        "model_ids": {
+            "type": "array",
+            "items": {"type": "string"},
+            "minItems": 2,
+            "maxItems": MAX_ENSEMBLE_MODELS,
+            "description": (
+                "In place of `model_id`, an ensemble (soft voting): repeat the field once per "
+                "model, or send one JSON array of strings."
+            ),
+        },
         "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
         "texts": {
             "type": "array",
@@ -64,7 +77,7 @@ _OPENAPI_EXTRA: dict[str, Any] = {
     }
 }
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    404: {"description": "No model with this id."},
+    404: {"description": "No model with this id (the message names every unknown id)."},
     409: {"description": "The model is registered but its files are missing or do not load."},
     413: {"description": "Too many images or texts, or an image or the body is too large."},
     415: {"description": "The body is neither JSON nor multipart/form-data."},
@@ -105,13 +118,16 @@ async def predict(
     settings: SettingsDep,
     model_cache: ModelCacheDep,
     pixel_pool: PixelPoolDep,
-) -> ClassificationResponse | SimilarityResponse:
+) -> PredictResponse:
     """Classify images over a model's labels (top-k with probabilities), or, given `texts`,
     answer the image x text cosine similarity and per-image softmax over the texts.
 
     Send either JSON `{"model_id", "images": [base64...], "texts"?, "top_k"?}` or
     multipart/form-data with one or more `files` plus `model_id`, optional `texts` (repeated
-    field or one JSON array) and optional `top_k`.
+    field or one JSON array) and optional `top_k`. `model_ids` (two or more models, in either
+    form) in place of `model_id` runs an ensemble: the answer averages the models'
+    probabilities (soft voting) and, with texts, their cosine similarities too, and echoes
+    `model_ids`.
     """
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
@@ -156,7 +172,7 @@ def _parse_json(body: bytes, settings: Settings) -> PredictInput:
         num_images=len(request_in.images), texts=request_in.texts, settings=settings
     )
     return PredictInput(
-        model_id=request_in.model_id,
+        model_ids=request_in.requested_model_ids,
         images=service.decode_base64_images(images=request_in.images),
         texts=request_in.texts,
         top_k=request_in.top_k,
@@ -176,7 +192,10 @@ async def _read_multipart(request: Request, settings: Settings) -> PredictInput:
     except HTTPException as error:
         raise _form_limit_error(error, settings) from None
     return PredictInput(
-        model_id=options.model_id, images=images, texts=options.texts, top_k=options.top_k
+        model_ids=options.requested_model_ids,
+        images=images,
+        texts=options.texts,
+        top_k=options.top_k,
     )
 
 
@@ -203,22 +222,22 @@ def _form_options(form: FormData) -> PredictOptions:
         values = form.getlist(key)
         if not all(isinstance(value, str) for value in values):
             raise Unprocessable(f"{key} must be a text field, not a file")
-        if key == "texts":
-            fields[key] = _form_texts([str(value) for value in values])
+        if key in LIST_FORM_FIELDS:
+            fields[key] = _form_list(key, [str(value) for value in values])
         else:
             fields[key] = values[0] if len(values) == 1 else values
     return _validated(lambda: PredictOptions.model_validate(fields))
 
 
-def _form_texts(values: list[str]) -> Any:
-    """Repeated `texts` fields as they are, or one field holding a JSON array of strings."""
+def _form_list(key: str, values: list[str]) -> Any:
+    """A repeated field's values as they are, or one field holding a JSON array of strings."""
     if len(values) != 1 or not values[0].lstrip().startswith("["):
         return values
     try:
         return json.loads(values[0])
     except json.JSONDecodeError as error:
         raise Unprocessable(
-            f"texts looks like a JSON array but is not valid JSON: {error}"
+            f"{key} looks like a JSON array but is not valid JSON: {error}"
         ) from None
 
 

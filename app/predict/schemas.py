@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 MAX_TOP_K = 1000
+# Models in one ensemble: each runs in turn on the request's images, so latency grows with it.
+MAX_ENSEMBLE_MODELS = 8
 
 
 class PredictOptions(BaseModel):
@@ -13,7 +18,18 @@ class PredictOptions(BaseModel):
     # Extra fields are refused so that a typo such as `text` does not silently mean "classify".
     model_config = ConfigDict(extra="forbid")
 
-    model_id: str = Field(min_length=1, description="The trained model to run.")
+    model_id: str | None = Field(
+        None, min_length=1, description="The trained model to run; or send `model_ids`."
+    )
+    model_ids: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None,
+        description=(
+            f"In place of `model_id`: 2 to {MAX_ENSEMBLE_MODELS} distinct models run as an "
+            "ensemble that averages their probabilities (soft voting). To classify they must "
+            "have the same labels, in any order; with `texts` any models will do."
+        ),
+        json_schema_extra={"minItems": 2, "maxItems": MAX_ENSEMBLE_MODELS, "uniqueItems": True},
+    )
     texts: list[str] | None = Field(
         None,
         description="Texts to compare the images with; leave out to classify over the labels.",
@@ -25,6 +41,65 @@ class PredictOptions(BaseModel):
         description="How many labels to return per image (capped at the number of labels).",
     )
 
+    @field_validator("model_ids")
+    @classmethod
+    def _an_ensemble_of_distinct_models(cls, model_ids: list[str] | None) -> list[str] | None:
+        if model_ids is None:
+            return None
+        count = len(model_ids)
+        if count < 2:
+            raise PydanticCustomError(
+                "too_short",
+                "an ensemble needs at least 2 models, got {count}: send model_id for one model",
+                {"count": count},
+            )
+        if count > MAX_ENSEMBLE_MODELS:
+            raise PydanticCustomError(
+                "too_long",
+                "at most {limit} models in an ensemble, got {count}",
+                {"limit": MAX_ENSEMBLE_MODELS, "count": count},
+            )
+        repeated = [
+            model_id for model_id in dict.fromkeys(model_ids) if model_ids.count(model_id) > 1
+        ]
+        if repeated:
+            raise PydanticCustomError(
+                "repeated",
+                "model_ids must be distinct: {repeated} named more than once",
+                {"repeated": ", ".join(repeated)},
+            )
+        return model_ids
+
+    @model_validator(mode="after")
+    def _one_model_or_an_ensemble(self) -> Self:
+        if self.model_id is None and self.model_ids is None:
+            raise _field_error(
+                "model_id", "missing", "Field required: send model_id, or model_ids for an ensemble"
+            )
+        if self.model_id is not None and self.model_ids is not None:
+            raise _field_error(
+                "model_ids",
+                "model_id_and_model_ids",
+                "send model_id for one model or model_ids for an ensemble, not both",
+            )
+        return self
+
+    @property
+    def requested_model_ids(self) -> list[str]:
+        """The one model, or the ensemble's models, in the order the request named them."""
+        if self.model_ids is not None:
+            return self.model_ids
+        assert self.model_id is not None  # the model validator saw to it
+        return [self.model_id]
+
+
+def _field_error(field: str, error_type: str, message: str) -> ValidationError:
+    # A model validator's own errors are located at the body; this one names the field.
+    detail = InitErrorDetails(
+        type=PydanticCustomError(error_type, message), loc=(field,), input=None
+    )
+    return ValidationError.from_exception_data(PredictOptions.__name__, [detail])
+
 
 class PredictJsonRequest(PredictOptions):
     images: list[str] = Field(description="Images as base64 strings (a `data:` URL prefix is ok).")
@@ -35,14 +110,59 @@ class LabelScorePublic(BaseModel):
     score: float
 
 
+Predictions = Annotated[
+    list[list[LabelScorePublic]],
+    Field(
+        description=(
+            "Per image, the top-k labels with their probabilities, best first; for an ensemble "
+            "each probability is the mean of its models' probabilities for that label."
+        )
+    ),
+]
+CosineMatrix = Annotated[
+    list[list[float]],
+    Field(
+        description=(
+            "Cosine similarity, images x texts; for an ensemble, the mean of its models' cosines."
+        )
+    ),
+]
+TextProbabilities = Annotated[
+    list[list[float]],
+    Field(
+        description=(
+            "Per image, softmax over the texts; for an ensemble, the mean of its models' softmax."
+        )
+    ),
+]
+EnsembleIds = Annotated[list[str], Field(description="The ensemble's models, as requested.")]
+
+
 class ClassificationResponse(BaseModel):
     model_id: str
-    predictions: list[list[LabelScorePublic]] = Field(
-        description="Per image, the top-k labels with their probabilities, best first."
-    )
+    predictions: Predictions
+
+
+class EnsembleClassificationResponse(BaseModel):
+    model_ids: EnsembleIds
+    predictions: Predictions
 
 
 class SimilarityResponse(BaseModel):
     model_id: str
-    similarity: list[list[float]] = Field(description="Cosine similarity, images x texts.")
-    probabilities: list[list[float]] = Field(description="Per image, softmax over the texts.")
+    similarity: CosineMatrix
+    probabilities: TextProbabilities
+
+
+class EnsembleSimilarityResponse(BaseModel):
+    model_ids: EnsembleIds
+    similarity: CosineMatrix
+    probabilities: TextProbabilities
+
+
+PredictResponse = (
+    ClassificationResponse
+    | EnsembleClassificationResponse
+    | SimilarityResponse
+    | EnsembleSimilarityResponse
+)

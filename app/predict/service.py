@@ -7,6 +7,7 @@ connection returned) before any image is decoded or the model runs.
 from __future__ import annotations
 
 import binascii
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,12 +16,20 @@ import torch
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.errors import Conflict, PayloadTooLarge, Unprocessable
-from app.inference import engine
+from app.inference import engine, ensemble
 from app.inference.cache import CachedModel, ModelCache, ModelUnavailable
 from app.inference.pixels import BadImage, PixelPool
 from app.ml.images import ImageLimits
-from app.models.service import get_model
-from app.predict.schemas import ClassificationResponse, LabelScorePublic, SimilarityResponse
+from app.ml.preprocess import PixelSpec
+from app.models.service import get_models
+from app.predict.schemas import (
+    ClassificationResponse,
+    EnsembleClassificationResponse,
+    EnsembleSimilarityResponse,
+    LabelScorePublic,
+    PredictResponse,
+    SimilarityResponse,
+)
 
 
 @dataclass(frozen=True)
@@ -32,10 +41,15 @@ class ImageUpload:
 
 @dataclass(frozen=True)
 class PredictInput:
-    model_id: str
+    # One model, or two or more whose answers are averaged (an ensemble).
+    model_ids: list[str]
     images: list[ImageUpload]
     texts: list[str] | None
     top_k: int
+
+    @property
+    def is_ensemble(self) -> bool:
+        return len(self.model_ids) > 1
 
 
 def check_request(*, num_images: int, texts: list[str] | None, settings: Settings) -> None:
@@ -101,17 +115,46 @@ class ServedModel:
 
     id: str
     path: str
+    kind: str
+    labels: list[str]
 
 
-def find_model(*, settings: Settings, model_id: str) -> ServedModel:
-    """The model's id and folder, read in a short session of its own; `NotFound` if none."""
+def find_models(*, settings: Settings, model_ids: list[str]) -> list[ServedModel]:
+    """The models' rows, in order, read in a short session of their own; `NotFound` if any is
+    unknown."""
     with session_scope(settings.resolved_database_url, settings.database_pool) as session:
-        model_record = get_model(session=session, model_id=model_id)
-        return ServedModel(id=model_record.id, path=model_record.path)
+        return [
+            ServedModel(
+                id=model_record.id,
+                path=model_record.path,
+                kind=model_record.kind,
+                labels=list(model_record.labels),
+            )
+            for model_record in get_models(session=session, model_ids=model_ids)
+        ]
+
+
+def check_can_classify(served_models: list[ServedModel]) -> None:
+    """Refuse models with no labels, and an ensemble whose models' labels differ, with a 422."""
+    unlabelled = [served for served in served_models if not served.labels]
+    if len(served_models) == 1 and unlabelled:
+        raise Unprocessable(
+            f"model {unlabelled[0].id} is a {unlabelled[0].kind} model with no labels to "
+            "classify over: send `texts` to compare the images with"
+        )
+    if unlabelled:
+        named = ", ".join(f"{served.id} ({served.kind})" for served in unlabelled)
+        raise Unprocessable(
+            f"models with no labels to classify over cannot join an ensemble: {named}; leave "
+            "them out, or send `texts` to compare the images with"
+        )
+    differences = ensemble.label_differences({served.id: served.labels for served in served_models})
+    if differences is not None:
+        raise Unprocessable(differences)
 
 
 def prepare_images(
-    *, uploads: list[ImageUpload], cached: CachedModel, pixel_pool: PixelPool, settings: Settings
+    *, uploads: list[ImageUpload], spec: PixelSpec, pixel_pool: PixelPool, settings: Settings
 ) -> torch.Tensor:
     """Decode and preprocess every image in parallel; a 422 names the first that does not decode."""
     max_bytes = settings.predict_max_image_bytes
@@ -119,9 +162,7 @@ def prepare_images(
         check_image_size(name=upload.name, size=len(upload.payload), max_bytes=max_bytes)
     limits = ImageLimits(max_pixels=settings.max_image_pixels, max_bytes=max_bytes)
     try:
-        return pixel_pool.batch(
-            [upload.payload for upload in uploads], limits=limits, spec=cached.pixel_spec
-        )
+        return pixel_pool.batch([upload.payload for upload in uploads], limits=limits, spec=spec)
     except BadImage as error:
         raise Unprocessable(f"{uploads[error.index].name}: {error.reason}") from None
 
@@ -132,32 +173,87 @@ def predict(
     pixel_pool: PixelPool,
     settings: Settings,
     predict_input: PredictInput,
-) -> ClassificationResponse | SimilarityResponse:
-    """Classify the images over the model's labels, or compare them with the given texts."""
-    served = find_model(settings=settings, model_id=predict_input.model_id)
-    cached = _serving_model(model_cache=model_cache, served=served, data_dir=settings.data_dir)
-    if predict_input.texts is None and cached.label_embeddings is None:
-        raise Unprocessable(
-            f"model {served.id} is a {cached.metadata.kind} model with no labels to "
-            "classify over: send `texts` to compare the images with"
-        )
-    pixels = prepare_images(
-        uploads=predict_input.images, cached=cached, pixel_pool=pixel_pool, settings=settings
+) -> PredictResponse:
+    """Classify the images over the labels, or compare them with the given texts; an ensemble
+    answers the mean of its models' probabilities (and cosines)."""
+    served_models = find_models(settings=settings, model_ids=predict_input.model_ids)
+    if predict_input.texts is None:
+        check_can_classify(served_models)
+    runs = _each_model(
+        served_models=served_models,
+        uploads=predict_input.images,
+        model_cache=model_cache,
+        pixel_pool=pixel_pool,
+        settings=settings,
     )
     if predict_input.texts is not None:
-        similarity = engine.compare(cached, pixels, predict_input.texts)
-        return SimilarityResponse(
-            model_id=served.id,
-            similarity=similarity.cosine,
-            probabilities=similarity.probabilities,
+        texts = predict_input.texts
+        similarity = ensemble.average_similarities(
+            [engine.compare(cached, pixels, texts) for cached, pixels in runs]
         )
-    predictions = engine.classify(cached, pixels, top_k=predict_input.top_k)
-    return ClassificationResponse(
-        model_id=served.id,
-        predictions=[
-            [LabelScorePublic(label=scored.label, score=scored.score) for scored in row]
-            for row in predictions
-        ],
+        return _similarity_response(predict_input, similarity)
+    answers = {
+        cached.model_id: engine.label_probabilities(cached, pixels) for cached, pixels in runs
+    }
+    try:
+        scores = ensemble.average_label_probabilities(answers)
+    except ensemble.LabelMismatch as error:
+        # Only when a model's files disagree with its row, which check_can_classify read.
+        raise Unprocessable(str(error)) from None
+    return _classification_response(
+        predict_input, engine.top_labels(scores, top_k=predict_input.top_k)
+    )
+
+
+def _each_model(
+    *,
+    served_models: list[ServedModel],
+    uploads: list[ImageUpload],
+    model_cache: ModelCache,
+    pixel_pool: PixelPool,
+    settings: Settings,
+) -> Iterator[tuple[CachedModel, torch.Tensor]]:
+    """Each model in turn with the request's images preprocessed for it.
+
+    Images are decoded once per distinct image processor, not once per model. One model at a
+    time: a request holds no more than one loaded model besides the cache's, and each model's
+    passes are still shared with whatever other requests wait for it.
+    """
+    pixels_by_spec: dict[PixelSpec, torch.Tensor] = {}
+    for served in served_models:
+        cached = _serving_model(model_cache=model_cache, served=served, data_dir=settings.data_dir)
+        spec = cached.pixel_spec
+        if spec not in pixels_by_spec:
+            pixels_by_spec[spec] = prepare_images(
+                uploads=uploads, spec=spec, pixel_pool=pixel_pool, settings=settings
+            )
+        yield cached, pixels_by_spec[spec]
+
+
+def _classification_response(
+    predict_input: PredictInput, ranked: list[list[engine.LabelScore]]
+) -> ClassificationResponse | EnsembleClassificationResponse:
+    predictions = [
+        [LabelScorePublic(label=scored.label, score=scored.score) for scored in row]
+        for row in ranked
+    ]
+    if predict_input.is_ensemble:
+        return EnsembleClassificationResponse(
+            model_ids=predict_input.model_ids, predictions=predictions
+        )
+    return ClassificationResponse(model_id=predict_input.model_ids[0], predictions=predictions)
+
+
+def _similarity_response(
+    predict_input: PredictInput, similarity: engine.Similarity
+) -> SimilarityResponse | EnsembleSimilarityResponse:
+    cosine, probabilities = similarity.cosine.tolist(), similarity.probabilities.tolist()
+    if predict_input.is_ensemble:
+        return EnsembleSimilarityResponse(
+            model_ids=predict_input.model_ids, similarity=cosine, probabilities=probabilities
+        )
+    return SimilarityResponse(
+        model_id=predict_input.model_ids[0], similarity=cosine, probabilities=probabilities
     )
 
 

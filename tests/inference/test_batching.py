@@ -73,10 +73,8 @@ def assert_same_ranking(actual: list[list[LabelScore]], expected: list[list[Labe
 
 
 def assert_same_similarity(actual: Similarity, expected: Similarity) -> None:
-    assert torch.allclose(torch.tensor(actual.cosine), torch.tensor(expected.cosine), atol=1e-5)
-    assert torch.allclose(
-        torch.tensor(actual.probabilities), torch.tensor(expected.probabilities), atol=1e-5
-    )
+    assert torch.allclose(actual.cosine, expected.cosine, atol=1e-5)
+    assert torch.allclose(actual.probabilities, expected.probabilities, atol=1e-5)
 
 
 def test_classification_requests_that_queue_together_share_one_pass(
