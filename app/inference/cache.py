@@ -19,8 +19,9 @@ import torch
 from app.inference.batching import RequestQueue
 from app.inference.work import ImageWork, PassAnswer
 from app.ml.base_models import LoadedClip
-from app.ml.encode import class_prompts, encode_texts
-from app.ml.model_files import METADATA_NAME, ModelMetadata, load_model_folder
+from app.ml.class_head import ClassHead
+from app.ml.encode import encode_class_prompts
+from app.ml.model_files import METADATA_NAME, ModelMetadata, load_class_head, load_model_folder
 from app.ml.precision import Autocast, Precision, serving_autocast
 from app.ml.preprocess import PixelSpec, pixel_spec
 
@@ -42,6 +43,9 @@ class CachedModel:
     # Unit-length embeddings of the class prompts, one row per label; None when there are no labels.
     label_embeddings: torch.Tensor | None
     logit_scale: float
+    # What classifies: the head a linear probe trained, else the zero-shot head built from the
+    # label embeddings and the temperature. None when there are no labels.
+    class_head: ClassHead | None
     # One forward pass at a time per model: bounds accelerator memory, and the Rust tokenizer
     # raises "Already borrowed" when two threads call it at once.
     lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
@@ -78,6 +82,7 @@ def load_cached_model(
     with torch.inference_mode():
         label_embeddings = _embed_labels(loaded_clip, metadata, device)
         logit_scale = float(loaded_clip.clip.logit_scale.exp().item())
+        class_head = _class_head(folder, metadata, label_embeddings, logit_scale, device)
     return CachedModel(
         model_id=model_id,
         loaded_clip=loaded_clip,
@@ -87,6 +92,7 @@ def load_cached_model(
         autocast=serving_autocast(device, precision),
         label_embeddings=label_embeddings,
         logit_scale=logit_scale,
+        class_head=class_head,
     )
 
 
@@ -95,8 +101,32 @@ def _embed_labels(
 ) -> torch.Tensor | None:
     if not metadata.labels:
         return None
-    prompts = class_prompts(metadata.labels, metadata.prompt_template)
-    return encode_texts(loaded_clip.clip, loaded_clip.tokenizer, prompts, device)
+    return encode_class_prompts(
+        loaded_clip.clip, loaded_clip.tokenizer, metadata.labels, metadata.templates, device
+    )
+
+
+def _class_head(
+    folder: Path,
+    metadata: ModelMetadata,
+    label_embeddings: torch.Tensor | None,
+    logit_scale: float,
+    device: torch.device,
+) -> ClassHead | None:
+    if label_embeddings is None:
+        return None
+    try:
+        trained = load_class_head(folder, metadata)
+    except Exception as error:
+        logger.exception("the class head in %s does not load", folder)
+        raise ModelUnavailable(f"its class head does not load ({type(error).__name__})") from error
+    if trained is None:
+        return ClassHead.zero_shot(label_embeddings.float(), logit_scale).to(device)
+    if trained.weight.shape[0] != len(metadata.labels):
+        raise ModelUnavailable(
+            f"its head has {trained.weight.shape[0]} classes for {len(metadata.labels)} labels"
+        )
+    return trained.to(device)
 
 
 class ModelCache:

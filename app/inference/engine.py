@@ -69,7 +69,7 @@ def label_probabilities(
     limits: PassLimits = SHARED_PASS_LIMITS,
 ) -> LabelProbabilities:
     """Every image's probability for each of the model's labels."""
-    if cached.label_embeddings is None:
+    if cached.class_head is None:
         raise ValueError(f"model {cached.model_id} has no labels to classify with")
     answer = _run(cached, ImageWork(pixels), batch_size=batch_size, limits=limits)
     return LabelProbabilities(labels=cached.metadata.labels, probabilities=answer.probabilities)
@@ -177,9 +177,9 @@ def _unit_float32(embeddings: torch.Tensor) -> torch.Tensor:
 
 
 def _label_answer(cached: CachedModel, image_embeddings: torch.Tensor) -> PassAnswer:
-    if cached.label_embeddings is None:
+    if cached.class_head is None:
         raise ValueError(f"model {cached.model_id} has no labels to classify with")
-    logits = cached.logit_scale * image_embeddings @ cached.label_embeddings.T
+    logits = cached.class_head(image_embeddings)
     return PassAnswer(probabilities=logits.softmax(dim=-1).cpu())
 
 
