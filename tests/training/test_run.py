@@ -10,48 +10,10 @@ import torch
 from transformers import CLIPModel
 
 from app.ml.model_files import read_metadata
+from tests.training.runs import Recorder, tiny_config
 from tests.training.synthetic_folder import write_synthetic_folder
 from worker.training.checkpoint import read_trainer_state
-from worker.training.config import TrainingConfig
-from worker.training.progress import CheckpointInfo, StepProgress, TrainingCallbacks
 from worker.training.run import run
-
-
-class Recorder(TrainingCallbacks):
-    def __init__(self, stop_after_steps: int | None = None) -> None:
-        self.steps: list[StepProgress] = []
-        self.evaluations: list[tuple[int, dict[str, Any]]] = []
-        self.checkpoints: list[CheckpointInfo] = []
-        self.stop_after_steps = stop_after_steps
-
-    def on_step(self, progress: StepProgress) -> None:
-        self.steps.append(progress)
-
-    def on_evaluation(self, epoch: int, metrics: dict[str, Any]) -> None:
-        self.evaluations.append((epoch, metrics))
-
-    def on_checkpoint(self, checkpoint: CheckpointInfo) -> None:
-        self.checkpoints.append(checkpoint)
-
-    def should_stop(self) -> bool:
-        return self.stop_after_steps is not None and len(self.steps) >= self.stop_after_steps
-
-
-def tiny_config(dataset_dir: Path, **overrides: Any) -> TrainingConfig:
-    values: dict[str, Any] = {
-        "base_model": "tiny-clip",
-        "dataset_dir": dataset_dir,
-        "epochs": 4,
-        "batch_size": 32,
-        "learning_rate": 2e-3,
-        "weight_decay": 0.05,
-        "warmup_ratio": 0.1,
-        "prepare_workers": 2,
-        # Report (and ask about a cancel) after every step, so the tests can count steps.
-        "progress_interval_seconds": 0.0,
-    }
-    values.update(overrides)
-    return TrainingConfig(**values)
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +100,8 @@ def test_a_second_run_resumes_from_the_latest_checkpoint(
 
 
 def test_same_seed_gives_same_weights(classification_dir: Path, tmp_path: Path) -> None:
-    first = run(tiny_config(classification_dir, epochs=1, augment=False), tmp_path / "a")
-    second = run(tiny_config(classification_dir, epochs=1, augment=False), tmp_path / "b")
+    first = run(tiny_config(classification_dir, epochs=1, augment="none"), tmp_path / "a")
+    second = run(tiny_config(classification_dir, epochs=1, augment="none"), tmp_path / "b")
     assert first.best_checkpoint and second.best_checkpoint
     weights_a = CLIPModel.from_pretrained(first.best_checkpoint).state_dict()
     weights_b = CLIPModel.from_pretrained(second.best_checkpoint).state_dict()
