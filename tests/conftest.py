@@ -107,15 +107,28 @@ def ready_dataset(settings: Settings) -> str:
     return make_ready_dataset(settings)
 
 
-def make_ready_dataset(settings: Settings, *, status: str = "ready", per_class: int = 30) -> str:
+def make_ready_dataset(
+    settings: Settings,
+    *,
+    status: str = "ready",
+    per_class: int = 30,
+    kind: str = "classification",
+    classes: tuple[str, ...] | None = None,
+    seed: int = 0,
+) -> str:
     from app.core.db import session_scope
     from app.core.storage import dataset_dir, new_id
     from app.datasets.service import dataset_row
+    from app.ml.synthetic import DEFAULT_CLASSES
     from tests.training.synthetic_folder import write_synthetic_folder
 
     dataset_id = new_id()
     manifest = write_synthetic_folder(
-        dataset_dir(settings.data_dir, dataset_id), per_class=per_class
+        dataset_dir(settings.data_dir, dataset_id),
+        per_class=per_class,
+        kind=kind,
+        classes=classes or DEFAULT_CLASSES,
+        seed=seed,
     )
     with session_scope(settings.resolved_database_url) as session:
         session.add(

@@ -154,7 +154,12 @@ def register_model(settings: Settings, job: Job, owner: str, result: RunResult) 
                 session,
                 update(Job)
                 .where(Job.id == job.id, Job.lease_owner == owner, Job.status == "running")
-                .values(status="succeeded", model_id=model_id, finished_at=utcnow()),
+                .values(
+                    status="succeeded",
+                    model_id=model_id,
+                    report=metadata.report,
+                    finished_at=utcnow(),
+                ),
             )
             if not owned:
                 raise LostLease(job.id)

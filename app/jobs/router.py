@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
@@ -62,6 +62,12 @@ def read_job(job: JobDep) -> Job:
 def cancel_job(job: JobDep, session: SessionDep) -> Job:
     """Cancel a queued or running job; a finished one answers 409."""
     return service.cancel(session=session, job=job)
+
+
+@router.get("/{job_id}/report", response_model=dict[str, Any])
+def read_job_report(job: JobDep) -> dict[str, Any]:
+    """What the job gained and lost: base against fine-tuned on val, retention, WiSE-FT."""
+    return service.report(job=job)
 
 
 @router.get("/{job_id}/events", response_model=list[JobEventPublic])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -111,6 +113,15 @@ def cancel(*, session: Session, job: Job) -> Job:
         add_event(session, job_id=job.id, type="cancel_requested", message="cancel requested")
     session.refresh(job)
     return job
+
+
+def report(*, job: Job) -> dict[str, Any]:
+    """The report a succeeded job wrote; 409 before that."""
+    if job.report is None:
+        if job.status == "succeeded":
+            raise Conflict(f"job {job.id} finished before jobs wrote reports")
+        raise Conflict(f"job {job.id} is {job.status}; its report is written once it succeeds")
+    return job.report
 
 
 def list_events(*, session: Session, job_id: str) -> list[JobEvent]:

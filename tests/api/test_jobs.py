@@ -263,3 +263,74 @@ def test_a_job_is_recorded_even_when_the_broker_is_down(
         )
         assert response.status_code == 201
         assert test_client.get(f"/jobs/{response.json()['id']}").json()["status"] == "queued"
+
+
+@pytest.fixture(scope="module")
+def captions_dataset(settings: Settings) -> str:
+    return make_ready_dataset(settings, kind="captions", per_class=5)
+
+
+def test_a_control_dataset_is_recorded_with_the_job(
+    client: TestClient, settings: Settings, ready_dataset: str
+) -> None:
+    control = make_ready_dataset(settings, per_class=5, classes=("purple square",), seed=2)
+    job = create_job(client, ready_dataset, control_dataset_id=control)
+    assert job["control_dataset_id"] == control
+    assert client.get(f"/jobs/{job['id']}").json()["control_dataset_id"] == control
+
+
+def test_bad_control_datasets_are_refused_saying_why(
+    client: TestClient, settings: Settings, ready_dataset: str, captions_dataset: str
+) -> None:
+    def post(control: str) -> Any:
+        return client.post(
+            "/jobs",
+            json={
+                "dataset_id": ready_dataset,
+                "base_model": "tiny-clip",
+                "control_dataset_id": control,
+            },
+        )
+
+    missing = post("nope")
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": "control dataset nope not found"}
+    itself = post(ready_dataset)
+    assert itself.status_code == 422
+    assert "a dataset the job does not train on" in itself.json()["detail"]
+    captions = post(captions_dataset)
+    assert captions.status_code == 422
+    assert "zero-shot accuracy needs classes" in captions.json()["detail"]
+    failed = make_ready_dataset(settings, status="failed", per_class=2)
+    not_ready = post(failed)
+    assert not_ready.status_code == 409
+    assert not_ready.json() == {"detail": f"control dataset {failed} is failed, not ready"}
+
+
+@pytest.mark.parametrize("method", ["linear_probe", "lp_ft"])
+def test_head_methods_need_a_classification_set(
+    client: TestClient, captions_dataset: str, method: str
+) -> None:
+    response = client.post(
+        "/jobs",
+        json={
+            "dataset_id": captions_dataset,
+            "base_model": "tiny-clip",
+            "hyperparameters": {"method": method},
+        },
+    )
+    assert response.status_code == 422
+    detail = f"method '{method}' trains a class head; dataset {captions_dataset} holds captions"
+    assert response.json() == {"detail": detail}
+
+
+def test_a_report_is_409_until_the_job_succeeds_and_404_for_unknown_jobs(
+    client: TestClient, ready_dataset: str
+) -> None:
+    job = create_job(client, ready_dataset)
+    response = client.get(f"/jobs/{job['id']}/report")
+    assert response.status_code == 409
+    assert response.json() == {
+        "detail": f"job {job['id']} is queued; its report is written once it succeeds"
+    }
+    assert client.get("/jobs/nope/report").status_code == 404

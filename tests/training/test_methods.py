@@ -18,20 +18,12 @@ from app.ml.model_files import read_metadata
 from app.ml.preprocess import normalize, resize_and_crop
 from app.ml.tiny_clip import build_tiny_clip
 from tests.training.runs import Recorder, tiny_config
-from tests.training.synthetic_folder import write_synthetic_folder
 from worker.training.methods import METHODS
 from worker.training.methods.base import TEXT_PARTS, VISION_PARTS
 from worker.training.methods.lora import ADAPTER_DIR_NAME, ADAPTER_WEIGHTS_NAME
 from worker.training.run import run
 
 ATTENTION_WEIGHTS = ("q_proj.weight", "k_proj.weight", "v_proj.weight", "out_proj.weight")
-
-
-@pytest.fixture(scope="module")
-def classification_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("classification")
-    write_synthetic_folder(folder, per_class=24)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +41,13 @@ def changed_names(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_trains_end_to_end_and_saves_a_plain_clip_folder(
-    method: str, classification_dir: Path, tmp_path: Path
+    method: str, small_classification_dir: Path, tmp_path: Path
 ) -> None:
     recorder = Recorder()
     epochs = 3
-    config = tiny_config(classification_dir, method=method, epochs=epochs, head_learning_rate=0.05)
+    config = tiny_config(
+        small_classification_dir, method=method, epochs=epochs, head_learning_rate=0.05
+    )
     result = run(config, tmp_path, recorder)
     assert not result.stopped and result.best_checkpoint is not None
     assert [epoch for epoch, _ in recorder.evaluations] == list(range(epochs + 1))
@@ -66,10 +60,10 @@ def test_every_method_trains_end_to_end_and_saves_a_plain_clip_folder(
 
 
 def test_linear_probe_leaves_clip_untouched_and_serving_answers_with_its_head(
-    classification_dir: Path, tmp_path: Path, base_weights: dict[str, torch.Tensor]
+    small_classification_dir: Path, tmp_path: Path, base_weights: dict[str, torch.Tensor]
 ) -> None:
     config = tiny_config(
-        classification_dir, method="linear_probe", epochs=3, head_learning_rate=0.05
+        small_classification_dir, method="linear_probe", epochs=3, head_learning_rate=0.05
     )
     result = run(config, tmp_path)
     assert result.best_checkpoint is not None
@@ -81,8 +75,8 @@ def test_linear_probe_leaves_clip_untouched_and_serving_answers_with_its_head(
 
     # Serving classifies with the trained head, not with the class prompts.
     cached = load_cached_model("probe", result.best_checkpoint, torch.device("cpu"), "fp32")
-    manifest = read_manifest(classification_dir)
-    images = [Image.open(classification_dir / item.file) for item in manifest.items[:8]]
+    manifest = read_manifest(small_classification_dir)
+    images = [Image.open(small_classification_dir / item.file) for item in manifest.items[:8]]
     pixels = torch.stack([resize_and_crop(image, cached.pixel_spec) for image in images])
     served = label_probabilities(cached, pixels).probabilities
     with torch.no_grad():
@@ -95,11 +89,11 @@ def test_linear_probe_leaves_clip_untouched_and_serving_answers_with_its_head(
 
 
 def test_lp_ft_probes_first_then_tunes_the_image_tower_with_the_head(
-    classification_dir: Path, tmp_path: Path, base_weights: dict[str, torch.Tensor]
+    small_classification_dir: Path, tmp_path: Path, base_weights: dict[str, torch.Tensor]
 ) -> None:
     recorder = Recorder()
     config = tiny_config(
-        classification_dir,
+        small_classification_dir,
         method="lp_ft",
         epochs=3,
         lp_ft_probe_epochs=1,
@@ -126,11 +120,11 @@ def test_lp_ft_probes_first_then_tunes_the_image_tower_with_the_head(
 def test_a_frozen_tower_keeps_its_weights(
     method: str,
     freeze: str,
-    classification_dir: Path,
+    small_classification_dir: Path,
     tmp_path: Path,
     base_weights: dict[str, torch.Tensor],
 ) -> None:
-    config = tiny_config(classification_dir, method=method, freeze=freeze, epochs=1)
+    config = tiny_config(small_classification_dir, method=method, freeze=freeze, epochs=1)
     result = run(config, tmp_path)
     assert result.best_checkpoint is not None
     changed = changed_names(base_weights, saved_weights(result.best_checkpoint))
@@ -140,9 +134,9 @@ def test_a_frozen_tower_keeps_its_weights(
 
 
 def test_lora_registers_merged_weights_keeps_the_adapter_and_resumes_from_it(
-    classification_dir: Path, tmp_path: Path, base_weights: dict[str, torch.Tensor]
+    small_classification_dir: Path, tmp_path: Path, base_weights: dict[str, torch.Tensor]
 ) -> None:
-    run(tiny_config(classification_dir, method="lora", epochs=1, lora_rank=4), tmp_path)
+    run(tiny_config(small_classification_dir, method="lora", epochs=1, lora_rank=4), tmp_path)
     first = tmp_path / "epoch-1"
     assert (first / ADAPTER_DIR_NAME / ADAPTER_WEIGHTS_NAME).is_file()
     # Only the attention projections differ from the base: the adapters, merged into them.
@@ -151,7 +145,9 @@ def test_lora_registers_merged_weights_keeps_the_adapter_and_resumes_from_it(
 
     recorder = Recorder()
     result = run(
-        tiny_config(classification_dir, method="lora", epochs=2, lora_rank=4), tmp_path, recorder
+        tiny_config(small_classification_dir, method="lora", epochs=2, lora_rank=4),
+        tmp_path,
+        recorder,
     )
     assert [epoch for epoch, _ in recorder.evaluations] == [2]
     assert result.history[-1]["epoch"] == 2
@@ -162,12 +158,12 @@ def test_lora_registers_merged_weights_keeps_the_adapter_and_resumes_from_it(
 
 
 def test_early_stopping_ends_the_run_says_why_and_stays_stopped(
-    classification_dir: Path, tmp_path: Path
+    small_classification_dir: Path, tmp_path: Path
 ) -> None:
     recorder = Recorder()
     # No epoch can beat the base model by 0.9 accuracy: patience runs out after epoch 2.
     config = tiny_config(
-        classification_dir, epochs=6, early_stopping_patience=2, early_stopping_min_delta=0.9
+        small_classification_dir, epochs=6, early_stopping_patience=2, early_stopping_min_delta=0.9
     )
     result = run(config, tmp_path, recorder)
     assert [epoch for epoch, _ in recorder.evaluations] == [0, 1, 2]
@@ -189,13 +185,13 @@ def test_early_stopping_ends_the_run_says_why_and_stays_stopped(
 
 
 def test_gradient_accumulation_matches_one_bigger_batch(
-    classification_dir: Path, tmp_path: Path
+    small_classification_dir: Path, tmp_path: Path
 ) -> None:
     # 72 training images: batches of 16 in pairs are the batches of 32 (same seeded order).
     big = Recorder()
-    run(tiny_config(classification_dir, epochs=2, batch_size=32), tmp_path / "big", big)
+    run(tiny_config(small_classification_dir, epochs=2, batch_size=32), tmp_path / "big", big)
     small = Recorder()
-    config = tiny_config(classification_dir, epochs=2, batch_size=16, grad_accum_steps=2)
+    config = tiny_config(small_classification_dir, epochs=2, batch_size=16, grad_accum_steps=2)
     run(config, tmp_path / "small", small)
     assert small.steps[-1].total_steps == big.steps[-1].total_steps == 2 * 3
     assert small.steps[-1].step == 2 * 3

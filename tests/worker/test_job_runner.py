@@ -17,6 +17,7 @@ from app.core.db import get_engine, session_scope
 from app.core.storage import checkpoints_dir, dataset_dir, model_dir
 from app.ml.model_files import read_metadata
 from app.orm import Checkpoint, Job, Model
+from tests.conftest import make_ready_dataset
 from worker import job_runner
 from worker.job_runner import claim
 
@@ -148,3 +149,43 @@ def test_cancelling_a_running_job_stops_it_at_the_next_step(
     assert job["model_id"] is None
     with session_scope(settings.resolved_database_url) as session:
         assert session.scalar(select(Job.status).where(Job.id == job_id)) == "cancelled"
+
+
+def test_a_linear_probe_reports_its_gain_and_keeps_the_control_set_exactly(
+    client: TestClient, settings: Settings, ready_dataset: str
+) -> None:
+    control = make_ready_dataset(
+        settings, per_class=8, classes=("purple square", "cyan circle", "red triangle"), seed=4
+    )
+    response = client.post(
+        "/jobs",
+        json={
+            "dataset_id": ready_dataset,
+            "base_model": "tiny-clip",
+            "control_dataset_id": control,
+            "hyperparameters": {
+                "method": "linear_probe",
+                "epochs": 3,
+                "batch_size": 16,
+                "head_learning_rate": 0.05,
+            },
+        },
+    )
+    assert response.status_code == 201, response.text
+    job_id = response.json()["id"]
+    job_runner.run(job_id, settings)
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "succeeded", job["error"]
+
+    report = client.get(f"/jobs/{job_id}/report").json()
+    assert report["method"] == "linear_probe" and report["primary_metric"] == "val_accuracy"
+    assert report["fine_tuned"]["metrics"]["val_accuracy"] == job["metrics"]["val_accuracy"]
+    assert report["gain"] == pytest.approx(
+        report["fine_tuned"]["metrics"]["val_accuracy"] - report["base"]["metrics"]["val_accuracy"]
+    )
+    # The probe never touches the towers: the control set's zero-shot answers are the same.
+    retention = report["retention"]
+    assert retention["zero_shot_accuracy_before"] == retention["zero_shot_accuracy_after"]
+    assert retention["change"] == 0
+    # The registered model carries the same report in its metadata.
+    assert read_metadata(model_dir(settings.data_dir, job["model_id"])).report == report
