@@ -57,6 +57,25 @@ def test_every_method_trains_end_to_end_and_saves_a_plain_clip_folder(
     assert metadata.method == method
     assert saved_weights(result.best_checkpoint).keys() == build_tiny_clip()[0].state_dict().keys()
     assert result.report is not None and result.report["method"] == method
+    trained = result.report["trainable_parameters"]
+    total = sum(value.numel() for value in build_tiny_clip()[0].parameters())
+    head = 4 * 64 + 4  # one row and one bias per class over the 64 projected features
+    expected = {
+        "full": {"train": total},
+        "flyp": {"train": total},
+        "linear_probe": {"train": head},
+        "lora": trained,  # checked below: the adapters alone
+    }.get(method)
+    if method == "lp_ft":
+        vision = sum(
+            value.numel()
+            for name, value in build_tiny_clip()[0].named_parameters()
+            if name.startswith(VISION_PARTS)
+        )
+        expected = {"probe": head, "fine-tune": vision + head}
+    assert trained == expected
+    if method == "lora":
+        assert 0 < trained["train"] < total / 10
 
 
 def test_linear_probe_leaves_clip_untouched_and_serving_answers_with_its_head(

@@ -38,6 +38,8 @@ class TrainerState:
     # the report compares the registered model with them.
     baseline: dict[str, Any] = field(default_factory=dict)
     stopped_early: str | None = None
+    # How many parameters each phase trained, by phase name.
+    trainable_parameters: dict[str, int] = field(default_factory=dict)
 
 
 def save_checkpoint(

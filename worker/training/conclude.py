@@ -56,6 +56,7 @@ def conclude(session: RunSession, state: TrainerState) -> RunResult:
         wise_ft=curve,
         wise_ft_alpha=alpha,
         classes=session.manifest.classes,
+        trainable_parameters=state.trainable_parameters,
     )
     write_metadata(chosen, dataclasses.replace(read_metadata(chosen), report=report))
     return RunResult(

@@ -40,6 +40,7 @@ def build_report(
     wise_ft: list[dict[str, Any]] | None,
     wise_ft_alpha: float | None,
     classes: list[str],
+    trainable_parameters: dict[str, int],
 ) -> dict[str, Any]:
     metric = PRIMARY_METRIC[kind]
     base_value = base["metrics"].get(metric)
@@ -55,6 +56,7 @@ def build_report(
             tuned_value - base_value if base_value is not None and tuned_value is not None else None
         ),
         "epochs_trained": epochs_trained,
+        "trainable_parameters": trainable_parameters,
         "stopped_early": stopped_early,
         "retention": None,
         "wise_ft": wise_ft,

@@ -129,7 +129,11 @@ def phase_context(
 ) -> EpochContext:
     """The phase's trainable parameters, optimizer and schedule; resumed state if it is ours."""
     config = session.config
-    optimizer = build_optimizer(session.method.start_phase(phase), config, session.device)
+    groups = session.method.start_phase(phase)
+    state.trainable_parameters[phase.name] = sum(
+        parameter.numel() for group in groups for _, parameter in group.parameters
+    )
+    optimizer = build_optimizer(groups, config, session.device)
     if session.resume_from is not None and state.epoch in phase:
         # The checkpoint was written inside this phase: its optimizer state is this optimizer's.
         load_optimizer_state(optimizer, session.resume_from)
