@@ -1,18 +1,31 @@
-"""Load a base CLIP: the built-in tiny-clip, a folder under the base-models dir, or a hub id."""
+"""Load a base CLIP: a built-in tiny model, a folder under the base-models dir, or a hub id."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
-from app.ml.tiny_clip import TINY_CLIP_NAME, build_tiny_clip
+from app.ml.tiny_clip import (
+    TINY_CLIP_NAME,
+    TINY_CLIP_SHAPES_NAME,
+    build_tiny_clip,
+    load_tiny_clip_shapes,
+)
 
 # `organisation/name`, as the Hugging Face hub spells repository ids.
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 LOCAL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
+
+
+# Built into the package, loaded without files or network: name -> (clip, tokenizer, processor).
+BUILTIN_MODELS: dict[str, Callable[[], tuple[CLIPModel, CLIPTokenizer, CLIPImageProcessor]]] = {
+    TINY_CLIP_NAME: build_tiny_clip,
+    TINY_CLIP_SHAPES_NAME: load_tiny_clip_shapes,
+}
 
 
 class UnknownBaseModel(ValueError):
@@ -32,7 +45,7 @@ class LoadedClip:
 
 def describe_base_model(name: str, base_models_dir: Path | None) -> str:
     """Say which kind of base model `name` is, or raise `UnknownBaseModel` saying why not."""
-    if name == TINY_CLIP_NAME:
+    if name in BUILTIN_MODELS:
         return "builtin"
     if (
         base_models_dir is not None
@@ -42,9 +55,10 @@ def describe_base_model(name: str, base_models_dir: Path | None) -> str:
         return "local"
     if HUB_ID_PATTERN.match(name) and ".." not in name:
         return "hub"
+    builtin = ", ".join(repr(builtin_name) for builtin_name in BUILTIN_MODELS)
     local_hint = f"a folder under {base_models_dir}" if base_models_dir else "a local folder name"
     raise UnknownBaseModel(
-        f"unknown base model {name!r}: expected {TINY_CLIP_NAME!r}, {local_hint}, "
+        f"unknown base model {name!r}: expected {builtin}, {local_hint}, "
         "or a Hugging Face hub id such as 'openai/clip-vit-base-patch32'"
     )
 
@@ -53,7 +67,7 @@ def load_base_model(name: str, base_models_dir: Path | None) -> LoadedClip:
     """Load the named base model; hub ids need network access the first time."""
     source = describe_base_model(name, base_models_dir)
     if source == "builtin":
-        clip, tokenizer, image_processor = build_tiny_clip()
+        clip, tokenizer, image_processor = BUILTIN_MODELS[name]()
         return LoadedClip(clip, tokenizer, image_processor)
     location = str(base_models_dir / name) if source == "local" and base_models_dir else name
     try:

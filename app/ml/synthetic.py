@@ -24,6 +24,8 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "cyan": (40, 200, 210),
 }
 SHAPES = ("circle", "square", "triangle")
+# Every colour with every shape: the 18 classes tiny-clip-shapes is pretrained on.
+SHAPE_CLASSES = tuple(f"{colour} {shape}" for colour in COLOURS for shape in SHAPES)
 DEFAULT_CLASSES = ("red circle", "green square", "blue triangle", "yellow circle")
 
 
@@ -77,6 +79,11 @@ def classification_zip(images: list[SyntheticImage]) -> bytes:
         for index, item in enumerate(images):
             archive.writestr(f"{item.label}/{index:05d}.png", png_bytes(item.image))
     return buffer.getvalue()
+
+
+def shapes_classification_zip(*, per_class: int, seed: int) -> bytes:
+    """All 18 colour-and-shape classes in the class-folder layout; a held-out set is a new seed."""
+    return classification_zip(make_images(SHAPE_CLASSES, per_class, seed))
 
 
 def captions_zip(images: list[SyntheticImage]) -> bytes:

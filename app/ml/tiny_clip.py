@@ -3,14 +3,20 @@
 It exists so that demos and tests can really train without network access: the text tower uses a
 real byte-level BPE `CLIPTokenizer` whose vocabulary and merges are derived here from a fixed word
 list, so the same code path as a hub checkpoint (tokenizer, processor, `save_pretrained`) is used.
+
+`tiny-clip-shapes` is the same model with weights pretrained on synthetic shapes, shipped in the
+package (made by `python -m app.ml.tiny_clip_shapes`): a base model that already knows something,
+so that fine-tuning can be seen to keep or forget it.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import Counter
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from tokenizers import pre_tokenizers
 from transformers import (
     CLIPConfig,
@@ -22,6 +28,8 @@ from transformers import (
 )
 
 TINY_CLIP_NAME = "tiny-clip"
+TINY_CLIP_SHAPES_NAME = "tiny-clip-shapes"
+TINY_CLIP_SHAPES_WEIGHTS = Path(__file__).parent / "weights" / "tiny-clip-shapes.safetensors"
 TINY_CLIP_IMAGE_SIZE = 32
 TINY_CLIP_MAX_TEXT_TOKENS = 32
 _WORD_END = "</w>"
@@ -140,3 +148,12 @@ def build_tiny_clip() -> tuple[CLIPModel, CLIPTokenizer, CLIPImageProcessor]:
         torch.manual_seed(_SEED)
         clip = CLIPModel(config)
     return clip, tokenizer, build_tiny_image_processor()
+
+
+def load_tiny_clip_shapes(
+    weights: Path = TINY_CLIP_SHAPES_WEIGHTS,
+) -> tuple[CLIPModel, CLIPTokenizer, CLIPImageProcessor]:
+    """tiny-clip with its weights replaced by those pretrained on synthetic shapes."""
+    clip, tokenizer, image_processor = build_tiny_clip()
+    clip.load_state_dict(load_file(weights))
+    return clip, tokenizer, image_processor
