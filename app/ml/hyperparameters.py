@@ -18,6 +18,11 @@ LrSchedule = Literal["cosine", "linear", "step", "constant"]
 Augment = Literal["none", "light", "standard"]
 
 DEFAULT_PROMPT_TEMPLATE = "a photo of a {}."
+# FLYP's objective beat cross-entropy over the class prompts on held-out classification in
+# every run measured (bench/methods.py, docs/methods.md), so it is the default. Jobs stored
+# before `method` existed trained with `full`, and read back so (`LEGACY_METHOD`).
+DEFAULT_METHOD: Method = "flyp"
+LEGACY_METHOD: Method = "full"
 # Methods whose towers can be partly frozen; the probes freeze both towers by definition.
 FREEZABLE_METHODS = ("full", "lora", "flyp")
 # Methods that classify with a trained head: they need a classification set.
@@ -45,10 +50,11 @@ class Hyperparameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     method: Method = Field(
-        "full",
-        description="`full` fine-tunes the towers; `linear_probe` trains a head on frozen "
-        "towers; `lp_ft` probes, then fine-tunes from that head; `flyp` fine-tunes with the "
-        "contrastive pretraining loss on class prompts; `lora` trains low-rank adapters.",
+        DEFAULT_METHOD,
+        description="`flyp` (the default) fine-tunes both towers with CLIP's contrastive loss "
+        "on (image, class prompt) pairs; `full` with cross-entropy over the class prompts; "
+        "`linear_probe` trains a head on frozen towers; `lp_ft` probes, then fine-tunes from "
+        "that head; `lora` trains low-rank adapters. For caption sets flyp and full are one.",
     )
     freeze: Freeze = Field(
         "none", description="A tower kept frozen: `text` or `vision` (with full, flyp, lora)."

@@ -50,7 +50,7 @@ def test_create_job_commits_it_queued_with_defaults_and_sends_it(
     assert job["status"] == "queued"
     assert job["dataset_id"] == ready_dataset
     assert job["hyperparameters"] == {
-        "method": "full",
+        "method": "flyp",
         "freeze": "none",
         "epochs": 3,
         "batch_size": 32,

@@ -207,10 +207,15 @@ def test_gradient_accumulation_matches_one_bigger_batch(
     small_classification_dir: Path, tmp_path: Path
 ) -> None:
     # 72 training images: batches of 16 in pairs are the batches of 32 (same seeded order).
+    # Cross-entropy over class prompts is a mean over images, so two halves add up to the
+    # whole; a contrastive loss (flyp) would not, its negatives being the rest of the batch.
     big = Recorder()
-    run(tiny_config(small_classification_dir, epochs=2, batch_size=32), tmp_path / "big", big)
+    config = tiny_config(small_classification_dir, method="full", epochs=2, batch_size=32)
+    run(config, tmp_path / "big", big)
     small = Recorder()
-    config = tiny_config(small_classification_dir, epochs=2, batch_size=16, grad_accum_steps=2)
+    config = tiny_config(
+        small_classification_dir, method="full", epochs=2, batch_size=16, grad_accum_steps=2
+    )
     run(config, tmp_path / "small", small)
     assert small.steps[-1].total_steps == big.steps[-1].total_steps == 2 * 3
     assert small.steps[-1].step == 2 * 3

@@ -133,7 +133,7 @@ def test_a_local_base_model_folder_is_fine_tuned_from_its_weights(
         recorder,
     )
     # Epoch 0 evaluates the local folder's weights: already trained, unlike tiny-clip's init.
-    assert recorder.evaluations[0][1]["val_accuracy"] >= 0.9
+    assert recorder.evaluations[0][1]["val_accuracy"] >= 0.75
 
 
 def test_the_loop_syncs_with_the_host_only_at_progress_points(

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
-from app.ml.hyperparameters import Hyperparameters
+from app.ml.hyperparameters import LEGACY_METHOD, Hyperparameters
 
 
 class TrainingConfig(Hyperparameters):
@@ -53,7 +53,8 @@ class TrainingConfig(Hyperparameters):
     @classmethod
     def for_job(cls, hyperparameters: dict[str, Any], **worker_fields: Any) -> TrainingConfig:
         """A job's stored hyperparameters (filled in and updated) plus the worker's fields."""
-        resolved = Hyperparameters.model_validate(hyperparameters)
+        # A job stored before `method` existed trained with `full`: it resumes with the same.
+        resolved = Hyperparameters.model_validate({"method": LEGACY_METHOD, **hyperparameters})
         return cls(**dict(resolved), **worker_fields)
 
     def hyperparameters(self) -> Hyperparameters:

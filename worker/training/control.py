@@ -8,10 +8,12 @@ knowledge. It is scored through the class prompts, never a method's head, so a l
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from app.ml.base_models import LoadedClip
+from app.ml.class_head import ClassHead
 from app.ml.manifest import Manifest, read_manifest
 from app.ml.preprocess import input_size
 from worker.training.config import TrainingConfig
@@ -31,32 +33,51 @@ class ControlSet:
 def load_control_set(
     config: TrainingConfig, loaded: LoadedClip, device: torch.device
 ) -> ControlSet | None:
-    """Every image of the control set (both splits), prepared like the training set's."""
+    """The job's control set, if it names one."""
     if config.control_dataset_dir is None:
         return None
-    manifest = read_manifest(config.control_dataset_dir)
+    return load_whole_set(
+        config.control_dataset_dir,
+        loaded,
+        device,
+        templates=config.prompt_templates,
+        batch_size=config.eval_batch_size,
+        workers=config.prepare_workers,
+    )
+
+
+def load_whole_set(
+    dataset_dir: Path,
+    loaded: LoadedClip,
+    device: torch.device,
+    *,
+    templates: list[str],
+    batch_size: int = 128,
+    workers: int = 1,
+) -> ControlSet:
+    """Every image of a classification set (both splits), prepared like a training set's."""
+    manifest = read_manifest(dataset_dir)
     height, width = input_size(loaded.image_processor)
     images = load_prepared(
-        config.control_dataset_dir,
-        [item.file for item in manifest.items],
-        max(height, width),
-        workers=config.prepare_workers,
+        dataset_dir, [item.file for item in manifest.items], max(height, width), workers=workers
     )
     loader = PreparedLoader(
         images=images,
         rows=list(range(len(manifest.items))),
-        batch_size=config.eval_batch_size,
+        batch_size=batch_size,
         shuffle=False,
-        seed=config.seed,
+        seed=0,
         device=device,
     )
-    task = build_task(manifest, loaded.tokenizer, config.prompt_templates, device)
+    task = build_task(manifest, loaded.tokenizer, templates, device)
     return ControlSet(manifest=manifest, task=task, loader=loader)
 
 
-def control_accuracy(evaluator: Evaluator, control: ControlSet | None) -> float | None:
-    """Zero-shot accuracy on the control set with the evaluator's weights; None without one."""
+def control_accuracy(
+    evaluator: Evaluator, control: ControlSet | None, head: ClassHead | None = None
+) -> float | None:
+    """Accuracy on the set with the evaluator's weights: zero-shot, or with `head` when given."""
     if control is None:
         return None
-    result = evaluate(evaluator, control.task, control.loader, control.manifest.items)
+    result = evaluate(evaluator, control.task, control.loader, control.manifest.items, head=head)
     return result.metrics.get("val_accuracy")
