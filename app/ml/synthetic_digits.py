@@ -19,7 +19,7 @@ MAX_ROTATION_DEGREES = 10
 FONT_SIZES = (0.6, 0.9)  # the font's size as a share of the image's side
 # How far the glyph's centre may stray from the image's centre, as a share of the side. Small on
 # purpose: tiny-clip's two-layer ViT is slow to learn digits placed anywhere. Fine-tuned on 2,000
-# images for ten epochs (bench/forgetting.py) it reached 0.35 held-out accuracy on digits placed
+# images for ten epochs (bench/methods.py) it reached 0.35 held-out accuracy on digits placed
 # anywhere and turned up to 20 degrees, and 0.65 on these.
 MAX_OFFSET = 1 / 12
 # The digit is brighter than the background by at least this much in mean channel value (0-255).
