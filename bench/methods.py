@@ -44,6 +44,7 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("lp_ft", {"method": "lp_ft", "head_learning_rate": 1e-2}),
     ("lora", {"method": "lora", "learning_rate": 3e-3}),
     ("lora, freeze text", {"method": "lora", "freeze": "text", "learning_rate": 3e-3}),
+    ("full + WiSE-FT", {"method": "full", "wise_ft_alphas": [0.25, 0.5, 0.75]}),
 ]
 
 
@@ -99,6 +100,7 @@ def main() -> None:
             prepare_workers=2,
         )
         rows = []
+        curves = []
         for label, overrides in VARIANTS:
             config = TrainingConfig(**{**dict(shared), **overrides})
             started = time.perf_counter()
@@ -110,12 +112,27 @@ def main() -> None:
             )
             retention = result.report["retention"]
             trained = max(result.report["trainable_parameters"].values())
-            rows.append((label, digits, retention, trained, seconds))
+            if result.report["wise_ft"]:
+                curves.append((label, result.report["wise_ft"]))
+            alpha = result.report["fine_tuned"]["wise_ft_alpha"]
+            rows.append(
+                (
+                    label if alpha is None else f"{label} (a={alpha:g})",
+                    digits,
+                    retention,
+                    trained,
+                    seconds,
+                )
+            )
             print(f"  {label}: done in {seconds:.0f} s", flush=True)
-    print_table(args, rows)
+    print_table(args, rows, curves)
 
 
-def print_table(args: argparse.Namespace, rows: list[tuple[Any, ...]]) -> None:
+def print_table(
+    args: argparse.Namespace,
+    rows: list[tuple[Any, ...]],
+    curves: list[tuple[str, list[dict[str, Any]]]],
+) -> None:
     print(
         f"\n{TINY_CLIP_SHAPES_NAME} fine-tuned on {args.per_class * 10} synthetic digits, "
         f"{args.epochs} epochs, CPU; held out: {args.held_out_per_class * 10} digits, "
@@ -128,6 +145,13 @@ def print_table(args: argparse.Namespace, rows: list[tuple[Any, ...]]) -> None:
         shapes = retention["zero_shot_accuracy_after"]
         print(f"{label:<22}{digits:8.3f}{shapes:8.3f}{trained:16,d}{seconds:9.1f}")
     print("digits: held-out accuracy as served; shapes: held-out zero-shot accuracy after")
+    for label, curve in curves:
+        print(f"{label}, the curve on val (digits) and the control set (shapes):")
+        for point in curve:
+            print(
+                f"  alpha {point['alpha']:<5g} val_accuracy {point['val_accuracy']:.3f}"
+                f"  shapes {point['control_zero_shot_accuracy']:.3f}"
+            )
     print(
         "rerun: .venv/bin/python -m bench.methods "
         f"--per-class {args.per_class} --epochs {args.epochs}"
