@@ -72,3 +72,19 @@ def test_optimizer_state_round_trips_through_safetensors(tmp_path: Path) -> None
     for key, state in before["state"].items():
         assert torch.equal(state["exp_avg"], after["state"][key]["exp_avg"])
         assert torch.equal(state["step"], after["state"][key]["step"])
+
+
+def test_label_smoothing_moves_mass_from_the_true_class_to_the_others() -> None:
+    images = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    classes = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    labels = torch.tensor([0, 1, 2, 0])
+    scale = torch.tensor(10.0)
+    logits = 10.0 * images @ classes.T
+    smoothed = classification_loss(images, classes, scale, labels, label_smoothing=0.3)
+    # Cross-entropy against targets of 0.8 on the true class and 0.1 on each other one.
+    targets = torch.full((4, 3), 0.1).scatter_(1, labels[:, None], 0.8)
+    expected = -(targets * logits.log_softmax(dim=-1)).sum(dim=-1).mean()
+    assert smoothed.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert smoothed.item() != pytest.approx(
+        classification_loss(images, classes, scale, labels).item()
+    )

@@ -74,6 +74,11 @@ def test_captions_run_improves_retrieval(tmp_path: Path) -> None:
     }
     assert result.best_metrics["val_mean_recall_at_1"] >= 0.9
     assert result.best_metrics["val_mean_recall_at_1"] > base["val_mean_recall_at_1"]
+    # The report compares recall both ways, before and after; captions have no classes.
+    assert result.report is not None and result.report["primary_metric"] == "val_mean_recall_at_1"
+    assert result.report["base"] == {"metrics": base}
+    assert result.report["fine_tuned"]["metrics"]["val_text_to_image_recall_at_5"] >= 0.9
+    assert result.report["retention"] is None and result.report["classes"] == []
 
 
 def test_should_stop_ends_the_run_at_the_next_step(

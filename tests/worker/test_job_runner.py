@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 from transformers import CLIPModel
 
 from app.core.config import Settings
@@ -22,6 +22,8 @@ from app.orm import Checkpoint, Job, Model
 from tests.conftest import make_ready_dataset
 from worker import job_runner
 from worker.job_runner import claim
+from worker.training.config import TrainingConfig
+from worker.training.run import run
 
 FAST = {"epochs": 5, "batch_size": 16, "learning_rate": 2e-3, "weight_decay": 0.05}
 
@@ -223,3 +225,41 @@ def test_every_method_runs_through_the_worker_and_serves_held_out_images(
     ]
     # Above chance (0.25) on images the job never saw, whichever method trained it.
     assert sum(hits) / len(hits) >= 0.5
+
+
+def test_a_job_stored_before_methods_existed_resumes_from_its_checkpoint_as_full(
+    client: TestClient, settings: Settings, ready_dataset: str
+) -> None:
+    first_version = {
+        "epochs": 2,
+        "batch_size": 16,
+        "learning_rate": 2e-3,
+        "weight_decay": 0.05,
+        "warmup_ratio": 0.1,
+        "seed": 0,
+        "prompt_template": "a photo of a {}.",
+        "augment": True,
+    }
+    job_id = new_job(client, ready_dataset)
+    with session_scope(settings.resolved_database_url) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(hyperparameters=first_version))
+    # Its first attempt, under the earlier version, got through epoch 1 before the worker died.
+    first_attempt = TrainingConfig.for_job(
+        {**first_version, "epochs": 1},
+        base_model="tiny-clip",
+        dataset_dir=dataset_dir(settings.data_dir, ready_dataset),
+        device="cpu",
+    )
+    run(first_attempt, checkpoints_dir(settings.data_dir, job_id))
+
+    job_runner.run(job_id, settings)
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "succeeded", job["error"]
+    evaluated = [
+        e["data"]["epoch"]
+        for e in client.get(f"/jobs/{job_id}/events").json()
+        if e["type"] == "evaluation"
+    ]
+    assert evaluated == [2]  # resumed: neither the base model nor epoch 1 again
+    report = client.get(f"/jobs/{job_id}/report").json()
+    assert report["method"] == "full" and report["epochs_trained"] == 2
