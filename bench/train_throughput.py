@@ -189,6 +189,8 @@ def main() -> None:
         dataset_dir = ingest(data_dir, args.images)
         ingest_seconds = time.perf_counter() - started
         config = TrainingConfig(
+            # The loss the bare step computes: cross-entropy over the class prompts.
+            method="full",
             base_model=args.model,
             base_models_dir=data_dir / "base",
             dataset_dir=dataset_dir,
