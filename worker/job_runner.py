@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import threading
+import uuid
 from pathlib import Path
 
 from sqlalchemy import update
@@ -37,7 +38,12 @@ TRAINING_ONLY_FILES = ("optimizer*", "trainer_state.json")
 
 
 def lease_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    """Who runs this attempt, and a random token that makes the lease unique to the attempt.
+
+    Two attempts in the same worker thread (a job requeued while its first attempt was paused)
+    must not pass for each other: every write an attempt makes is conditional on this value.
+    """
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}/{uuid.uuid4().hex}"
 
 
 def run(job_id: str, settings: Settings | None = None) -> None:
@@ -57,10 +63,12 @@ def run(job_id: str, settings: Settings | None = None) -> None:
     )
     try:
         with reporter:
+            attempts = checkpoints_dir(settings.data_dir, job_id)
             result = run_training_process(
                 training_config(settings, job),
-                checkpoints_dir(settings.data_dir, job_id),
+                attempt_dir(attempts, job.attempt),
                 reporter,
+                earlier_dirs=earlier_attempt_dirs(attempts, job.attempt),
                 config_path=training_config_path(settings.data_dir, job_id),
                 log_path=training_log_path(settings.data_dir, job_id),
                 on_started=reporter.on_process_started,
@@ -75,6 +83,17 @@ def run(job_id: str, settings: Settings | None = None) -> None:
     except Exception as error:
         logger.exception("job %s failed", job_id)
         finish(settings, job_id, owner, status="failed", message=f"{type(error).__name__}: {error}")
+
+
+def attempt_dir(checkpoints: Path, attempt: int) -> Path:
+    """Each attempt writes and prunes its checkpoints in a folder of its own."""
+    return checkpoints / f"attempt-{attempt}"
+
+
+def earlier_attempt_dirs(checkpoints: Path, attempt: int) -> tuple[Path, ...]:
+    """Where earlier attempts left checkpoints, newest first; the job folder itself held them
+    before attempts had folders of their own."""
+    return (*(attempt_dir(checkpoints, n) for n in range(attempt - 1, 0, -1)), checkpoints)
 
 
 def claim(settings: Settings, job_id: str, owner: str) -> Job | None:
@@ -178,8 +197,9 @@ def register_model(settings: Settings, job: Job, owner: str, result: RunResult) 
 def drop_resume_state(folder: Path) -> None:
     """A finished job never resumes: its optimizer state (twice the weights) is dead weight."""
     for pattern in TRAINING_ONLY_FILES:
-        for path in folder.glob(f"epoch-*/{pattern}"):
-            path.unlink(missing_ok=True)
+        for checkpoint in (*folder.glob("epoch-*"), *folder.glob("attempt-*/epoch-*")):
+            for path in checkpoint.glob(pattern):
+                path.unlink(missing_ok=True)
 
 
 class LostLease(RuntimeError):

@@ -59,6 +59,7 @@ def run_training_process(
     *,
     config_path: Path,
     log_path: Path,
+    earlier_dirs: tuple[Path, ...] = (),
     stop_grace_seconds: float = 30.0,
     on_started: Callable[[int], None] = lambda pid: None,
 ) -> RunResult:
@@ -66,7 +67,7 @@ def run_training_process(
     atomic_write_json(config_path, config.to_json())
     events_fd, child_events_fd = os.pipe()
     try:
-        process = start_process(config_path, out_dir, child_events_fd, log_path)
+        process = start_process(config_path, out_dir, child_events_fd, log_path, earlier_dirs)
     except BaseException:
         os.close(events_fd)
         raise
@@ -84,7 +85,11 @@ def run_training_process(
 
 
 def start_process(
-    config_path: Path, out_dir: Path, events_fd: int, log_path: Path
+    config_path: Path,
+    out_dir: Path,
+    events_fd: int,
+    log_path: Path,
+    earlier_dirs: tuple[Path, ...] = (),
 ) -> subprocess.Popen[bytes]:
     command = [
         sys.executable, "-m", "worker.training",
@@ -93,6 +98,8 @@ def start_process(
         "--events-fd", str(events_fd),
         "--stdin-control",
     ]  # fmt: skip
+    for earlier in earlier_dirs:
+        command += ["--earlier-dir", str(earlier)]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(

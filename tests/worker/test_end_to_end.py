@@ -112,7 +112,8 @@ def training_pid(client: TestClient, job_id: str) -> int:
 def attempt_worker(client: TestClient, job_id: str) -> str:
     """`host:pid:thread` of the worker process that claimed the job's latest attempt."""
     running = [event for event in events_of(client, job_id, "status") if "worker" in event["data"]]
-    return str(running[-1]["data"]["worker"])
+    # The lease is `host:pid:thread/token`, the token unique to the attempt.
+    return str(running[-1]["data"]["worker"]).split("/")[0]
 
 
 def test_upload_train_and_predict_held_out_images(

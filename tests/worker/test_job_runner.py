@@ -100,9 +100,10 @@ def test_a_job_runs_to_success_and_registers_its_best_model(
     assert CLIPModel.from_pretrained(folder).config.vision_config.image_size == 32
     # The job's own checkpoints stay, without the optimizer state only a resume would need.
     job_checkpoints = checkpoints_dir(settings.data_dir, job_id)
-    assert {path.name for path in job_checkpoints.iterdir()} >= {"epoch-5"}
-    assert list(job_checkpoints.glob("*/model.safetensors"))
-    assert not list(job_checkpoints.glob("*/optimizer*"))
+    assert {path.name for path in job_checkpoints.iterdir()} == {"attempt-1"}
+    assert {path.name for path in (job_checkpoints / "attempt-1").iterdir()} >= {"epoch-5"}
+    assert list(job_checkpoints.glob("attempt-1/*/model.safetensors"))
+    assert not list(job_checkpoints.glob("attempt-1/*/optimizer*"))
     assert read_metadata(folder).metrics["val_accuracy"] == model_record.metrics["val_accuracy"]
 
 

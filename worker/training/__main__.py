@@ -79,6 +79,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m worker.training", description=__doc__)
     parser.add_argument("--config", type=Path, required=True, help="TrainingConfig as JSON.")
     parser.add_argument("--out-dir", type=Path, required=True, help="Checkpoints go here.")
+    parser.add_argument(
+        "--earlier-dir",
+        type=Path,
+        action="append",
+        default=[],
+        help="Checkpoints of an earlier attempt at the same job (may repeat).",
+    )
     parser.add_argument("--events-fd", type=int, default=1, help="Descriptor events go to.")
     parser.add_argument(
         "--stdin-control", action="store_true", help="Stop on a `stop` line or end of stdin."
@@ -96,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.stdin_control:
             follow_stdin(writer.stop_requested)
         try:
-            result = run(config, args.out_dir, writer)
+            result = run(config, args.out_dir, writer, args.earlier_dir)
         except BaseException as error:
             writer.send(RunError.of(error))
             raise  # the traceback goes to stderr, the run's log

@@ -98,16 +98,6 @@ def read_trainer_state(folder: Path) -> TrainerState:
     return TrainerState(**json.loads((folder / TRAINER_STATE_NAME).read_text()))
 
 
-def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
-    """The finished checkpoint with the highest epoch; staging folders are never picked."""
-    finished = [
-        folder
-        for folder in checkpoints_dir.glob("epoch-*")
-        if (folder / TRAINER_STATE_NAME).is_file()
-    ]
-    return max(finished, key=lambda folder: int(folder.name.split("-")[1]), default=None)
-
-
 def prune_checkpoints(checkpoints_dir: Path, keep: set[Path]) -> None:
     """Delete finished checkpoints other than `keep` (the best and the latest)."""
     for folder in checkpoints_dir.glob("epoch-*"):

@@ -47,11 +47,18 @@ def seed_everything(seed: int) -> None:
 
 
 def run(
-    config: TrainingConfig, out_dir: Path, callbacks: TrainingCallbacks | None = None
+    config: TrainingConfig,
+    out_dir: Path,
+    callbacks: TrainingCallbacks | None = None,
+    earlier_dirs: list[Path] | None = None,
 ) -> RunResult:
-    """Fine-tune, evaluating the base model first and after every epoch; resumes from out_dir."""
+    """Fine-tune, evaluating the base model first and after every epoch.
+
+    Resumes from the newest good checkpoint in out_dir or in `earlier_dirs` (the folders of
+    earlier attempts at the same job); writes and prunes only in out_dir.
+    """
     seed_everything(config.seed)
-    session = start_session(config, out_dir, callbacks or TrainingCallbacks())
+    session = start_session(config, out_dir, callbacks or TrainingCallbacks(), earlier_dirs or [])
     state = (
         read_trainer_state(session.resume_from)
         if session.resume_from

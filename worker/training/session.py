@@ -13,7 +13,6 @@ from app.ml.encode import pick_device
 from app.ml.manifest import Manifest, read_manifest
 from app.ml.precision import training_autocast
 from app.ml.preprocess import input_size, pixel_spec
-from worker.training.checkpoint import latest_checkpoint
 from worker.training.config import TrainingConfig
 from worker.training.control import ControlSet, load_control_set
 from worker.training.data import PreparedLoader
@@ -21,7 +20,8 @@ from worker.training.evaluate import PRIMARY_METRIC, EvalResult, Evaluator, eval
 from worker.training.methods import TrainingMethod, build_method
 from worker.training.methods.wise_ft import ServedModel
 from worker.training.prepared import load_prepared
-from worker.training.progress import TrainingCallbacks
+from worker.training.progress import Notice, TrainingCallbacks
+from worker.training.resume import adopt, find_resume_point
 from worker.training.task import TaskTensors, build_task
 
 
@@ -51,11 +51,14 @@ class RunSession:
 
 
 def start_session(
-    config: TrainingConfig, out_dir: Path, callbacks: TrainingCallbacks
+    config: TrainingConfig,
+    out_dir: Path,
+    callbacks: TrainingCallbacks,
+    earlier_dirs: list[Path],
 ) -> RunSession:
     manifest = read_manifest(config.dataset_dir)
     device = pick_device(config.device)
-    resume_from = latest_checkpoint(out_dir)
+    resume_from = resume_point(out_dir, earlier_dirs, callbacks)
     method = build_method(config, device)
     loaded = method.load(resume_from)
     task = build_task(manifest, loaded.tokenizer, config.prompt_templates, device)
@@ -83,6 +86,22 @@ def start_session(
         evaluator=evaluator,
         resume_from=resume_from,
     )
+
+
+def resume_point(
+    out_dir: Path, earlier_dirs: list[Path], callbacks: TrainingCallbacks
+) -> Path | None:
+    """The newest checkpoint that verifies, made this attempt's own; says which ones did not."""
+    point = find_resume_point(out_dir, earlier_dirs)
+    for problem in point.problems:
+        callbacks.on_notice(Notice("checkpoint_unusable", problem))
+    if point.folder is None:
+        return None
+    adopted = adopt(point.folder, out_dir)
+    callbacks.on_notice(
+        Notice("resume", f"resuming from {adopted.name}", {"checkpoint": adopted.name})
+    )
+    return adopted
 
 
 def make_loaders(

@@ -1,0 +1,96 @@
+"""Fenced attempts: once a job is given to a new attempt, the old one writes nothing more.
+
+The scenario the fault hunt found: a worker paused past its heartbeat (SIGSTOP) while the
+reconciler requeued its job and the same worker thread claimed it again as attempt 2; when the
+first attempt woke up, its writes still passed for the job's owner's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select, update
+
+from app.core.config import Settings
+from app.core.db import session_scope
+from app.core.storage import checkpoints_dir
+from app.orm import Checkpoint, Job, JobEvent
+from tests.worker.test_job_runner import new_job
+from worker.job_runner import attempt_dir, claim, earlier_attempt_dirs, lease_owner
+from worker.reporter import JobReporter
+from worker.training.progress import CheckpointInfo, Notice
+
+
+def reporter_for(settings: Settings, job_id: str, owner: str) -> JobReporter:
+    return JobReporter(
+        database_url=settings.resolved_database_url,
+        data_dir=settings.data_dir,
+        job_id=job_id,
+        owner=owner,
+        heartbeat_seconds=60,
+    )
+
+
+def counts(settings: Settings, job_id: str) -> tuple[int, int]:
+    with session_scope(settings.resolved_database_url) as session:
+        events = session.scalar(select(func.count()).where(JobEvent.job_id == job_id))
+        checkpoints = session.scalar(select(func.count()).where(Checkpoint.job_id == job_id))
+    return int(events or 0), int(checkpoints or 0)
+
+
+def test_two_attempts_in_one_worker_thread_hold_different_leases() -> None:
+    first, second = lease_owner(), lease_owner()
+    assert first != second
+    assert first.split("/")[0] == second.split("/")[0]  # same host, process and thread
+
+
+def test_a_replaced_attempt_writes_nothing_and_is_told_to_stop(
+    client: TestClient, settings: Settings, ready_dataset: str
+) -> None:
+    job_id = new_job(client, ready_dataset)
+    first_owner, second_owner = lease_owner(), lease_owner()
+    assert claim(settings, job_id, first_owner) is not None
+    first = reporter_for(settings, job_id, first_owner)
+    assert not first.should_stop()
+
+    # The reconciler requeues the job while the first attempt is paused; attempt 2 claims it.
+    with session_scope(settings.resolved_database_url) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(status="queued"))
+    assert claim(settings, job_id, second_owner) is not None
+    before = counts(settings, job_id)
+    with session_scope(settings.resolved_database_url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        heartbeat, metrics = job.heartbeat_at, dict(job.metrics)
+
+    # The first attempt wakes up and reports: every write is refused.
+    path = checkpoints_dir(settings.data_dir, job_id) / "attempt-1" / "epoch-1"
+    first.on_evaluation(1, {"val_accuracy": 0.5})
+    first.on_checkpoint(CheckpointInfo(1, 6, path, "val_accuracy", 0.5))
+    first.on_notice(Notice("early_stop", "stale"))
+    first.on_process_started(4242)
+    assert first.lease_lost.is_set() and first.should_stop()
+    assert counts(settings, job_id) == before
+    with session_scope(settings.resolved_database_url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        assert job.lease_owner == second_owner and job.attempt == 2
+        assert job.heartbeat_at == heartbeat and job.metrics == metrics
+
+    # The new attempt's writes go through.
+    second = reporter_for(settings, job_id, second_owner)
+    second.on_checkpoint(CheckpointInfo(1, 6, path, "val_accuracy", 0.5))
+    assert counts(settings, job_id) == (before[0] + 1, before[1] + 1)
+    assert not second.should_stop()
+
+
+def test_each_attempt_checkpoints_in_its_own_folder_and_resumes_from_earlier_ones(
+    tmp_path: Path,
+) -> None:
+    assert attempt_dir(tmp_path, 3) == tmp_path / "attempt-3"
+    assert earlier_attempt_dirs(tmp_path, 3) == (
+        tmp_path / "attempt-2",
+        tmp_path / "attempt-1",
+        tmp_path,  # where checkpoints were before attempts had folders
+    )
