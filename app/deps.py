@@ -33,4 +33,5 @@ SessionDep = Annotated[Session, Depends(get_db, scope="function")]
 
 # Paging of every list route: one bound for all of them.
 LimitQuery = Annotated[int, Query(ge=1, le=200, description="Items per page.")]
-OffsetQuery = Annotated[int, Query(ge=0, description="Items to skip.")]
+# The databases' OFFSET is a signed 64-bit integer.
+OffsetQuery = Annotated[int, Query(ge=0, le=2**63 - 1, description="Items to skip.")]

@@ -8,11 +8,10 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from app.core.config import Settings, get_settings
-from app.core.errors import ClientError
+from app.core.error_handlers import install_error_handlers
 from app.datasets.router import router as datasets_router
 from app.health.router import router as health_router
 from app.jobs.reconcile import reconcile_once
@@ -58,14 +57,7 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
     )
     app.state.settings = settings
 
-    @app.exception_handler(ClientError)
-    async def client_error(_request: Request, error: ClientError) -> JSONResponse:
-        return JSONResponse(status_code=error.status_code, content={"detail": error.detail})
-
-    @app.exception_handler(Exception)
-    async def unexpected_error(_request: Request, error: Exception) -> JSONResponse:
-        logger.exception("unhandled error", exc_info=error)
-        return JSONResponse(status_code=500, content={"detail": "internal server error"})
+    install_error_handlers(app)
 
     app.include_router(health_router)
     app.include_router(datasets_router)

@@ -22,7 +22,9 @@ def create_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         # Redis redelivers unacknowledged messages after this; it must outlast any job.
         broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout_seconds},
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # A broker blip must not kill training: the run goes on and records its result; a
+        # redelivery after the reconnect finds the job no longer queued and does nothing.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
     )
     return app

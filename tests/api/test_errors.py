@@ -1,0 +1,52 @@
+"""Bad requests and unreachable parts answer 4xx/503 JSON that says what is wrong, never 500."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.core.config import Settings
+from app.main import create_app
+
+
+@pytest.mark.parametrize("path", ["/jobs", "/datasets", "/models"])
+def test_an_offset_beyond_64_bits_is_422_naming_it(client: TestClient, path: str) -> None:
+    response = client.get(f"{path}?offset=99999999999999999999999")
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["query", "offset"] and "less than or equal to" in error["msg"]
+    assert client.get(f"{path}?offset={2**63 - 1}").json()["items"] == []
+
+
+def test_a_predict_body_that_is_not_utf8_is_422(client: TestClient) -> None:
+    response = client.post(
+        "/predict",
+        content=b'{"model_id": "\xff\xfe", "images": []}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["type"] == "json_invalid" and error["loc"] == ["body"]
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_an_unreachable_database_is_503_with_retry_after(settings: Settings) -> None:
+    unreachable = settings.model_copy(
+        update={"database_url": f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/x"}
+    )
+    with TestClient(create_app(unreachable, run_reconciler=False)) as offline:
+        for response in (
+            offline.get("/jobs/some-id"),
+            offline.get("/jobs"),
+            offline.post("/jobs", json={"dataset_id": "d", "base_model": "tiny-clip"}),
+        ):
+            assert response.status_code == 503
+            assert response.headers["Retry-After"] == "5"
+            assert response.json() == {"detail": "the database is unavailable; try again shortly"}

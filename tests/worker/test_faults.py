@@ -1,0 +1,73 @@
+"""Faults that must heal, against real processes: a Celery worker, a Redis that goes away."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.core.config import Settings
+from app.core.embedded_redis import EmbeddedRedis
+from app.main import create_app
+from tests.worker.celery_process import WorkerProcess
+from tests.worker.test_end_to_end import FINISHED, queue_settings, start_job, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """A broker of this module's own, so that restarting it disturbs no other test."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("fault-redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def fault_settings(settings: Settings, own_redis: EmbeddedRedis) -> Settings:
+    return queue_settings(settings).model_copy(update={"redis_url": own_redis.url})
+
+
+@pytest.fixture(scope="module")
+def fault_worker(
+    fault_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(fault_settings, tmp_path_factory.mktemp("logs") / "worker.log").start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def fault_client(fault_settings: Settings, fault_worker: WorkerProcess) -> Iterator[TestClient]:
+    with TestClient(create_app(fault_settings, run_reconciler=False)) as client:
+        yield client
+
+
+def test_a_broker_blip_does_not_stop_a_running_job(
+    fault_client: TestClient, own_redis: EmbeddedRedis, fault_worker: WorkerProcess, tmp_path: Path
+) -> None:
+    from tests.conftest import make_ready_dataset
+
+    dataset_id = make_ready_dataset(fault_client.app.state.settings, per_class=40)
+    job_id = start_job(
+        fault_client,
+        dataset_id,
+        hyperparameters={"epochs": 12, "batch_size": 8, "learning_rate": 2e-3},
+    )
+    job = wait_until(fault_client, job_id, {"running", *FINISHED})
+    while job["status"] == "running" and job["progress"]["step"] == 0:
+        time.sleep(0.2)
+        job = fault_client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "running", job
+
+    own_redis.stop()  # the broker goes away mid-training, and comes back
+    time.sleep(3)
+    own_redis.start()
+
+    finished = wait_until(fault_client, job_id, FINISHED)
+    assert finished["status"] == "succeeded", finished["error"]
+    assert finished["attempt"] == 1  # the run went on: no second attempt was needed
+    assert fault_worker.process is not None and fault_worker.process.poll() is None
