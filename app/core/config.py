@@ -50,6 +50,9 @@ class Settings(BaseSettings):
 
     # Upload limits: a zip is checked against these before anything is extracted.
     max_upload_bytes: int = Field(2 * 1024**3, gt=0)
+    # Uploads are refused (507) while the data directory's disk has less than this free, so
+    # that checkpoints of running jobs keep room to be written.
+    min_free_disk_bytes: int = Field(1024**3, ge=0)
     max_archive_entries: int = Field(100_000, gt=0)
     max_uncompressed_bytes: int = Field(8 * 1024**3, gt=0)
     max_compression_ratio: float = Field(200.0, gt=1)

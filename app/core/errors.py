@@ -29,5 +29,9 @@ class PayloadTooLarge(ClientError):
     status_code = 413
 
 
+class InsufficientStorage(ClientError):
+    status_code = 507
+
+
 class Unprocessable(ClientError):
     status_code = 422

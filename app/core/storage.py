@@ -10,6 +10,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from app.core.errors import InsufficientStorage
+
 
 def new_id() -> str:
     return uuid.uuid4().hex
@@ -73,3 +75,14 @@ def replace_dir(source: Path, target: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(source, target)
+
+
+def require_free_disk(data_dir: Path, floor_bytes: int) -> None:
+    """`InsufficientStorage` (507) when the data directory's disk has less than `floor_bytes`."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(data_dir).free
+    if free < floor_bytes:
+        raise InsufficientStorage(
+            f"not enough free disk space: {free / 1024**2:.0f} MiB free, uploads need at least "
+            f"{floor_bytes / 1024**2:.0f} MiB to stay free; try again once space is freed"
+        )

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from app.core.storage import dataset_dir, new_id
+from app.core.storage import dataset_dir, new_id, require_free_disk
 from app.datasets import service
 from app.datasets.schemas import DatasetList, DatasetPublic
 from app.datasets.upload import receive_upload
@@ -49,6 +49,7 @@ async def create_dataset(
     request: Request, session: SessionDep, settings: SettingsDep
 ) -> DatasetPublic:
     """Upload a zip of images (class folders, or metadata.csv/jsonl); it is checked and split."""
+    require_free_disk(settings.data_dir, settings.min_free_disk_bytes)
     dataset_id = new_id()
     upload = await receive_upload(
         request,

@@ -788,3 +788,16 @@ def test_an_entry_that_outgrows_its_declared_size_is_cut_off() -> None:
         caught.value.detail
         == "cat/liar.png: unpacks to more than the 100 bytes its header declares"
     )
+
+
+def test_an_upload_is_refused_with_507_when_the_disk_is_nearly_full(settings: Settings) -> None:
+    # A floor above any real disk's free space stands in for a full disk.
+    full = settings.model_copy(update={"min_free_disk_bytes": 2**62})
+    root = datasets_root(settings.data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    before = set(root.iterdir())
+    with TestClient(create_app(full, run_reconciler=False)) as tight:
+        response = upload(tight, class_zip({"cat": 2}), filename="pets.zip")
+    assert response.status_code == 507
+    assert response.json()["detail"].startswith("not enough free disk space:")
+    assert set(root.iterdir()) == before  # nothing written
