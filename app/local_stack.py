@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -69,6 +70,21 @@ def broker(settings: Settings) -> Iterator[str]:
         yield embedded.url
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def exit_on_stop_signals() -> None:
+    """SIGTERM and SIGHUP end the process like Ctrl-C: by unwinding, so every child started
+    under a `with` is stopped on the way out (their default action would kill us outright and
+    leave the worker and Redis running)."""
+
+    def unwind(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, unwind)
+
+
 @contextlib.contextmanager
 def local_stack(
     settings: Settings,
@@ -77,6 +93,7 @@ def local_stack(
     log_dir: Path | None = None,
 ) -> Iterator[dict[str, str]]:
     """Start broker, migrations and a worker (and the api when `api_port` is given)."""
+    exit_on_stop_signals()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade_to_head(settings.resolved_database_url)
     with broker(settings) as redis_url, contextlib.ExitStack() as stack:

@@ -1,0 +1,89 @@
+"""`clipft serve` stops everything it started on SIGTERM, SIGINT and SIGHUP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.core.embedded_redis import free_tcp_port
+
+
+def parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: the fields start after the last ")".
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def descendants(root: int) -> set[int]:
+    pids = [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+    family, grew = {root}, True
+    while grew:
+        grew = False
+        for pid in pids:
+            if pid not in family and parent_of(pid) in family:
+                family.add(pid)
+                grew = True
+    return family - {root}
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_serve_leaves_no_child_behind(stop_signal: signal.Signals, tmp_path: Path) -> None:
+    port = free_tcp_port()
+    env = {
+        **os.environ,
+        "CLIPFT_DATA_DIR": str(tmp_path),
+        "CLIPFT_DATABASE_URL": "",
+        "CLIPFT_REDIS_URL": "",
+    }
+    env = {name: value for name, value in env.items() if value != ""}
+    log = (tmp_path / "serve.log").open("wb")
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert serve.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "serve did not become healthy"
+            time.sleep(0.5)
+        children = descendants(serve.pid)
+        assert len(children) >= 2  # at least the worker and the embedded Redis
+
+        serve.send_signal(stop_signal)
+        serve.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in children if alive(pid)]
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+        for pid in descendants(serve.pid):
+            os.kill(pid, signal.SIGKILL)
