@@ -14,6 +14,7 @@ from sqlalchemy import update
 
 from app.core.config import Settings, get_settings
 from app.core.db import rows_updated, session_scope
+from app.core.public_text import public_message
 from app.core.storage import (
     checkpoints_dir,
     dataset_dir,
@@ -118,12 +119,14 @@ def claim(settings: Settings, job_id: str, owner: str) -> Job | None:
             return None
         job = session.get(Job, job_id)
         assert job is not None
+        # Which machine and process runs it goes to the log; events are public.
+        logger.info("job %s attempt %d runs on %s", job_id, job.attempt, owner)
         add_event(
             session,
             job_id=job_id,
             type="status",
-            message=f"running (attempt {job.attempt} of {job.max_attempts}) on {owner}",
-            data={"status": "running", "attempt": job.attempt, "worker": owner},
+            message=f"running (attempt {job.attempt} of {job.max_attempts})",
+            data={"status": "running", "attempt": job.attempt},
         )
         session.expunge(job)
         return job
@@ -208,7 +211,14 @@ class LostLease(RuntimeError):
 
 
 def finish(settings: Settings, job_id: str, owner: str, *, status: str, message: str) -> None:
-    """End the job as `failed` or `cancelled`, if this worker still holds it."""
+    """End the job as `failed` or `cancelled`, if this worker still holds it.
+
+    A failure's message is made public first: no paths on the server, no SQL; the full text
+    goes to the log with the job id.
+    """
+    if status == "failed":
+        logger.error("job %s failed: %s", job_id, message)
+        message = public_message(message, settings.data_dir)
     with session_scope(settings.resolved_database_url) as session:
         values: dict[str, object] = {"status": status, "finished_at": utcnow()}
         if status == "failed":

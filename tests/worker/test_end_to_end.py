@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
+from app.core.db import session_scope
 from app.jobs.reconcile import reconcile_once
 from app.main import create_app
 from app.ml.synthetic import (
@@ -22,6 +23,7 @@ from app.ml.synthetic import (
     make_images,
     png_bytes,
 )
+from app.orm import Job
 from tests.worker.celery_process import WorkerProcess, is_running, wait_until_gone
 from worker.training.crash_for_tests import CRASH_FILE_VARIABLE
 
@@ -111,9 +113,12 @@ def training_pid(client: TestClient, job_id: str) -> int:
 
 def attempt_worker(client: TestClient, job_id: str) -> str:
     """`host:pid:thread` of the worker process that claimed the job's latest attempt."""
-    running = [event for event in events_of(client, job_id, "status") if "worker" in event["data"]]
-    # The lease is `host:pid:thread/token`, the token unique to the attempt.
-    return str(running[-1]["data"]["worker"]).split("/")[0]
+    # Internal, so not in the API: the lease `host:pid:thread/token` in the job's row.
+    settings = client.app.state.settings  # type: ignore[attr-defined]
+    with session_scope(settings.resolved_database_url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.lease_owner is not None
+        return job.lease_owner.split("/")[0]
 
 
 def test_upload_train_and_predict_held_out_images(

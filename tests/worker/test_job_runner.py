@@ -131,7 +131,12 @@ def test_a_job_that_raises_ends_failed_with_a_readable_error(
     job = client.get(f"/jobs/{job_id}").json()
     assert job["status"] == "failed"
     assert job["error"].startswith("FileNotFoundError:")
-    assert "manifest.json" in job["error"]
+    # The file is named relative to the data directory; no path on the server is shown.
+    assert f"'datasets/{dataset_id}/manifest.json'" in job["error"]
+    assert str(settings.data_dir) not in job["error"]
+    events = client.get(f"/jobs/{job_id}/events").json()
+    assert not any(str(settings.data_dir) in event["message"] for event in events)
+    assert not any("worker" in event["data"] for event in events)
     assert job["model_id"] is None and job["finished_at"] is not None
 
 
