@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     heartbeat_timeout_seconds: float = Field(600.0, gt=0)
     queued_resend_after_seconds: float = Field(300.0, gt=0)
     reconcile_interval_seconds: float = Field(60.0, gt=0)
+    # The janitor (with the reconciler) removes a dataset folder without a row once nothing in
+    # it changed for this long, and the checkpoints of failed and cancelled jobs this long
+    # after they ended.
+    orphan_upload_grace_seconds: float = Field(3600.0, gt=0)
+    ended_job_checkpoints_ttl_seconds: float = Field(7 * 24 * 3600.0, gt=0)
     broker_visibility_timeout_seconds: float = Field(
         7 * 24 * 3600.0, gt=0, description="Longer than the longest job, or Redis redelivers it."
     )

@@ -18,6 +18,7 @@ from app.core.config import Settings
 from app.core.db import rows_updated, session_scope
 from app.core.queue import send_train_task
 from app.jobs.events import add_event
+from app.jobs.janitor import JanitorReport, sweep
 from app.orm import Job
 from app.orm.base import utcnow
 
@@ -30,6 +31,7 @@ class ReconcileReport:
     requeued: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    janitor: JanitorReport = field(default_factory=JanitorReport)
 
 
 def reconcile(*, session: Session, settings: Settings, now: datetime) -> ReconcileReport:
@@ -89,7 +91,9 @@ def _recover_stale_job(
 def reconcile_once(settings: Settings) -> ReconcileReport:
     """One pass in its own transaction, then the re-sends (after the commit)."""
     with session_scope(settings.resolved_database_url, settings.database_pool) as session:
-        report = reconcile(session=session, settings=settings, now=utcnow())
+        now = utcnow()
+        report = reconcile(session=session, settings=settings, now=now)
+        report.janitor = sweep(session=session, settings=settings, now=now)
     for job_id in report.resend:
         try:
             send_train_task(

@@ -1,0 +1,75 @@
+"""The janitor: files nothing will use again, removed after a grace period.
+
+- Dataset folders without a dataset row: uploads whose request died half-way (the api crashed,
+  the client vanished) leave their partial `upload.zip.part` behind.
+- Checkpoints of jobs that ended `failed` or `cancelled`: kept a while for a look, then freed.
+
+It runs with the reconciler; each pass is idempotent, so several api replicas may run it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.core.config import Settings
+from app.core.storage import checkpoints_dir, datasets_root
+from app.orm import Dataset, Job
+
+logger = logging.getLogger(__name__)
+
+ENDED_WITHOUT_MODEL = ("failed", "cancelled")
+
+
+@dataclass
+class JanitorReport:
+    orphan_uploads: list[str] = field(default_factory=list)
+    job_checkpoints: list[str] = field(default_factory=list)
+
+
+def sweep(*, session: Session, settings: Settings, now: datetime) -> JanitorReport:
+    report = JanitorReport()
+    remove_orphan_uploads(session, settings, now, report)
+    remove_ended_job_checkpoints(session, settings, now, report)
+    return report
+
+
+def remove_orphan_uploads(
+    session: Session, settings: Settings, now: datetime, report: JanitorReport
+) -> None:
+    root = datasets_root(settings.data_dir)
+    if not root.is_dir():
+        return
+    cutoff = (now - timedelta(seconds=settings.orphan_upload_grace_seconds)).timestamp()
+    known = set(session.scalars(select(Dataset.id)).all())
+    for folder in root.iterdir():
+        # A folder younger than the grace period may be an upload still arriving.
+        if folder.is_dir() and folder.name not in known and _newest_change(folder) < cutoff:
+            shutil.rmtree(folder, ignore_errors=True)
+            report.orphan_uploads.append(folder.name)
+
+
+def remove_ended_job_checkpoints(
+    session: Session, settings: Settings, now: datetime, report: JanitorReport
+) -> None:
+    cutoff = now - timedelta(seconds=settings.ended_job_checkpoints_ttl_seconds)
+    ended = session.scalars(
+        select(Job.id).where(Job.status.in_(ENDED_WITHOUT_MODEL), Job.finished_at < cutoff)
+    ).all()
+    for job_id in ended:
+        folder = checkpoints_dir(settings.data_dir, job_id)
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            report.job_checkpoints.append(job_id)
+
+
+def _newest_change(folder: Path) -> float:
+    times = [folder.stat().st_mtime]
+    times += [path.stat().st_mtime for path in folder.rglob("*") if path.exists()]
+    return max(times)

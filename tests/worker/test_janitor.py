@@ -1,0 +1,72 @@
+"""The janitor frees what nothing will use again, and only after its grace period."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from app.core.config import Settings
+from app.core.storage import checkpoints_dir, dataset_dir
+from app.jobs.reconcile import reconcile_once
+from app.orm.base import utcnow
+from tests.api.test_jobs import create_job, set_status
+
+
+def age(folder: Path, seconds: float) -> None:
+    """Make every file and folder under `folder` look `seconds` old."""
+    when = time.time() - seconds
+    for path in [folder, *folder.rglob("*")]:
+        os.utime(path, (when, when))
+
+
+def partial_upload(settings: Settings, name: str) -> Path:
+    folder = dataset_dir(settings.data_dir, name)
+    folder.mkdir(parents=True)
+    (folder / "upload.zip.part").write_bytes(b"PK\x03\x04 half an upload")
+    return folder
+
+
+def test_an_abandoned_upload_is_removed_after_its_grace_period(
+    settings: Settings, ready_dataset: str
+) -> None:
+    grace = settings.orphan_upload_grace_seconds
+    old, young = partial_upload(settings, "abandoned"), partial_upload(settings, "arriving")
+    age(old, grace + 60)
+    age(young, grace - 60)
+    age(dataset_dir(settings.data_dir, ready_dataset), grace + 60)
+
+    report = reconcile_once(settings)
+    assert "abandoned" in report.janitor.orphan_uploads and not old.exists()
+    assert young.exists()  # may still be arriving
+    assert dataset_dir(settings.data_dir, ready_dataset).is_dir()  # it has a row
+
+
+def test_checkpoints_of_failed_and_cancelled_jobs_are_freed_after_their_ttl(
+    client: TestClient, settings: Settings, ready_dataset: str
+) -> None:
+    ttl = timedelta(seconds=settings.ended_job_checkpoints_ttl_seconds)
+    long_ago, lately = utcnow() - ttl - timedelta(hours=1), utcnow() - ttl + timedelta(hours=1)
+    cases = {
+        "failed long ago": ("failed", long_ago),
+        "cancelled long ago": ("cancelled", long_ago),
+        "failed lately": ("failed", lately),
+        "succeeded long ago": ("succeeded", long_ago),
+    }
+    folders = {}
+    for name, (status, finished_at) in cases.items():
+        job = create_job(client, ready_dataset)
+        set_status(settings, job["id"], status=status, finished_at=finished_at)
+        folder = checkpoints_dir(settings.data_dir, job["id"]) / "attempt-1" / "epoch-1"
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"weights")
+        folders[name] = folder
+
+    reconcile_once(settings)
+    assert not folders["failed long ago"].exists()
+    assert not folders["cancelled long ago"].exists()
+    assert folders["failed lately"].exists()
+    assert folders["succeeded long ago"].exists()
