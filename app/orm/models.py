@@ -34,7 +34,7 @@ class Job(Base):
     # The database itself refuses a status no code path should ever write.
     __table_args__ = (
         CheckConstraint(
-            "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')",
+            "status IN ({})".format(", ".join(f"'{status}'" for status in JOB_STATUSES)),
             name="status",
         ),
     )
