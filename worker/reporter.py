@@ -14,13 +14,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.core.db import rows_updated, session_scope
@@ -31,6 +31,12 @@ from app.orm.base import utcnow
 from worker.training.progress import CheckpointInfo, Notice, StepProgress, TrainingCallbacks
 
 logger = logging.getLogger(__name__)
+
+# A write that fails on a database error is tried this often, waiting 0.5, 1, 2, 4 s between:
+# a blip or a restart heals, an outage of more than about 8 s fails the job.
+DATABASE_ATTEMPTS = 5
+DATABASE_RETRY_SECONDS = 0.5
+T = TypeVar("T")
 
 
 class JobReporter(TrainingCallbacks):
@@ -73,16 +79,34 @@ class JobReporter(TrainingCallbacks):
         if self._pending is not None:
             self._write_progress(self._pending)
 
-    @contextmanager
-    def fenced(self, **values: Any) -> Iterator[Session | None]:
-        """A session in which this attempt still holds the job, or None if it lost it.
+    def fenced(self, write: Callable[[Session], None] | None = None, **values: Any) -> bool:
+        """Run `write` in a transaction in which this attempt still holds the job.
 
-        The conditional UPDATE (which also refreshes the heartbeat) locks the job's row until
-        the commit, so a takeover cannot slip in between the check and the writes after it.
+        The conditional UPDATE (which also sets `values` and refreshes the heartbeat) locks the
+        job's row until the commit, so a takeover cannot slip in between the check and the
+        writes after it. Returns False, and writes nothing, once the lease is lost. Transient
+        database errors are retried with backoff; only a persistent outage raises.
         """
         if self.lease_lost.is_set():
-            yield None
-            return
+            return False
+        return self._retrying(lambda: self._fenced_once(write, values))
+
+    def _retrying(self, action: Callable[[], T]) -> T:
+        for attempt in range(DATABASE_ATTEMPTS - 1):
+            try:
+                return action()
+            except OperationalError:
+                delay = DATABASE_RETRY_SECONDS * 2**attempt
+                logger.warning("job %s: database error; retrying in %.1fs", self.job_id, delay)
+                time.sleep(delay)
+        return action()
+
+    def _current_metrics(self) -> dict[str, Any]:
+        with session_scope(self.database_url) as session:
+            job = session.get(Job, self.job_id)
+            return dict(job.metrics) if job else {}
+
+    def _fenced_once(self, write: Callable[[Session], None] | None, values: dict[str, Any]) -> bool:
         with session_scope(self.database_url) as session:
             held = rows_updated(
                 session,
@@ -94,32 +118,30 @@ class JobReporter(TrainingCallbacks):
             )
             if not held:
                 self.lease_lost.set()
-                logger.warning(
-                    "job %s: this attempt lost its lease; it writes no more", self.job_id
-                )
-                yield None
-                return
-            yield session
+                logger.warning("job %s: this attempt lost its lease", self.job_id)
+                return False
+            if write is not None:
+                write(session)
+            return True
 
     def _heartbeat_loop(self) -> None:
         while not self._stop_heartbeat.wait(self.heartbeat_seconds):
             try:
-                with self.fenced():
-                    pass
+                self.fenced()
             except Exception:
                 logger.exception("heartbeat for job %s failed; will retry", self.job_id)
 
     def on_process_started(self, pid: int) -> None:
         """Record which process trains this attempt, for whoever reads the worker's machine."""
-        with self.fenced() as session:
-            if session is not None:
-                add_event(
-                    session,
-                    job_id=self.job_id,
-                    type="process",
-                    message=f"training process {pid} started",
-                    data={"pid": pid},
-                )
+        self.fenced(
+            lambda session: add_event(
+                session,
+                job_id=self.job_id,
+                type="process",
+                message=f"training process {pid} started",
+                data={"pid": pid},
+            )
+        )
 
     def on_step(self, progress: StepProgress) -> None:
         self._pending = progress
@@ -130,10 +152,8 @@ class JobReporter(TrainingCallbacks):
 
     def _write_progress(self, progress: StepProgress) -> None:
         self._pending = None
-        with session_scope(self.database_url) as session:
-            job = session.get(Job, self.job_id)
-            metrics = {**(job.metrics if job else {}), "train_loss": progress.train_loss}
-        with self.fenced(
+        metrics = {**self._retrying(self._current_metrics), "train_loss": progress.train_loss}
+        self.fenced(
             progress={
                 "epoch": progress.epoch,
                 "epochs": progress.epochs,
@@ -144,32 +164,27 @@ class JobReporter(TrainingCallbacks):
                 "samples_per_second": round(progress.samples_per_second, 2),
             },
             metrics=metrics,
-        ):
-            pass
+        )
 
     def on_evaluation(self, epoch: int, metrics: dict[str, Any]) -> None:
-        with session_scope(self.database_url) as session:
-            job = session.get(Job, self.job_id)
-            latest = {**(job.metrics if job else {}), **metrics, "epoch": epoch}
+        latest = {**self._retrying(self._current_metrics), **metrics, "epoch": epoch}
         if epoch == 0:
             latest["base_model_metrics"] = metrics
-        with self.fenced(metrics=latest) as session:
-            if session is None:
-                return
-            label = "base model" if epoch == 0 else f"epoch {epoch}"
-            summary = ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
-            add_event(
+        label = "base model" if epoch == 0 else f"epoch {epoch}"
+        summary = ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+        self.fenced(
+            lambda session: add_event(
                 session,
                 job_id=self.job_id,
                 type="evaluation",
                 message=f"{label}: {summary or 'no val split'}",
                 data={"epoch": epoch, **metrics},
-            )
+            ),
+            metrics=latest,
+        )
 
     def on_checkpoint(self, checkpoint: CheckpointInfo) -> None:
-        with self.fenced() as session:
-            if session is None:
-                return
+        def record(session: Session) -> None:
             session.add(
                 Checkpoint(
                     id=new_id(),
@@ -189,27 +204,34 @@ class JobReporter(TrainingCallbacks):
                 data={"epoch": checkpoint.epoch, "step": checkpoint.step},
             )
 
+        self.fenced(record)
+
     def on_notice(self, notice: Notice) -> None:
-        with self.fenced() as session:
-            if session is not None:
-                add_event(
-                    session,
-                    job_id=self.job_id,
-                    type=notice.type,
-                    message=notice.message,
-                    data=notice.data,
-                )
+        self.fenced(
+            lambda session: add_event(
+                session,
+                job_id=self.job_id,
+                type=notice.type,
+                message=notice.message,
+                data=notice.data,
+            )
+        )
 
     def should_stop(self) -> bool:
         """Stop on a cancel, or when this attempt no longer holds the job (it was requeued)."""
         if self.lease_lost.is_set():
             return True
-        with session_scope(self.database_url) as session:
-            row = session.execute(
-                select(Job.cancel_requested, Job.status, Job.lease_owner).where(
-                    Job.id == self.job_id
-                )
-            ).one_or_none()
+        try:
+            with session_scope(self.database_url) as session:
+                row = session.execute(
+                    select(Job.cancel_requested, Job.status, Job.lease_owner).where(
+                        Job.id == self.job_id
+                    )
+                ).one_or_none()
+        except OperationalError:
+            # A database blip is no reason to stop training; the next check asks again.
+            logger.warning("job %s: could not ask about a cancel; will ask again", self.job_id)
+            return False
         if row is None:
             return True
         cancel_requested, status, lease_owner = row

@@ -94,3 +94,48 @@ def test_each_attempt_checkpoints_in_its_own_folder_and_resumes_from_earlier_one
         tmp_path / "attempt-1",
         tmp_path,  # where checkpoints were before attempts had folders
     )
+
+
+def test_a_database_outage_of_seconds_is_ridden_out(
+    client: TestClient, settings: Settings, ready_dataset: str
+) -> None:
+    import threading
+    import time
+
+    import pytest
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.resolved_database_url)
+    if not url.drivername.startswith("postgresql"):
+        pytest.skip("needs PostgreSQL, whose connections a test can refuse and cut")
+    job_id = new_job(client, ready_dataset)
+    owner = lease_owner()
+    assert claim(settings, job_id, owner) is not None
+    reporter = reporter_for(settings, job_id, owner)
+    before = counts(settings, job_id)
+
+    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        # The outage: no new connections, and every open one cut.
+        connection.execute(sa.text(f'ALTER DATABASE "{url.database}" ALLOW_CONNECTIONS false'))
+        connection.execute(
+            sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"),
+            {"name": url.database},
+        )
+
+    def recover() -> None:
+        time.sleep(2)
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'ALTER DATABASE "{url.database}" ALLOW_CONNECTIONS true'))
+
+    healer = threading.Thread(target=recover)
+    healer.start()
+    try:
+        path = checkpoints_dir(settings.data_dir, job_id) / "attempt-1" / "epoch-1"
+        reporter.on_checkpoint(CheckpointInfo(1, 6, path, "val_accuracy", 0.5))
+        assert not reporter.should_stop()
+    finally:
+        healer.join()
+        admin.dispose()
+    assert counts(settings, job_id) == (before[0] + 1, before[1] + 1)
