@@ -116,26 +116,20 @@ def make_loaders(
         workers=config.prepare_workers,
     )
 
-    def split_rows(split: str) -> list[int]:
-        return [row for row, item in enumerate(manifest.items) if item.split == split]
+    def split_loader(split: str, batch_size: int, shuffle: bool) -> PreparedLoader:
+        return PreparedLoader(
+            images=images,
+            rows=[row for row, item in enumerate(manifest.items) if item.split == split],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=config.seed,
+            device=device,
+        )
 
-    train_loader = PreparedLoader(
-        images=images,
-        rows=split_rows("train"),
-        batch_size=config.batch_size,
-        shuffle=True,
-        seed=config.seed,
-        device=device,
+    return (
+        split_loader("train", config.batch_size, shuffle=True),
+        split_loader("val", config.eval_batch_size, shuffle=False),
     )
-    val_loader = PreparedLoader(
-        images=images,
-        rows=split_rows("val"),
-        batch_size=config.eval_batch_size,
-        shuffle=False,
-        seed=config.seed,
-        device=device,
-    )
-    return train_loader, val_loader
 
 
 def apply_speed_options(loaded: LoadedClip, config: TrainingConfig) -> None:
