@@ -343,14 +343,16 @@ def test_compose_settings_are_real_settings_fields_and_validate(
     }
     assert {"CLIPFT_DATABASE_URL", "CLIPFT_REDIS_URL", "CLIPFT_ENVIRONMENT"} <= set(variables)
 
-    values = {}
     for key, value in variables.items():
         field = key.removeprefix("CLIPFT_").lower()
         assert field in Settings.model_fields, f"{key} is not a clipft setting"
-        values[field] = value
+        monkeypatch.setenv(key, value)
 
-    settings = Settings(**values)
+    # Read from the environment, as the containers do (JSON lists included).
+    settings = Settings()
     assert settings.environment == "production"
+    assert settings.hub_model_allowed("openai/clip-vit-base-patch32")
+    assert not settings.hub_model_allowed("someone/any-model")
     assert settings.data_dir == Path("/data")
 
     # The URLs name the compose services, with the credentials postgres is started with.

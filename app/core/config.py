@@ -98,6 +98,22 @@ class Settings(BaseSettings):
         description="`auto`: bf16 autocast on a GPU or a CPU with bf16 instructions, else fp32.",
     )
 
+    allow_hub_downloads: bool | None = Field(
+        None,
+        description="Whether jobs may name any Hugging Face hub model (the worker downloads it); "
+        "unset means yes in `dev` and no in `production`.",
+    )
+    hub_model_allowlist: list[str] = Field(
+        default_factory=list,
+        description="Hub ids jobs may name even when hub downloads are off (JSON list).",
+    )
+
+    def hub_model_allowed(self, hub_id: str) -> bool:
+        allowed = self.allow_hub_downloads
+        if allowed is None:
+            allowed = self.environment == "dev"
+        return allowed or hub_id in self.hub_model_allowlist
+
     @model_validator(mode="after")
     def _refuse_dev_defaults_in_production(self) -> Settings:
         if self.environment == "production":

@@ -26,9 +26,15 @@ def create(*, session: Session, settings: Settings, job_in: JobCreate) -> Job:
     if dataset.status != "ready":
         raise Conflict(f"dataset {dataset.id} is {dataset.status}, not ready")
     try:
-        describe_base_model(job_in.base_model, settings.base_models_dir)
+        source = describe_base_model(job_in.base_model, settings.base_models_dir)
     except UnknownBaseModel as error:
         raise Unprocessable(str(error)) from None
+    if source == "hub" and not settings.hub_model_allowed(job_in.base_model):
+        raise Unprocessable(
+            f"base model {job_in.base_model!r} is a Hugging Face hub id, and this server does "
+            "not download from the hub (CLIPFT_ALLOW_HUB_DOWNLOADS is off and the id is not in "
+            "CLIPFT_HUB_MODEL_ALLOWLIST); use a local base model"
+        )
     method = job_in.hyperparameters.method
     if method in HEAD_METHODS and dataset.kind != "classification":
         raise Unprocessable(

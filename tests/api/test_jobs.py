@@ -185,6 +185,46 @@ def test_hub_ids_and_local_base_models_are_accepted(
             assert response.status_code == 201, response.text
 
 
+@pytest.mark.parametrize(
+    ("allow", "allowlist", "environment", "accepted"),
+    [
+        (False, [], "dev", False),
+        (None, [], "production", False),
+        (False, ["openai/clip-vit-base-patch32"], "dev", True),
+        (True, [], "production", True),
+    ],
+)
+def test_hub_downloads_can_be_turned_off_and_allow_listed(
+    settings: Settings,
+    ready_dataset: str,
+    allow: bool | None,
+    allowlist: list[str],
+    environment: str,
+    accepted: bool,
+) -> None:
+    configured = settings.model_copy(
+        update={
+            "allow_hub_downloads": allow,
+            "hub_model_allowlist": allowlist,
+            "environment": environment,
+        }
+    )
+    with TestClient(create_app(configured, run_reconciler=False)) as test_client:
+        response = test_client.post(
+            "/jobs",
+            json={"dataset_id": ready_dataset, "base_model": "openai/clip-vit-base-patch32"},
+        )
+        local = test_client.post(
+            "/jobs", json={"dataset_id": ready_dataset, "base_model": "tiny-clip"}
+        )
+    assert local.status_code == 201  # built-in and local models never need the hub
+    if accepted:
+        assert response.status_code == 201, response.text
+    else:
+        assert response.status_code == 422
+        assert "does not download from the hub" in response.json()["detail"]
+
+
 def test_unknown_job_is_404_everywhere(client: TestClient) -> None:
     for method, path in [
         ("GET", "/jobs/missing"),
