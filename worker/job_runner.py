@@ -61,6 +61,7 @@ def run(job_id: str, settings: Settings | None = None) -> None:
         job_id=job_id,
         owner=owner,
         heartbeat_seconds=min(30.0, settings.heartbeat_timeout_seconds / 4),
+        stall_seconds=settings.training_stall_seconds,
     )
     try:
         with reporter:
@@ -73,6 +74,7 @@ def run(job_id: str, settings: Settings | None = None) -> None:
                 config_path=training_config_path(settings.data_dir, job_id),
                 log_path=training_log_path(settings.data_dir, job_id),
                 on_started=reporter.on_process_started,
+                stop_grace_seconds=settings.training_stop_grace_seconds,
             )
         if result.stopped:
             finish(settings, job_id, owner, status="cancelled", message="cancelled")

@@ -49,6 +49,7 @@ class JobReporter(TrainingCallbacks):
         owner: str,
         heartbeat_seconds: float,
         progress_interval_seconds: float = 1.0,
+        stall_seconds: float = float("inf"),
     ) -> None:
         self.database_url = database_url
         self.data_dir = data_dir
@@ -56,6 +57,8 @@ class JobReporter(TrainingCallbacks):
         self.owner = owner
         self.heartbeat_seconds = heartbeat_seconds
         self.progress_interval_seconds = progress_interval_seconds
+        self.stall_seconds = stall_seconds
+        self._last_sign_of_life = time.monotonic()
         self.lease_lost = threading.Event()
         self._last_progress_write = 0.0
         self._pending: StepProgress | None = None
@@ -126,6 +129,14 @@ class JobReporter(TrainingCallbacks):
 
     def _heartbeat_loop(self) -> None:
         while not self._stop_heartbeat.wait(self.heartbeat_seconds):
+            silent = time.monotonic() - self._last_sign_of_life
+            if silent > self.stall_seconds:
+                # The heartbeat proves progress, not a live thread: a hung run gets none, the
+                # reconciler requeues the job, and this attempt, replaced, stops its process.
+                logger.warning(
+                    "job %s: no progress for %.0fs; heartbeat withheld", self.job_id, silent
+                )
+                continue
             try:
                 self.fenced()
             except Exception:
@@ -133,6 +144,7 @@ class JobReporter(TrainingCallbacks):
 
     def on_process_started(self, pid: int) -> None:
         """Record which process trains this attempt, for whoever reads the worker's machine."""
+        self._last_sign_of_life = time.monotonic()
         self.fenced(
             lambda session: add_event(
                 session,
@@ -144,6 +156,7 @@ class JobReporter(TrainingCallbacks):
         )
 
     def on_step(self, progress: StepProgress) -> None:
+        self._last_sign_of_life = time.monotonic()
         self._pending = progress
         now = time.monotonic()
         if now - self._last_progress_write >= self.progress_interval_seconds:
@@ -167,6 +180,7 @@ class JobReporter(TrainingCallbacks):
         )
 
     def on_evaluation(self, epoch: int, metrics: dict[str, Any]) -> None:
+        self._last_sign_of_life = time.monotonic()
         latest = {**self._retrying(self._current_metrics), **metrics, "epoch": epoch}
         if epoch == 0:
             latest["base_model_metrics"] = metrics
@@ -184,6 +198,8 @@ class JobReporter(TrainingCallbacks):
         )
 
     def on_checkpoint(self, checkpoint: CheckpointInfo) -> None:
+        self._last_sign_of_life = time.monotonic()
+
         def record(session: Session) -> None:
             session.add(
                 Checkpoint(
@@ -207,6 +223,7 @@ class JobReporter(TrainingCallbacks):
         self.fenced(record)
 
     def on_notice(self, notice: Notice) -> None:
+        self._last_sign_of_life = time.monotonic()
         self.fenced(
             lambda session: add_event(
                 session,

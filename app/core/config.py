@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     heartbeat_timeout_seconds: float = Field(600.0, gt=0)
     queued_resend_after_seconds: float = Field(300.0, gt=0)
     reconcile_interval_seconds: float = Field(60.0, gt=0)
+    # A training process that sends no sign of progress (a step, an evaluation, a checkpoint)
+    # for this long is taken for hung: its heartbeat stops, so the reconciler gives the job
+    # to a new attempt and the old one is stopped. Long enough for a slow first download.
+    training_stall_seconds: float = Field(1800.0, gt=0)
+    # How long a training process asked to stop gets before it is terminated.
+    training_stop_grace_seconds: float = Field(30.0, gt=0)
     # The janitor (with the reconciler) removes a dataset folder without a row once nothing in
     # it changed for this long, and the checkpoints of failed and cancelled jobs this long
     # after they ended.

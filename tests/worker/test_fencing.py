@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
@@ -139,3 +140,45 @@ def test_a_database_outage_of_seconds_is_ridden_out(
         healer.join()
         admin.dispose()
     assert counts(settings, job_id) == (before[0] + 1, before[1] + 1)
+
+
+def test_a_hung_training_loop_loses_its_heartbeat_and_the_job_goes_back_to_the_queue(
+    client: TestClient,
+    settings: Settings,
+    ready_dataset: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+    import time
+
+    from app.jobs.reconcile import reconcile_once
+    from worker import job_runner
+    from worker.training.crash_for_tests import CRASH_FILE_VARIABLE
+
+    hang_order = tmp_path / "hang"
+    hang_order.write_text("HANG")
+    monkeypatch.setenv(CRASH_FILE_VARIABLE, str(hang_order))
+    quick = settings.model_copy(
+        update={
+            "heartbeat_timeout_seconds": 4.0,
+            "training_stall_seconds": 2.0,
+            "training_stop_grace_seconds": 1.0,
+        }
+    )
+    job_id = new_job(client, ready_dataset)
+    attempt = threading.Thread(target=job_runner.run, args=(job_id, quick))
+    attempt.start()
+    try:
+        deadline = time.monotonic() + 90
+        while client.get(f"/jobs/{job_id}").json()["status"] != "queued" or hang_order.exists():
+            assert time.monotonic() < deadline, client.get(f"/jobs/{job_id}").json()
+            reconcile_once(quick)
+            time.sleep(0.5)
+    finally:
+        attempt.join(timeout=60)
+    assert not attempt.is_alive()  # the replaced attempt stopped its hung process and returned
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "queued" and job["attempt"] == 1 and job["error"] is None
+    events = client.get(f"/jobs/{job_id}/events").json()
+    assert events[-1]["message"].startswith("worker silent for")

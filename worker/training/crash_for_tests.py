@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 # Names a file; while it exists, the next training process to report a step crashes as it says:
-# a signal name (`SIGSEGV`) is raised on the process, a number is its `os._exit` code.
+# a signal name (`SIGSEGV`) is raised on the process, a number is its `os._exit` code, and
+# `HANG` makes it stop making progress for good.
 CRASH_FILE_VARIABLE = "CLIPFT_TEST_CRASH_FILE"
 
 
@@ -22,6 +24,9 @@ def crash_if_a_test_asks() -> None:
         order_file.unlink()  # one crash per request: the next job runs normally
     except FileNotFoundError:
         return
+    if order == "HANG":
+        while True:  # a training loop stuck for good (a deadlock, a wedged device)
+            time.sleep(3600)
     if order.startswith("SIG"):
         os.kill(os.getpid(), signal.Signals[order])
     os._exit(int(order))
