@@ -41,6 +41,12 @@ class TrainerState:
     # How many parameters each phase trained, by phase name.
     trainable_parameters: dict[str, int] = field(default_factory=dict)
 
+    def entry_for(self, folder_name: str) -> dict[str, Any]:
+        """The history entry of the epoch a checkpoint folder (`epoch-N`) holds, or {}."""
+        return next(
+            (entry for entry in self.history if f"epoch-{entry['epoch']}" == folder_name), {}
+        )
+
 
 def save_checkpoint(
     *,

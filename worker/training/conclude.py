@@ -30,8 +30,7 @@ def conclude(session: RunSession, state: TrainerState) -> RunResult:
     assert state.best_checkpoint is not None, "every epoch writes a checkpoint"
     best_folder = session.out_dir / state.best_checkpoint
     served, metadata = load_served(best_folder, session.device)
-    final = evaluate_served(session, served)
-    control_after = control_accuracy(session.evaluator_for(served.loaded), session.control)
+    final, control_after = score_served(session, served)
     chosen, alpha, curve = best_folder, None, None
     if session.config.wise_ft_alphas:
         outcome = search_wise_ft(session, served, metadata, final, control_after)
@@ -39,10 +38,7 @@ def conclude(session: RunSession, state: TrainerState) -> RunResult:
         if outcome.folder is not None and outcome.result is not None:
             chosen, alpha = outcome.folder, outcome.alpha
             final, control_after = outcome.result, outcome.control_accuracy
-    best_entry = next(
-        (entry for entry in state.history if f"epoch-{entry['epoch']}" == state.best_checkpoint),
-        {},
-    )
+    best_entry = state.entry_for(state.best_checkpoint)
     report = build_report(
         kind=session.manifest.kind,
         method=session.method.name,
@@ -68,6 +64,14 @@ def conclude(session: RunSession, state: TrainerState) -> RunResult:
     )
 
 
+def score_served(session: RunSession, served: ServedModel) -> tuple[EvalResult, float | None]:
+    """Weights as serving loads them, on val and (zero-shot) on the control set."""
+    return (
+        evaluate_served(session, served),
+        control_accuracy(session.evaluator_for(served.loaded), session.control),
+    )
+
+
 @dataclass
 class WiseOutcome:
     curve: list[dict[str, float | None]]
@@ -89,9 +93,7 @@ def search_wise_ft(
     base = base_for_mixing(session.config, served, session.task, session.device)
 
     def score(alpha: float) -> MixScore:
-        mixed = mix(base, served, alpha)
-        result = evaluate_served(session, mixed)
-        control = control_accuracy(session.evaluator_for(mixed.loaded), session.control)
+        result, control = score_served(session, mix(base, served, alpha))
         return MixScore(alpha, result.metrics, control, result)
 
     scores = [score(alpha) for alpha in session.config.wise_ft_alphas]

@@ -73,7 +73,6 @@ class EpochContext:
     device: torch.device
     precision: AbstractContextManager[Any]
     pixel_spec: PixelSpec
-    steps_per_epoch: int
     total_steps: int
     callbacks: TrainingCallbacks
 
@@ -88,9 +87,6 @@ class EpochContext:
             scale=CROP_SCALES[self.config.augment],
             flip=self.config.flips,
         )
-
-    def eval_pixels(self, batch: Batch) -> torch.Tensor:
-        return eval_pixels(batch.squares, self.pixel_spec)
 
 
 def steps_per_epoch(num_batches: int, grad_accum_steps: int) -> int:

@@ -135,9 +135,8 @@ def _link_or_copy(source: str, target: str) -> None:
 
 def rewrite_best(folder: Path, state: TrainerState) -> None:
     metric = PRIMARY_METRIC[read_metadata(folder).kind]
-    entry = next((item for item in state.history if f"epoch-{item['epoch']}" == folder.name), {})
     state.best_checkpoint = folder.name
-    state.best_metric = entry.get(metric)
+    state.best_metric = state.entry_for(folder.name).get(metric)
     # A hard link shares its bytes with the earlier attempt's file: replace it, never edit it.
     path = folder / TRAINER_STATE_NAME
     staging = path.with_name(f".{path.name}.tmp")

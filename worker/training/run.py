@@ -152,7 +152,6 @@ def phase_context(
         device=session.device,
         precision=session.evaluator.precision,
         pixel_spec=session.evaluator.pixel_spec,
-        steps_per_epoch=steps,
         total_steps=config.epochs * steps,
         callbacks=session.callbacks,
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from app.ml.class_head import HEAD_FILE_NAME, ClassHead
+from app.ml.class_head import ClassHead
 from app.ml.encode import encode_images
 from app.ml.model_files import ModelMetadata
 from worker.training.methods.base import (
@@ -90,6 +90,3 @@ class LinearProbeThenFineTune(LinearProbe):
         self._towers_train = True
         head = list(self.head().named_parameters())
         return [ParameterGroup(vision + head, self.config.learning_rate)]
-
-
-__all__ = ["HEAD_FILE_NAME", "LinearProbe", "LinearProbeThenFineTune"]

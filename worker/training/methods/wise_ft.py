@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,12 +94,3 @@ def write_mix(mixed: ServedModel, metadata: ModelMetadata, alpha: float, folder:
     if mixed.head is not None:
         mixed.head.save(folder)
     return folder
-
-
-def curve(
-    alphas: list[float],
-    base: ServedModel,
-    fine_tuned: ServedModel,
-    score: Callable[[ServedModel, float], MixScore],
-) -> list[MixScore]:
-    return [score(mix(base, fine_tuned, alpha), alpha) for alpha in alphas]
