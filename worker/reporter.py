@@ -104,13 +104,24 @@ class JobReporter(TrainingCallbacks):
                 time.sleep(delay)
         return action()
 
-    def _current_metrics(self) -> dict[str, Any]:
-        with session_scope(self.database_url) as session:
-            job = session.get(Job, self.job_id)
-            return dict(job.metrics) if job else {}
+    def fenced_event(self, type: str, message: str, data: dict[str, Any], **values: Any) -> bool:
+        """`fenced`, writing one event of the job."""
+        return self.fenced(
+            lambda session: add_event(
+                session, job_id=self.job_id, type=type, message=message, data=data
+            ),
+            **values,
+        )
 
     def _fenced_once(self, write: Callable[[Session], None] | None, values: dict[str, Any]) -> bool:
         with session_scope(self.database_url) as session:
+            if "metrics" in values:
+                # New metrics join the job's, read in the same transaction that writes them.
+                job = session.get(Job, self.job_id)
+                values = {
+                    **values,
+                    "metrics": {**(job.metrics if job else {}), **values["metrics"]},
+                }
             held = rows_updated(
                 session,
                 update(Job)
@@ -145,15 +156,7 @@ class JobReporter(TrainingCallbacks):
     def on_process_started(self, pid: int) -> None:
         """Record which process trains this attempt, for whoever reads the worker's machine."""
         self._last_sign_of_life = time.monotonic()
-        self.fenced(
-            lambda session: add_event(
-                session,
-                job_id=self.job_id,
-                type="process",
-                message=f"training process {pid} started",
-                data={"pid": pid},
-            )
-        )
+        self.fenced_event("process", f"training process {pid} started", {"pid": pid})
 
     def on_step(self, progress: StepProgress) -> None:
         self._last_sign_of_life = time.monotonic()
@@ -165,7 +168,6 @@ class JobReporter(TrainingCallbacks):
 
     def _write_progress(self, progress: StepProgress) -> None:
         self._pending = None
-        metrics = {**self._retrying(self._current_metrics), "train_loss": progress.train_loss}
         self.fenced(
             progress={
                 "epoch": progress.epoch,
@@ -176,24 +178,20 @@ class JobReporter(TrainingCallbacks):
                 "eta_seconds": round(progress.eta_seconds, 1),
                 "samples_per_second": round(progress.samples_per_second, 2),
             },
-            metrics=metrics,
+            metrics={"train_loss": progress.train_loss},
         )
 
     def on_evaluation(self, epoch: int, metrics: dict[str, Any]) -> None:
         self._last_sign_of_life = time.monotonic()
-        latest = {**self._retrying(self._current_metrics), **metrics, "epoch": epoch}
+        latest = {**metrics, "epoch": epoch}
         if epoch == 0:
             latest["base_model_metrics"] = metrics
         label = "base model" if epoch == 0 else f"epoch {epoch}"
         summary = ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
-        self.fenced(
-            lambda session: add_event(
-                session,
-                job_id=self.job_id,
-                type="evaluation",
-                message=f"{label}: {summary or 'no val split'}",
-                data={"epoch": epoch, **metrics},
-            ),
+        self.fenced_event(
+            "evaluation",
+            f"{label}: {summary or 'no val split'}",
+            {"epoch": epoch, **metrics},
             metrics=latest,
         )
 
@@ -224,15 +222,7 @@ class JobReporter(TrainingCallbacks):
 
     def on_notice(self, notice: Notice) -> None:
         self._last_sign_of_life = time.monotonic()
-        self.fenced(
-            lambda session: add_event(
-                session,
-                job_id=self.job_id,
-                type=notice.type,
-                message=notice.message,
-                data=notice.data,
-            )
-        )
+        self.fenced_event(notice.type, notice.message, notice.data)
 
     def should_stop(self) -> bool:
         """Stop on a cancel, or when this attempt no longer holds the job (it was requeued)."""
