@@ -27,8 +27,12 @@ def running_api(
 ) -> Iterator[str]:
     """Start `clipft api`, wait until `ready_path` answers 200, yield its base URL, stop it."""
     port = free_port()
+    # `python -m app.cli` rather than the `clipft` script: the benchmark also runs from a source
+    # tree on PYTHONPATH (the GPU machine), where no script is installed.
     command = [
-        str(Path(sys.executable).with_name("clipft")),
+        sys.executable,
+        "-m",
+        "app.cli",
         "api",
         "--host",
         "127.0.0.1",

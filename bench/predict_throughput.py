@@ -74,6 +74,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clients", default="1,8,32", help="concurrency levels")
     parser.add_argument("--images-per-request", default="1,64")
     parser.add_argument(
+        "--min-requests",
+        type=int,
+        default=24,
+        help="requests per one-image cell, at least (more give steadier percentiles on a GPU)",
+    )
+    parser.add_argument(
         "--max-images-per-cell",
         type=int,
         default=None,
@@ -119,7 +125,9 @@ def plan_cells(args: argparse.Namespace, max_images: int) -> list[Cell]:
         for clients in (int(value) for value in args.clients.split(",")):
             # Enough requests for percentiles when they are cheap; at least one per client
             # unless the cell's image bound says otherwise.
-            wanted = max(2 * clients, 24) if images_per_request == 1 else max(clients, 3)
+            wanted = (
+                max(2 * clients, args.min_requests) if images_per_request == 1 else max(clients, 3)
+            )
             requests = max(1, min(wanted, max_images // images_per_request))
             cells.append(Cell(images_per_request, clients, requests))
     return cells

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import os
 import statistics
 import tempfile
@@ -153,13 +154,20 @@ def synchronize(device: torch.device) -> None:
 
 
 class EpochRates(TrainingCallbacks):
-    """The loop's own images/s at the end of each epoch, measured from that epoch's start."""
+    """The loop's own images/s at the end of each epoch, and when each epoch's steps ran.
+
+    Progress points come at an epoch's first and last step (each after a host sync), so the
+    gaps between them split a run's time into setup, steps, between epochs and the end.
+    """
 
     def __init__(self, steps_per_epoch: int) -> None:
         self.steps_per_epoch = steps_per_epoch
         self.rates: list[float] = []
+        self.epoch_spans: dict[int, list[float]] = {}
 
     def on_step(self, progress: StepProgress) -> None:
+        span = self.epoch_spans.setdefault(progress.epoch, [time.perf_counter()] * 2)
+        span[1] = time.perf_counter()
         if progress.step % self.steps_per_epoch == 0:
             self.rates.append(progress.samples_per_second)
 
@@ -169,13 +177,24 @@ def timed_run(config: TrainingConfig, out_dir: Path, num_train: int) -> dict[str
     rates = EpochRates(steps_per_epoch)
     started = time.perf_counter()
     run(config, out_dir, rates)
-    seconds = time.perf_counter() - started
+    ended = time.perf_counter()
+    seconds = ended - started
     # The first epoch warms allocators and caches up; the bare step gets warm-up steps too.
     steady = rates.rates[1:] or rates.rates
+    spans = [rates.epoch_spans[epoch] for epoch in sorted(rates.epoch_spans)]
     return {
         "in_epoch": statistics.median(steady),
         "end_to_end": config.epochs * num_train / seconds,
         "seconds": seconds,
+        "breakdown": {
+            # Model load, prepared array, base-model evaluation and the first step.
+            "setup": spans[0][0] - started,
+            "steps": sum(end - start for start, end in spans),
+            # Each epoch's evaluation and checkpoint snapshot, and the next first step.
+            "between epochs": sum(nxt[0] - cur[1] for cur, nxt in itertools.pairwise(spans)),
+            # The last evaluation and checkpoint, then the served model's evaluation and report.
+            "end": ended - spans[-1][1],
+        },
     }
 
 
@@ -211,9 +230,13 @@ def main() -> None:
         bare_rates.append(bare_step_rate(config, args.bare_steps))
     # Medians of interleaved samples: a burst of load elsewhere, or one lucky sample, moves
     # neither side much.
-    warm = {
+    warm: dict[str, Any] = {
         key: statistics.median(result[key] for result in warm_runs)
         for key in ("in_epoch", "end_to_end", "seconds")
+    }
+    warm["breakdown"] = {
+        part: statistics.median(result["breakdown"][part] for result in warm_runs)
+        for part in warm_runs[0]["breakdown"]
     }
     report(args, config, num_train, ingest_seconds, bare_rates, cold, warm)
 
@@ -258,6 +281,10 @@ def report(
         verdict = "" if target is None else f">= {target}: {'met' if ratio >= target else 'MISSED'}"
         print(f"  {name:<44} {rate:>9.1f} {ratio:>6.2f}  {verdict}")
     print(f"  run seconds: cold {cold['seconds']:.1f}, warm {warm['seconds']:.1f}")
+    print(
+        "  warm run's seconds by part (medians): "
+        + ", ".join(f"{part} {seconds:.2f}" for part, seconds in warm["breakdown"].items())
+    )
     options = [
         f"--{name.replace('_', '-')}" + ("" if isinstance(value, bool) else f" {value}")
         for name, value in vars(args).items()

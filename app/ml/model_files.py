@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import CLIPProcessor
 
 from app.ml.base_models import LoadedClip, load_clip_folder
@@ -42,10 +43,18 @@ class ModelMetadata:
         return self.prompt_templates or [self.prompt_template]
 
 
-def save_clip_folder(loaded: LoadedClip, metadata: ModelMetadata, folder: Path) -> None:
-    """Write weights (safetensors), tokenizer, image processor and metadata into `folder`."""
+def save_clip_folder(
+    loaded: LoadedClip,
+    metadata: ModelMetadata,
+    folder: Path,
+    weights: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Write weights (safetensors), tokenizer, image processor and metadata into `folder`.
+
+    `weights`, when given, replace the model's own tensors (a host copy taken earlier).
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    loaded.clip.save_pretrained(folder, safe_serialization=True)
+    loaded.clip.save_pretrained(folder, safe_serialization=True, state_dict=weights)
     processor = CLIPProcessor(image_processor=loaded.image_processor, tokenizer=loaded.tokenizer)
     processor.save_pretrained(folder)
     write_metadata(folder, metadata)

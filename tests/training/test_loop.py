@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from app.ml.tiny_clip import build_tiny_clip
-from worker.training.checkpoint import load_optimizer_state, save_optimizer_state
+from worker.training.checkpoint import OptimizerSnapshot, load_optimizer_state
 from worker.training.config import TrainingConfig
 from worker.training.loop import build_optimizer
 from worker.training.losses import classification_loss, contrastive_loss
@@ -64,7 +64,7 @@ def test_optimizer_state_round_trips_through_safetensors(tmp_path: Path) -> None
     for parameter in clip.parameters():
         parameter.grad = torch.ones_like(parameter)
     optimizer.step()
-    save_optimizer_state(optimizer, tmp_path)
+    OptimizerSnapshot.take(optimizer).write(tmp_path)
     fresh = whole_model_optimizer(clip)
     load_optimizer_state(fresh, tmp_path)
     before, after = optimizer.state_dict(), fresh.state_dict()

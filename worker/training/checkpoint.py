@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from app.ml.model_files import ModelMetadata
 from worker.training.config import TrainingConfig
 from worker.training.methods import TrainingMethod
+from worker.training.snapshot import ModelSnapshot, host_copy
 
 TRAINER_STATE_NAME = "trainer_state.json"
 OPTIMIZER_TENSORS_NAME = "optimizer.safetensors"
@@ -48,42 +49,75 @@ class TrainerState:
         )
 
 
-def save_checkpoint(
+@dataclass
+class OptimizerSnapshot:
+    """The optimizer's per-parameter tensors (host copies) and its parameter groups (JSON)."""
+
+    tensors: dict[str, torch.Tensor]
+    groups: str
+
+    @classmethod
+    def take(cls, optimizer: torch.optim.Optimizer) -> OptimizerSnapshot:
+        state_dict = optimizer.state_dict()
+        return cls(
+            tensors=host_copy(
+                {
+                    f"{param_id}.{key}": value
+                    for param_id, param_state in state_dict["state"].items()
+                    for key, value in param_state.items()
+                    if isinstance(value, torch.Tensor)
+                }
+            ),
+            groups=json.dumps(state_dict["param_groups"]),
+        )
+
+    def write(self, folder: Path) -> None:
+        save_file(self.tensors, str(folder / OPTIMIZER_TENSORS_NAME))
+        (folder / OPTIMIZER_GROUPS_NAME).write_text(self.groups)
+
+
+@dataclass
+class CheckpointSnapshot:
+    """All a checkpoint folder holds, copied out of the live run: writable from any thread."""
+
+    model: ModelSnapshot
+    optimizer: OptimizerSnapshot
+    trainer_state: str
+    config: str
+
+    def write(self, folder: Path) -> Path:
+        """Write into a temporary sibling, then rename: a crash never leaves a half checkpoint."""
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            self.model.write(staging)
+            self.optimizer.write(staging)
+            (staging / TRAINER_STATE_NAME).write_text(self.trainer_state)
+            (staging / CONFIG_NAME).write_text(self.config)
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(staging, folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return folder
+
+
+def snapshot_checkpoint(
     *,
     method: TrainingMethod,
     metadata: ModelMetadata,
     optimizer: torch.optim.Optimizer,
     state: TrainerState,
     config: TrainingConfig,
-    folder: Path,
-) -> Path:
-    """Write into a temporary sibling, then rename: a crash never leaves a half checkpoint."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        method.write_model(staging, metadata)
-        save_optimizer_state(optimizer, staging)
-        (staging / TRAINER_STATE_NAME).write_text(json.dumps(asdict(state), indent=2))
-        config.save(staging / CONFIG_NAME)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return folder
-
-
-def save_optimizer_state(optimizer: torch.optim.Optimizer, folder: Path) -> None:
-    state_dict = optimizer.state_dict()
-    tensors = {
-        f"{param_id}.{key}": value.detach().cpu().contiguous()
-        for param_id, param_state in state_dict["state"].items()
-        for key, value in param_state.items()
-        if isinstance(value, torch.Tensor)
-    }
-    save_file(tensors, str(folder / OPTIMIZER_TENSORS_NAME))
-    (folder / OPTIMIZER_GROUPS_NAME).write_text(json.dumps(state_dict["param_groups"]))
+) -> CheckpointSnapshot:
+    """Copy the run's state out now; training may change every live tensor afterwards."""
+    return CheckpointSnapshot(
+        model=method.snapshot_model(metadata),
+        optimizer=OptimizerSnapshot.take(optimizer),
+        trainer_state=json.dumps(asdict(state), indent=2),
+        config=config.to_json_text(),
+    )
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, folder: Path) -> None:

@@ -77,8 +77,8 @@ class TrainingConfig(Hyperparameters):
             )
             raise ValueError(f"TrainingConfig: {problems}") from None
 
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True))
+    def to_json_text(self) -> str:
+        return json.dumps(self.to_json(), indent=2, sort_keys=True)
 
     @classmethod
     def field_help(cls) -> dict[str, str]:

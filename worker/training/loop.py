@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +76,8 @@ class EpochContext:
     pixel_spec: PixelSpec
     total_steps: int
     callbacks: TrainingCallbacks
+    # The run's own housekeeping at each progress point (completing background checkpoint writes).
+    at_progress_point: Callable[[], None] = lambda: None
 
     def train_pixels(self, batch: Batch, epoch: int) -> torch.Tensor:
         if self.config.augment == "none":
@@ -134,6 +137,7 @@ def train_one_epoch(
             report_progress(context, epoch, step, seen, loss_sum.item() / seen, now - started)
             if context.callbacks.should_stop():
                 raise StopRequested
+            context.at_progress_point()
             last_report = time.perf_counter()
     return loss_sum.item() / max(seen, 1)
 

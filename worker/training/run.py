@@ -21,7 +21,7 @@ from worker.training.checkpoint import (
     load_optimizer_state,
     prune_checkpoints,
     read_trainer_state,
-    save_checkpoint,
+    snapshot_checkpoint,
 )
 from worker.training.conclude import conclude
 from worker.training.config import TrainingConfig
@@ -66,12 +66,16 @@ def run(
     )
     try:
         train_phases(session, state)
+        session.checkpoints.finish()
     except StopRequested:
+        session.checkpoints.finish()
         return RunResult(
             stopped=True,
             best_checkpoint=out_dir / state.best_checkpoint if state.best_checkpoint else None,
             history=state.history,
         )
+    finally:
+        session.checkpoints.close()
     return conclude(session, state)
 
 
@@ -154,6 +158,7 @@ def phase_context(
         pixel_spec=session.evaluator.pixel_spec,
         total_steps=config.epochs * steps,
         callbacks=session.callbacks,
+        at_progress_point=session.checkpoints.poll,
     )
 
 
@@ -178,28 +183,35 @@ def model_metadata(
 def write_epoch_checkpoint(
     session: RunSession, context: EpochContext, state: TrainerState, metrics: dict[str, float]
 ) -> None:
-    """Save this epoch; it becomes the best when its val metric beats the best so far."""
+    """Save this epoch; it becomes the best when its val metric beats the best so far.
+
+    The snapshot is taken now and written in the background while the next epoch trains; the
+    older checkpoints are pruned and the supervisor told once it is on disk.
+    """
     value = metrics.get(session.metric_name)
     folder = session.out_dir / f"epoch-{state.epoch}"
     # Without a val split there is nothing to compare: the latest epoch is the best.
     if value is None or state.best_metric is None or value > state.best_metric:
         state.best_metric = value
         state.best_checkpoint = folder.name
-    save_checkpoint(
+    snapshot = snapshot_checkpoint(
         method=session.method,
         metadata=model_metadata(session, state, metrics),
         optimizer=context.optimizer,
         state=state,
         config=session.config,
-        folder=folder,
     )
-    prune_checkpoints(session.out_dir, keep={folder, session.out_dir / str(state.best_checkpoint)})
-    session.callbacks.on_checkpoint(
-        CheckpointInfo(
-            epoch=state.epoch,
-            step=state.step,
-            path=folder,
-            metric_name=session.metric_name,
-            metric_value=value,
-        )
+    keep = {folder, session.out_dir / str(state.best_checkpoint)}
+    written = CheckpointInfo(
+        epoch=state.epoch,
+        step=state.step,
+        path=folder,
+        metric_name=session.metric_name,
+        metric_value=value,
     )
+
+    def on_disk() -> None:
+        prune_checkpoints(session.out_dir, keep=keep)
+        session.callbacks.on_checkpoint(written)
+
+    session.checkpoints.submit(snapshot, folder, on_disk)

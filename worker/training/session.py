@@ -13,6 +13,7 @@ from app.ml.encode import pick_device
 from app.ml.manifest import Manifest, read_manifest
 from app.ml.precision import training_autocast
 from app.ml.preprocess import input_size, pixel_spec
+from worker.training.checkpoint_writer import CheckpointWriter
 from worker.training.config import TrainingConfig
 from worker.training.control import ControlSet, load_control_set
 from worker.training.data import PreparedLoader
@@ -41,6 +42,7 @@ class RunSession:
     control: ControlSet | None
     evaluator: Evaluator
     resume_from: Path | None
+    checkpoints: CheckpointWriter = dataclasses.field(default_factory=CheckpointWriter)
 
     @property
     def metric_name(self) -> str:

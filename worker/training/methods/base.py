@@ -16,8 +16,9 @@ import torch
 
 from app.ml.base_models import LoadedClip, load_base_model, load_clip_folder
 from app.ml.class_head import ClassHead
-from app.ml.model_files import ModelMetadata, save_clip_folder
+from app.ml.model_files import ModelMetadata
 from worker.training.config import TrainingConfig
+from worker.training.snapshot import ClipFolderSnapshot, ModelSnapshot, head_copy, host_copy
 from worker.training.task import TaskTensors
 
 VISION_PARTS = ("vision_model.", "visual_projection.")
@@ -100,9 +101,14 @@ class TrainingMethod:
     def train_mode(self, training: bool) -> None:
         self.loaded.clip.train(training)
 
-    def write_model(self, folder: Path, metadata: ModelMetadata) -> None:
-        """Write a folder serving can load (plain CLIP weights, and a head if there is one)."""
-        save_clip_folder(self.loaded, metadata, folder)
+    def snapshot_model(self, metadata: ModelMetadata) -> ModelSnapshot:
+        """Host copies of a folder serving can load: plain CLIP weights, and the head if any."""
+        return ClipFolderSnapshot(
+            loaded=self.loaded,
+            weights=host_copy(self.loaded.clip.state_dict()),
+            metadata=metadata,
+            head=head_copy(self.head()),
+        )
 
     def after_step(self) -> None:
         """Called after each optimizer step; CLIP's temperature stays within bounds."""

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 
 from app.ml.class_head import ClassHead
 from app.ml.encode import encode_images
-from app.ml.model_files import ModelMetadata
 from worker.training.methods.base import (
     VISION_PARTS,
     ParameterGroup,
@@ -68,10 +67,6 @@ class LinearProbe(TrainingMethod):
         # Frozen towers stay in eval mode, so the probe sees the features serving will see.
         self.loaded.clip.train(training and self._towers_train)
         self.head().train(training)
-
-    def write_model(self, folder: Path, metadata: ModelMetadata) -> None:
-        super().write_model(folder, metadata)
-        self.head().save(folder)
 
 
 class LinearProbeThenFineTune(LinearProbe):

@@ -8,15 +8,18 @@ plain CLIP folder that `CLIPModel.from_pretrained` loads, and the adapter alone 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
 from safetensors.torch import load_file
 
 from app.ml.base_models import LoadedClip, load_base_model
-from app.ml.model_files import ModelMetadata, save_clip_folder
+from app.ml.model_files import ModelMetadata
 from worker.training.methods.base import ParameterGroup, Phase, freeze_all_but
 from worker.training.methods.full import FullFineTune
+from worker.training.snapshot import ClipFolderSnapshot, ModelSnapshot, host_copy
 
 ADAPTER_DIR_NAME = "adapter"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
@@ -27,6 +30,18 @@ TOWERS = {"none": "(vision_model|text_model)", "text": "vision_model", "vision":
 def lora_target_pattern(freeze: str) -> str:
     """The attention projections of the towers that train (a frozen tower gets no adapters)."""
     return rf".*{TOWERS[freeze]}\.encoder\.layers\.\d+\.self_attn\.{ATTENTION_PROJECTIONS}"
+
+
+@dataclass
+class AdapterSnapshot:
+    merged: ClipFolderSnapshot
+    # Only its configuration is read while writing; the weights come from `adapter_weights`.
+    peft: PeftModel
+    adapter_weights: dict[str, torch.Tensor]
+
+    def write(self, folder: Path) -> None:
+        self.merged.write(folder)
+        self.peft.save_pretrained(str(folder / ADAPTER_DIR_NAME), state_dict=self.adapter_weights)
 
 
 class LowRankAdapters(FullFineTune):
@@ -60,15 +75,21 @@ class LowRankAdapters(FullFineTune):
         freeze_all_but(clip, adapters)
         return [ParameterGroup(adapters, self.config.learning_rate)]
 
-    def write_model(self, folder: Path, metadata: ModelMetadata) -> None:
+    def snapshot_model(self, metadata: ModelMetadata) -> ModelSnapshot:
+        """The merged weights as a plain CLIP model in host memory, and the adapter alone."""
         assert self._peft is not None
-        merged = copy.deepcopy(self._peft).merge_and_unload()
-        save_clip_folder(
-            LoadedClip(merged, self.loaded.tokenizer, self.loaded.image_processor),
-            metadata,
-            folder,
+        merged = copy.deepcopy(self._peft).merge_and_unload().to("cpu")
+        # Only the adapter's tensors: peft picks its own from whatever state dict it is given.
+        adapter = host_copy({k: v for k, v in self._peft.state_dict().items() if "lora_" in k})
+        return AdapterSnapshot(
+            merged=ClipFolderSnapshot(
+                loaded=LoadedClip(merged, self.loaded.tokenizer, self.loaded.image_processor),
+                weights=None,
+                metadata=metadata,
+            ),
+            peft=self._peft,
+            adapter_weights=adapter,
         )
-        self._peft.save_pretrained(str(folder / ADAPTER_DIR_NAME))
 
     def after_step(self) -> None:
         """The temperature does not train here; nothing to clamp."""
