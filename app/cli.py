@@ -46,7 +46,19 @@ def api(
     configure_logging()
     if not no_migrate:
         migrate()
-    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+    workers = get_settings().api_workers
+    if workers == 1:
+        uvicorn.run(create_app(), host=host, port=port, log_level="info")
+    else:
+        # Each worker process imports the app factory itself; uvicorn supervises them.
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="info",
+        )
 
 
 @app.command()

@@ -74,6 +74,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clients", default="1,8,32", help="concurrency levels")
     parser.add_argument("--images-per-request", default="1,64")
     parser.add_argument(
+        "--api-workers",
+        type=int,
+        default=Settings().api_workers,
+        help="processes serving HTTP (CLIPFT_API_WORKERS); the bare side stays one process",
+    )
+    parser.add_argument(
         "--min-requests",
         type=int,
         default=24,
@@ -258,8 +264,10 @@ def main() -> None:
             "CLIPFT_DATABASE_URL": settings.resolved_database_url,
             "CLIPFT_DEVICE": str(device),
             "CLIPFT_PREDICT_PRECISION": args.precision,
-            "CLIPFT_PREDICT_THREADS": str(args.threads),
+            # As many pixel threads in all as the bare side has, split over the api's workers.
+            "CLIPFT_PREDICT_THREADS": str(max(1, args.threads // args.api_workers)),
             "CLIPFT_RECONCILE_INTERVAL_SECONDS": "3600",
+            "CLIPFT_API_WORKERS": str(args.api_workers),
         }
         cached = load_cached_model(
             model_id, storage.model_dir(data_dir, model_id), device, args.precision
@@ -284,6 +292,7 @@ def main() -> None:
         ):
             results = run_cells(
                 cells,
+                api_workers=args.api_workers,
                 http=partial(http_sender, client, model_id, payloads),
                 bare=partial(bare_sender, cached, pixel_pool, limits, payloads),
             )
@@ -293,13 +302,15 @@ def main() -> None:
         f"/predict, HTTP vs bare pipeline: {args.model}, {device}, "
         f"{'bf16' if autocast_dtype == torch.bfloat16 else 'fp32'} ({args.precision}), "
         f"{os.cpu_count()} CPUs, {args.threads} pixel threads, "
+        f"{args.api_workers} api worker(s) sharing them, "
         f"{IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} photo-like JPEG+PNG, top-{TOP_K} of {len(LABELS)} labels"
     )
     print_table(results)
     print_targets(results)
     print(
         "rerun: .venv/bin/python -m bench.predict_throughput "
-        f"--device {args.device} --model {args.model} --precision {args.precision}"
+        f"--device {args.device} --model {args.model} --precision {args.precision} "
+        f"--api-workers {args.api_workers}"
     )
 
 
@@ -308,6 +319,7 @@ def run_cells(
     *,
     http: Callable[[Cell], Callable[[int], None]],
     bare: Callable[[Cell], Callable[[int], None]],
+    api_workers: int,
 ) -> list[tuple[Cell, LoadResult, LoadResult]]:
     """Warm both sides up, then each cell in rounds that alternate HTTP and bare.
 
@@ -315,9 +327,11 @@ def run_cells(
     both sides instead of whichever happened to run during it.
     """
     for images_per_request in sorted({cell.images_per_request for cell in cells}):
-        warm_up = Cell(images_per_request, clients=1, requests=1)
-        http(warm_up)(0)
-        bare(warm_up)(0)
+        # Each api worker loads the model on its first request: enough concurrent requests
+        # that every worker has had some before the clock starts.
+        warm_up = Cell(images_per_request, clients=4 * api_workers, requests=16 * api_workers)
+        measure(http(warm_up), warm_up)
+        bare(Cell(images_per_request, clients=1, requests=1))(0)
     results = []
     for cell in cells:
         rounds: dict[str, list[LoadResult]] = {"http": [], "bare": []}

@@ -17,6 +17,7 @@ Rerun: .venv/bin/python -m bench.train_throughput [--device cuda --model vit-b-3
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import itertools
 import os
@@ -24,14 +25,16 @@ import statistics
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from PIL import Image
 
+import worker.training.run
 from app.core.config import Settings
 from app.datasets.ingest import ingest_archive
 from app.ml.base_models import load_base_model
@@ -42,6 +45,8 @@ from app.ml.preprocess import input_size
 from app.ml.synthetic import photo_like
 from app.ml.tiny_clip import TINY_CLIP_NAME
 from bench.clip_models import MODEL_CHOICES, write_base_model
+from worker.training.checkpoint import CheckpointSnapshot
+from worker.training.checkpoint_writer import CheckpointWriter
 from worker.training.config import TrainingConfig
 from worker.training.loop import build_optimizer
 from worker.training.losses import classification_loss
@@ -172,9 +177,51 @@ class EpochRates(TrainingCallbacks):
             self.rates.append(progress.samples_per_second)
 
 
-def timed_run(config: TrainingConfig, out_dir: Path, num_train: int) -> dict[str, Any]:
+class PartTimer:
+    """Seconds spent in the run's parts, by wrapping the functions the run calls.
+
+    Wall time in the calling thread, except `checkpoint write`, which is the background thread's
+    and overlaps training; `waiting for a write` is what the run's thread lost to it.
+    """
+
+    PARTS: ClassVar[dict[str, tuple[Any, str]]] = {
+        "session start": (worker.training.run, "start_session"),
+        "base evaluation": (worker.training.run, "measure_baseline"),
+        "evaluations": (worker.training.run, "evaluate_live"),
+        "snapshots": (worker.training.run, "snapshot_checkpoint"),
+        "waiting for a write": (CheckpointWriter, "finish"),
+        "checkpoint write": (CheckpointSnapshot, "write"),
+        "conclude": (worker.training.run, "conclude"),
+    }
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = dict.fromkeys(self.PARTS, 0.0)
+        for part, (owner, name) in self.PARTS.items():
+            setattr(owner, name, self._timed(part, getattr(owner, name)))
+
+    def _timed(self, part: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds[part] += time.perf_counter() - started
+
+        return timed
+
+    def take(self) -> dict[str, float]:
+        taken = dict(self.seconds)
+        self.seconds = dict.fromkeys(self.PARTS, 0.0)
+        return taken
+
+
+def timed_run(
+    config: TrainingConfig, out_dir: Path, num_train: int, parts: PartTimer
+) -> dict[str, Any]:
     steps_per_epoch = (num_train + config.batch_size - 1) // config.batch_size
     rates = EpochRates(steps_per_epoch)
+    parts.take()
     started = time.perf_counter()
     run(config, out_dir, rates)
     ended = time.perf_counter()
@@ -186,6 +233,7 @@ def timed_run(config: TrainingConfig, out_dir: Path, num_train: int) -> dict[str
         "in_epoch": statistics.median(steady),
         "end_to_end": config.epochs * num_train / seconds,
         "seconds": seconds,
+        "parts": parts.take(),
         "breakdown": {
             # Model load, prepared array, base-model evaluation and the first step.
             "setup": spans[0][0] - started,
@@ -222,11 +270,12 @@ def main() -> None:
         )
         num_train = len(read_manifest(dataset_dir).split("train"))
         bare_rates = [bare_step_rate(config, args.bare_steps)]
-        cold = timed_run(config, data_dir / "cold", num_train)
+        parts = PartTimer()
+        cold = timed_run(config, data_dir / "cold", num_train, parts)
         warm_runs = []
         for round_index in range(args.rounds):
             bare_rates.append(bare_step_rate(config, args.bare_steps))
-            warm_runs.append(timed_run(config, data_dir / f"warm-{round_index}", num_train))
+            warm_runs.append(timed_run(config, data_dir / f"warm-{round_index}", num_train, parts))
         bare_rates.append(bare_step_rate(config, args.bare_steps))
     # Medians of interleaved samples: a burst of load elsewhere, or one lucky sample, moves
     # neither side much.
@@ -234,10 +283,11 @@ def main() -> None:
         key: statistics.median(result[key] for result in warm_runs)
         for key in ("in_epoch", "end_to_end", "seconds")
     }
-    warm["breakdown"] = {
-        part: statistics.median(result["breakdown"][part] for result in warm_runs)
-        for part in warm_runs[0]["breakdown"]
-    }
+    for table in ("breakdown", "parts"):
+        warm[table] = {
+            part: statistics.median(result[table][part] for result in warm_runs)
+            for part in warm_runs[0][table]
+        }
     report(args, config, num_train, ingest_seconds, bare_rates, cold, warm)
 
 
@@ -284,6 +334,10 @@ def report(
     print(
         "  warm run's seconds by part (medians): "
         + ", ".join(f"{part} {seconds:.2f}" for part, seconds in warm["breakdown"].items())
+    )
+    print(
+        "  inside those (medians): "
+        + ", ".join(f"{part} {seconds:.2f}" for part, seconds in warm["parts"].items())
     )
     options = [
         f"--{name.replace('_', '-')}" + ("" if isinstance(value, bool) else f" {value}")

@@ -99,6 +99,14 @@ class Settings(BaseSettings):
         ge=1,
         description="Threads decoding and preprocessing /predict images, shared by all requests.",
     )
+    api_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Processes `clipft api` serves HTTP with. Each has its own event loop, "
+        "model cache and pixel threads; on a GPU machine several keep one process's GIL from "
+        "capping /predict (the reconciler's updates are conditional, so each may run one).",
+    )
     predict_precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
         description="`auto`: bf16 autocast on a GPU or a CPU with bf16 instructions, else fp32.",

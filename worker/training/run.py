@@ -194,6 +194,8 @@ def write_epoch_checkpoint(
     if value is None or state.best_metric is None or value > state.best_metric:
         state.best_metric = value
         state.best_checkpoint = folder.name
+    # The previous write first: its host copies are freed, and this snapshot reuses them.
+    session.checkpoints.finish()
     snapshot = snapshot_checkpoint(
         method=session.method,
         metadata=model_metadata(session, state, metrics),

@@ -1,0 +1,108 @@
+"""`clipft api` with several worker processes (CLIPFT_API_WORKERS): all serve, all stop."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from app.core.config import Settings
+from app.core.migrate import upgrade_to_head
+from app.ml.synthetic import photo_like
+from tests.model_factory import register_model
+from tests.test_cli import free_tcp_port, group_is_gone
+
+
+def children_of(pid: int) -> list[int]:
+    """Process ids whose parent is `pid`, read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name in parentheses may hold spaces; the parent id follows it.
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def test_two_api_workers_both_serve_predictions_and_stop_with_the_api(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    settings = Settings(
+        data_dir=data_dir, database_url=f"sqlite:///{data_dir / 'clipft.db'}", redis_url=None
+    )
+    upgrade_to_head(settings.resolved_database_url)
+    model_id = register_model(settings=settings)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CLIPFT_")}
+    env.update(
+        CLIPFT_DATA_DIR=str(data_dir),
+        CLIPFT_DATABASE_URL=settings.resolved_database_url,
+        CLIPFT_API_WORKERS="2",
+        CLIPFT_DEVICE="cpu",
+    )
+    port = free_tcp_port()
+    log_path = tmp_path / "api.log"
+    with log_path.open("wb") as log:
+        api = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "api", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert api.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "the api never answered"
+            try:
+                if httpx.get(f"{base_url}/models/{model_id}", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        # uvicorn's supervisor runs the two workers as its children (spawned processes).
+        workers = [
+            pid
+            for pid in children_of(api.pid)
+            if b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        assert len(workers) >= 2, log_path.read_text()
+
+        buffer = io.BytesIO()
+        photo_like(96, 64, seed=1).save(buffer, format="PNG")
+        body = {"model_id": model_id, "images": [base64.b64encode(buffer.getvalue()).decode()]}
+        with httpx.Client(base_url=base_url, timeout=60) as client:
+
+            def predict(_: int) -> httpx.Response:
+                # A new connection each time, so the kernel spreads them over the workers.
+                return client.post("/predict", json=body, headers={"connection": "close"})
+
+            with ThreadPoolExecutor(8) as pool:
+                responses = list(pool.map(predict, range(24)))
+        assert {response.status_code for response in responses} == {200}
+        answers = {str(response.json()["predictions"]) for response in responses}
+        assert len(answers) == 1, "every worker serves the same model the same way"
+        served_by = log_path.read_text().count("POST /predict")
+        assert served_by == 24
+    finally:
+        api.send_signal(signal.SIGTERM)
+        api.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while not group_is_gone(api.pid):
+        assert time.monotonic() < deadline, "the api left worker processes running"
+        time.sleep(0.2)
