@@ -21,14 +21,20 @@ def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
-@app.command()
-def migrate() -> None:
-    """Apply the database migrations (creates the SQLite file when that is the database)."""
+def migrated_database_url() -> str:
+    """The configured database, brought to the latest migration (the SQLite file made)."""
     from app.core.migrate import upgrade_to_head
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade_to_head(settings.resolved_database_url)
+    return settings.resolved_database_url
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations (creates the SQLite file when that is the database)."""
+    migrated_database_url()
     typer.echo("database is at the latest migration")
 
 
@@ -117,6 +123,64 @@ def demo(
     from app.demo import run_demo
 
     raise typer.Exit(run_demo(data_dir=data_dir, epochs=epochs, base_settings=Settings()))
+
+
+keys_app = typer.Typer(help="API keys: create, list and revoke them.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="What the key is for (shown in the listing).")],
+    tenant: Annotated[
+        str, typer.Option(help="The tenant whose datasets, jobs and models the key reaches.")
+    ] = "default",
+    admin: Annotated[bool, typer.Option("--admin", help="The key sees every tenant.")] = False,
+) -> None:
+    """Create a key and print it once: only its hash is stored."""
+    from app.auth.keys import create_key
+    from app.core.db import session_scope
+
+    try:
+        with session_scope(migrated_database_url()) as session:
+            new = create_key(session=session, name=name, tenant=tenant, admin=admin)
+            key_id = new.record.id
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    typer.echo(new.key)
+    typer.echo(
+        f"key {key_id} for tenant {tenant}{' (admin)' if admin else ''}: store it now, it is "
+        "not shown again",
+        err=True,
+    )
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Every key: id, tenant, admin, name, created, revoked (never the key itself)."""
+    from app.auth.keys import list_keys
+    from app.core.db import session_scope
+
+    with session_scope(migrated_database_url()) as session:
+        for record in list_keys(session=session):
+            revoked = record.revoked_at.isoformat() if record.revoked_at else "-"
+            typer.echo(
+                f"{record.id}\t{record.tenant}\t{'admin' if record.admin else '-'}\t"
+                f"{record.name}\t{record.created_at.isoformat()}\t{revoked}"
+            )
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (see `list`).")]) -> None:
+    """Revoke a key: it stops working within CLIPFT_AUTH_CACHE_SECONDS on every api."""
+    from app.auth.keys import revoke_key
+    from app.core.db import session_scope
+
+    with session_scope(migrated_database_url()) as session:
+        record = revoke_key(session=session, key_id=key_id)
+    if record is None:
+        raise typer.BadParameter(f"no key {key_id}")
+    typer.echo(f"key {key_id} revoked")
 
 
 def main() -> None:

@@ -8,8 +8,9 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
+from app.auth.requests import KeyCache, get_principal
 from app.core.config import Settings, get_settings
 from app.core.error_handlers import install_error_handlers
 from app.datasets.router import router as datasets_router
@@ -56,12 +57,14 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.key_cache = KeyCache()
 
     install_error_handlers(app)
 
     app.include_router(health_router)
-    app.include_router(datasets_router)
-    app.include_router(jobs_router)
-    app.include_router(models_router)
-    app.include_router(predict_router)
+    # Every route but /health needs a key (when authentication is on), whether or not the
+    # route itself asks who the caller is.
+    authenticated = [Depends(get_principal)]
+    for router in (datasets_router, jobs_router, models_router, predict_router):
+        app.include_router(router, dependencies=authenticated)
     return app

@@ -115,6 +115,7 @@ def make_ready_dataset(
     kind: str = "classification",
     classes: tuple[str, ...] | None = None,
     seed: int = 0,
+    tenant: str = "default",
 ) -> str:
     from app.core.db import session_scope
     from app.core.storage import dataset_dir, new_id
@@ -133,7 +134,11 @@ def make_ready_dataset(
     with session_scope(settings.resolved_database_url) as session:
         session.add(
             dataset_row(
-                dataset_id=dataset_id, name="synthetic shapes", manifest=manifest, status=status
+                dataset_id=dataset_id,
+                name="synthetic shapes",
+                manifest=manifest,
+                status=status,
+                tenant=tenant,
             )
         )
     return dataset_id

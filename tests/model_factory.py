@@ -14,7 +14,7 @@ from app.ml.base_models import LoadedClip
 from app.ml.model_files import ModelMetadata, save_clip_folder
 from app.ml.tiny_clip import TINY_CLIP_NAME, build_tiny_clip
 from app.orm.base import utcnow
-from app.orm.models import Dataset, Job, Model
+from app.orm.models import DEFAULT_TENANT, Dataset, Job, Model
 
 SHAPE_LABELS = ("red circle", "green square", "blue triangle")
 PROMPT_TEMPLATE = "a photo of a {}."
@@ -62,6 +62,7 @@ def register_model(
     name: str = "test model",
     created_at: datetime | None = None,
     write_files: bool = True,
+    tenant: str = DEFAULT_TENANT,
 ) -> str:
     """Write a tiny-clip model folder and its dataset, succeeded job and model rows; its id."""
     if labels is None:
@@ -80,6 +81,7 @@ def register_model(
     with session_scope(settings.resolved_database_url) as session:
         dataset = Dataset(
             id=storage.new_id(),
+            tenant=tenant,
             name=f"{name} data",
             status="ready",
             kind=kind,
@@ -89,6 +91,7 @@ def register_model(
         session.flush()
         job = Job(
             id=storage.new_id(),
+            tenant=tenant,
             name=name,
             status="succeeded",
             dataset_id=dataset.id,
@@ -101,6 +104,7 @@ def register_model(
         session.add(
             Model(
                 id=model_id,
+                tenant=tenant,
                 name=name,
                 job_id=job.id,
                 base_model=TINY_CLIP_NAME,

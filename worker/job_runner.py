@@ -164,6 +164,7 @@ def register_model(settings: Settings, job: Job, owner: str, result: RunResult) 
             session.add(
                 Model(
                     id=model_id,
+                    tenant=job.tenant,
                     name=job.name,
                     job_id=job.id,
                     base_model=job.base_model,

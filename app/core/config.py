@@ -122,6 +122,24 @@ class Settings(BaseSettings):
         description="Hub ids jobs may name even when hub downloads are off (JSON list).",
     )
 
+    auth_disabled: bool | None = Field(
+        None,
+        description="Serve without API keys, everything in one tenant (local demos); unset "
+        "means off in `dev` and on in `production`, which refuses to turn it off.",
+    )
+    auth_cache_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="How long a checked API key is trusted without asking the database again "
+        "(so a revoked key works at most this long after).",
+    )
+
+    @property
+    def auth_required(self) -> bool:
+        if self.auth_disabled is None:
+            return self.environment == "production"
+        return not self.auth_disabled
+
     def hub_model_allowed(self, hub_id: str) -> bool:
         allowed = self.allow_hub_downloads
         if allowed is None:
@@ -135,6 +153,8 @@ class Settings(BaseSettings):
                 raise ValueError("production needs CLIPFT_DATABASE_URL pointing at PostgreSQL")
             if not self.redis_url:
                 raise ValueError("production needs CLIPFT_REDIS_URL")
+            if self.auth_disabled:
+                raise ValueError("production serves only with API keys: unset CLIPFT_AUTH_DISABLED")
         return self
 
     @property

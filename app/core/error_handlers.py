@@ -34,7 +34,9 @@ def public_validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ClientError)
     async def client_error(_request: Request, error: ClientError) -> JSONResponse:
-        return JSONResponse(status_code=error.status_code, content={"detail": error.detail})
+        return JSONResponse(
+            status_code=error.status_code, content={"detail": error.detail}, headers=error.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:

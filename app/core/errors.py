@@ -9,12 +9,18 @@ class ClientError(Exception):
     """A 4xx answer: `detail` says what is wrong, naming the field or the file."""
 
     status_code = 400
+    headers: dict[str, str] | None = None
 
     def __init__(self, detail: Any, *, status_code: int | None = None) -> None:
         super().__init__(detail if isinstance(detail, str) else repr(detail))
         self.detail = detail
         if status_code is not None:
             self.status_code = status_code
+
+
+class Unauthorized(ClientError):
+    status_code = 401
+    headers = {"WWW-Authenticate": "Bearer"}  # noqa: RUF012  # read-only
 
 
 class NotFound(ClientError):

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from app.auth.requests import PrincipalDep
 from app.core.storage import dataset_dir, new_id, require_free_disk
 from app.datasets import service
 from app.datasets.schemas import DatasetList, DatasetPublic
@@ -36,9 +37,9 @@ _UPLOAD_BODY: dict[str, Any] = {
 }
 
 
-def get_dataset(dataset_id: str, session: SessionDep) -> Dataset:
+def get_dataset(dataset_id: str, session: SessionDep, principal: PrincipalDep) -> Dataset:
     """The dataset named in the path, or a 404."""
-    return service.get(session=session, dataset_id=dataset_id)
+    return service.get(session=session, dataset_id=dataset_id, principal=principal)
 
 
 DatasetDep = Annotated[Dataset, Depends(get_dataset)]
@@ -46,7 +47,7 @@ DatasetDep = Annotated[Dataset, Depends(get_dataset)]
 
 @router.post("/datasets", status_code=201, response_model=DatasetPublic, openapi_extra=_UPLOAD_BODY)
 async def create_dataset(
-    request: Request, session: SessionDep, settings: SettingsDep
+    request: Request, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
 ) -> DatasetPublic:
     """Upload a zip of images (class folders, or metadata.csv/jsonl); it is checked and split."""
     require_free_disk(settings.data_dir, settings.min_free_disk_bytes)
@@ -58,7 +59,12 @@ async def create_dataset(
     )
     # Decoding every image is slow, blocking work: keep it off the event loop.
     dataset = await run_in_threadpool(
-        service.create, session=session, settings=settings, dataset_id=dataset_id, upload=upload
+        service.create,
+        session=session,
+        settings=settings,
+        dataset_id=dataset_id,
+        upload=upload,
+        tenant=principal.tenant,
     )
     return DatasetPublic.model_validate(dataset)
 
@@ -72,9 +78,12 @@ def read_dataset(dataset: DatasetDep) -> DatasetPublic:
 @router.get("/datasets", response_model=DatasetList)
 def list_datasets(
     session: SessionDep,
+    principal: PrincipalDep,
     limit: LimitQuery = 50,
     offset: OffsetQuery = 0,
 ) -> DatasetList:
     """Datasets, newest first."""
-    datasets, total = service.list_datasets(session=session, limit=limit, offset=offset)
+    datasets, total = service.list_datasets(
+        session=session, principal=principal, limit=limit, offset=offset
+    )
     return DatasetList(items=[DatasetPublic.model_validate(d) for d in datasets], total=total)

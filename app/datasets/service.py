@@ -8,20 +8,26 @@ from pathlib import PurePosixPath, PureWindowsPath
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.auth.keys import Principal
 from app.core.config import Settings
 from app.core.errors import Unprocessable
 from app.core.queries import get_or_404, newest_first_page
 from app.datasets.ingest import ingest_archive
 from app.datasets.upload import FILE_FIELD, ReceivedUpload
 from app.ml.manifest import Manifest
-from app.orm.models import Dataset
+from app.orm.models import DEFAULT_TENANT, Dataset
 
 MAX_NAME_CHARS = 200  # the width of `dataset.name`
 DEFAULT_NAME = "dataset"
 
 
 def create(
-    *, session: Session, settings: Settings, dataset_id: str, upload: ReceivedUpload
+    *,
+    session: Session,
+    settings: Settings,
+    dataset_id: str,
+    upload: ReceivedUpload,
+    tenant: str = DEFAULT_TENANT,
 ) -> Dataset:
     """Check, normalise and split an uploaded zip, then record it as a ready dataset."""
     try:
@@ -33,7 +39,7 @@ def create(
             settings=settings,
         )
         upload.path.unlink()
-        dataset = dataset_row(dataset_id=dataset_id, name=name, manifest=manifest)
+        dataset = dataset_row(dataset_id=dataset_id, name=name, manifest=manifest, tenant=tenant)
         session.add(dataset)
         session.flush()
     except BaseException:
@@ -44,11 +50,17 @@ def create(
 
 
 def dataset_row(
-    *, dataset_id: str, name: str, manifest: Manifest, status: str = "ready"
+    *,
+    dataset_id: str,
+    name: str,
+    manifest: Manifest,
+    status: str = "ready",
+    tenant: str = DEFAULT_TENANT,
 ) -> Dataset:
     """The database row describing a dataset folder's manifest."""
     return Dataset(
         id=dataset_id,
+        tenant=tenant,
         name=name,
         status=status,
         kind=manifest.kind,
@@ -83,11 +95,15 @@ def _base_filename(filename: str | None) -> str:
     return PureWindowsPath(PurePosixPath(filename or "").name).name
 
 
-def get(*, session: Session, dataset_id: str) -> Dataset:
+def get(*, session: Session, dataset_id: str, principal: Principal) -> Dataset:
     """The dataset with this id, or a 404."""
-    return get_or_404(session, Dataset, dataset_id, "dataset")
+    return get_or_404(session, Dataset, dataset_id, "dataset", principal=principal)
 
 
-def list_datasets(*, session: Session, limit: int, offset: int) -> tuple[list[Dataset], int]:
+def list_datasets(
+    *, session: Session, principal: Principal, limit: int, offset: int
+) -> tuple[list[Dataset], int]:
     """One page of datasets, newest first, and how many there are in all."""
-    return newest_first_page(session, select(Dataset), Dataset, limit=limit, offset=offset)
+    return newest_first_page(
+        session, select(Dataset), Dataset, principal=principal, limit=limit, offset=offset
+    )

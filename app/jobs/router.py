@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
+from app.auth.requests import PrincipalDep
 from app.core.queue import send_train_task
 from app.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
 from app.jobs import service
@@ -17,17 +18,19 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
-def get_job(job_id: str, session: SessionDep) -> Job:
-    return service.get(session=session, job_id=job_id)
+def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> Job:
+    return service.get(session=session, job_id=job_id, principal=principal)
 
 
 JobDep = Annotated[Job, Depends(get_job)]
 
 
 @router.post("", status_code=201, response_model=JobPublic)
-def create_job(job_in: JobCreate, session: SessionDep, settings: SettingsDep) -> Job:
+def create_job(
+    job_in: JobCreate, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
+) -> Job:
     """Start fine-tuning: the job is recorded as queued, then handed to the workers."""
-    job = service.create(session=session, settings=settings, job_in=job_in)
+    job = service.create(session=session, settings=settings, job_in=job_in, principal=principal)
     # Commit before sending: a worker must never receive an id the database does not have.
     session.commit()
     try:
@@ -43,12 +46,15 @@ def create_job(job_in: JobCreate, session: SessionDep, settings: SettingsDep) ->
 @router.get("", response_model=JobList)
 def list_jobs(
     session: SessionDep,
+    principal: PrincipalDep,
     status: JobStatus | None = None,
     limit: LimitQuery = 50,
     offset: OffsetQuery = 0,
 ) -> JobList:
     """List jobs, newest first, optionally filtered by status."""
-    jobs, total = service.list_jobs(session=session, status=status, limit=limit, offset=offset)
+    jobs, total = service.list_jobs(
+        session=session, principal=principal, status=status, limit=limit, offset=offset
+    )
     return JobList(items=[JobPublic.model_validate(job) for job in jobs], total=total)
 
 

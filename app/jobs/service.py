@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app.auth.keys import Principal
 from app.core.config import Settings
 from app.core.db import rows_updated
 from app.core.errors import Conflict, Unprocessable
@@ -20,9 +21,12 @@ from app.orm import Dataset, Job, JobEvent
 from app.orm.base import utcnow
 
 
-def create(*, session: Session, settings: Settings, job_in: JobCreate) -> Job:
-    """Check the dataset and base model, then record the job as `queued` (not yet sent)."""
-    dataset = get_or_404(session, Dataset, job_in.dataset_id, "dataset")
+def create(*, session: Session, settings: Settings, job_in: JobCreate, principal: Principal) -> Job:
+    """Check the dataset and base model, then record the job as `queued` (not yet sent).
+
+    The job belongs to its dataset's tenant (the caller's own, unless an admin acts for one).
+    """
+    dataset = get_or_404(session, Dataset, job_in.dataset_id, "dataset", principal=principal)
     if dataset.status != "ready":
         raise Conflict(f"dataset {dataset.id} is {dataset.status}, not ready")
     try:
@@ -41,11 +45,12 @@ def create(*, session: Session, settings: Settings, job_in: JobCreate) -> Job:
             f"method {method!r} trains a class head; dataset {dataset.id} holds captions"
         )
     if job_in.control_dataset_id is not None:
-        check_control_dataset(session=session, job_in=job_in)
+        check_control_dataset(session=session, job_in=job_in, dataset=dataset)
     hyperparameters = job_in.hyperparameters.model_dump()
     now = utcnow()
     job = Job(
         id=new_id(),
+        tenant=dataset.tenant,
         name=job_in.name or f"{dataset.name} on {job_in.base_model}",
         status="queued",
         dataset_id=dataset.id,
@@ -64,9 +69,15 @@ def create(*, session: Session, settings: Settings, job_in: JobCreate) -> Job:
     return job
 
 
-def check_control_dataset(*, session: Session, job_in: JobCreate) -> None:
-    """The control set must be another ready classification set: its zero-shot is measured."""
-    control = get_or_404(session, Dataset, str(job_in.control_dataset_id), "control dataset")
+def check_control_dataset(*, session: Session, job_in: JobCreate, dataset: Dataset) -> None:
+    """The control set must be another ready classification set of the same tenant."""
+    control = get_or_404(
+        session,
+        Dataset,
+        str(job_in.control_dataset_id),
+        "control dataset",
+        principal=Principal(tenant=dataset.tenant, admin=False),
+    )
     if control.id == job_in.dataset_id:
         raise Unprocessable("control_dataset_id must name a dataset the job does not train on")
     if control.kind != "classification":
@@ -77,19 +88,19 @@ def check_control_dataset(*, session: Session, job_in: JobCreate) -> None:
         raise Conflict(f"control dataset {control.id} is {control.status}, not ready")
 
 
-def get(*, session: Session, job_id: str) -> Job:
+def get(*, session: Session, job_id: str, principal: Principal) -> Job:
     """The job, or a 404."""
-    return get_or_404(session, Job, job_id, "job")
+    return get_or_404(session, Job, job_id, "job", principal=principal)
 
 
 def list_jobs(
-    *, session: Session, status: str | None, limit: int, offset: int
+    *, session: Session, principal: Principal, status: str | None, limit: int, offset: int
 ) -> tuple[list[Job], int]:
     """Newest first, optionally only those in one status."""
     query = select(Job)
     if status is not None:
         query = query.where(Job.status == status)
-    return newest_first_page(session, query, Job, limit=limit, offset=offset)
+    return newest_first_page(session, query, Job, principal=principal, limit=limit, offset=offset)
 
 
 def cancel(*, session: Session, job: Job) -> Job:

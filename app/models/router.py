@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
+from app.auth.requests import PrincipalDep
 from app.deps import LimitQuery, OffsetQuery, SessionDep
 from app.models import service
 from app.models.schemas import ModelList, ModelPublic
@@ -14,9 +15,9 @@ from app.orm.models import Model
 router = APIRouter(tags=["models"])
 
 
-def get_model_record(model_id: str, session: SessionDep) -> Model:
+def get_model_record(model_id: str, session: SessionDep, principal: PrincipalDep) -> Model:
     """The model named by the `model_id` path parameter; 404 when there is none."""
-    return service.get_model(session=session, model_id=model_id)
+    return service.get_model(session=session, model_id=model_id, principal=principal)
 
 
 ModelRecordDep = Annotated[Model, Depends(get_model_record)]
@@ -25,11 +26,14 @@ ModelRecordDep = Annotated[Model, Depends(get_model_record)]
 @router.get("/models")
 def list_models(
     session: SessionDep,
+    principal: PrincipalDep,
     limit: LimitQuery = 50,
     offset: OffsetQuery = 0,
 ) -> ModelList:
     """List trained models, newest first."""
-    model_records, total = service.list_models(session=session, limit=limit, offset=offset)
+    model_records, total = service.list_models(
+        session=session, principal=principal, limit=limit, offset=offset
+    )
     return ModelList(
         items=[ModelPublic.model_validate(record) for record in model_records], total=total
     )

@@ -7,22 +7,21 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.auth.keys import Principal
 from app.core.errors import NotFound
-from app.core.queries import get_or_404, newest_first_page
+from app.core.queries import get_or_404, newest_first_page, visible_to
 from app.orm.models import Model
 
 
-def get_model(*, session: Session, model_id: str) -> Model:
+def get_model(*, session: Session, model_id: str, principal: Principal) -> Model:
     """The model row with this id, or `NotFound`."""
-    return get_or_404(session, Model, model_id, "model")
+    return get_or_404(session, Model, model_id, "model", principal=principal)
 
 
-def get_models(*, session: Session, model_ids: Sequence[str]) -> list[Model]:
+def get_models(*, session: Session, model_ids: Sequence[str], principal: Principal) -> list[Model]:
     """The model rows with these ids, in the same order, or `NotFound` naming every unknown id."""
-    found = {
-        model_record.id: model_record
-        for model_record in session.scalars(select(Model).where(Model.id.in_(model_ids)))
-    }
+    query = visible_to(select(Model).where(Model.id.in_(model_ids)), Model, principal)
+    found = {model_record.id: model_record for model_record in session.scalars(query)}
     unknown = [model_id for model_id in model_ids if model_id not in found]
     if len(unknown) == 1:
         raise NotFound(f"model {unknown[0]} not found")
@@ -31,6 +30,10 @@ def get_models(*, session: Session, model_ids: Sequence[str]) -> list[Model]:
     return [found[model_id] for model_id in model_ids]
 
 
-def list_models(*, session: Session, limit: int, offset: int) -> tuple[list[Model], int]:
+def list_models(
+    *, session: Session, principal: Principal, limit: int, offset: int
+) -> tuple[list[Model], int]:
     """One page of models, newest first, and how many there are in all."""
-    return newest_first_page(session, select(Model), Model, limit=limit, offset=offset)
+    return newest_first_page(
+        session, select(Model), Model, principal=principal, limit=limit, offset=offset
+    )

@@ -1,4 +1,4 @@
 from app.orm.base import Base
-from app.orm.models import Checkpoint, Dataset, Job, JobEvent, Model
+from app.orm.models import ApiKey, Checkpoint, Dataset, Job, JobEvent, Model
 
-__all__ = ["Base", "Checkpoint", "Dataset", "Job", "JobEvent", "Model"]
+__all__ = ["ApiKey", "Base", "Checkpoint", "Dataset", "Job", "JobEvent", "Model"]

@@ -10,11 +10,16 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.orm.base import Base, UTCDateTime, utcnow
 
+# The tenant of everything made while authentication is off, and of rows older than tenants.
+DEFAULT_TENANT = "default"
+
 
 class Dataset(Base):
     __tablename__ = "dataset"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # The tenant of the API key that created it; other tenants' keys never see it.
+    tenant: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT, index=True)
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(20))
     kind: Mapped[str] = mapped_column(String(20))
@@ -40,6 +45,8 @@ class Job(Base):
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # The tenant of the API key that created it; other tenants' keys never see it.
+    tenant: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT, index=True)
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(20), index=True)
     dataset_id: Mapped[str] = mapped_column(ForeignKey("dataset.id"), index=True)
@@ -92,6 +99,8 @@ class Model(Base):
     __tablename__ = "model"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # The tenant of the API key that created it; other tenants' keys never see it.
+    tenant: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT, index=True)
     name: Mapped[str] = mapped_column(String(200))
     job_id: Mapped[str] = mapped_column(ForeignKey("job.id"), index=True)
     base_model: Mapped[str] = mapped_column(String(300))
@@ -101,3 +110,17 @@ class Model(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     path: Mapped[str] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key: only a hash of its secret is stored; the key itself is shown once."""
+
+    __tablename__ = "api_key"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
+from app.auth.requests import PrincipalDep
 from app.core.config import Settings
 from app.core.errors import ClientError, PayloadTooLarge, Unprocessable
 from app.deps import SettingsDep
@@ -118,6 +119,7 @@ async def predict(
     settings: SettingsDep,
     model_cache: ModelCacheDep,
     pixel_pool: PixelPoolDep,
+    principal: PrincipalDep,
 ) -> PredictResponse:
     """Classify images over a model's labels (top-k with probabilities), or, given `texts`,
     answer the image x text cosine similarity and per-image softmax over the texts.
@@ -150,6 +152,7 @@ async def predict(
         pixel_pool=pixel_pool,
         settings=settings,
         predict_input=predict_input,
+        principal=principal,
     )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from app.auth.keys import Principal
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.errors import Conflict, PayloadTooLarge, Unprocessable
@@ -119,9 +120,11 @@ class ServedModel:
     labels: list[str]
 
 
-def find_models(*, settings: Settings, model_ids: list[str]) -> list[ServedModel]:
+def find_models(
+    *, settings: Settings, model_ids: list[str], principal: Principal
+) -> list[ServedModel]:
     """The models' rows, in order, read in a short session of their own; `NotFound` if any is
-    unknown."""
+    unknown (or another tenant's)."""
     with session_scope(settings.resolved_database_url, settings.database_pool) as session:
         return [
             ServedModel(
@@ -130,7 +133,9 @@ def find_models(*, settings: Settings, model_ids: list[str]) -> list[ServedModel
                 kind=model_record.kind,
                 labels=list(model_record.labels),
             )
-            for model_record in get_models(session=session, model_ids=model_ids)
+            for model_record in get_models(
+                session=session, model_ids=model_ids, principal=principal
+            )
         ]
 
 
@@ -173,10 +178,13 @@ def predict(
     pixel_pool: PixelPool,
     settings: Settings,
     predict_input: PredictInput,
+    principal: Principal,
 ) -> PredictResponse:
     """Classify the images over the labels, or compare them with the given texts; an ensemble
     answers the mean of its models' probabilities (and cosines)."""
-    served_models = find_models(settings=settings, model_ids=predict_input.model_ids)
+    served_models = find_models(
+        settings=settings, model_ids=predict_input.model_ids, principal=principal
+    )
     if predict_input.texts is None:
         check_can_classify(served_models)
     runs = _each_model(

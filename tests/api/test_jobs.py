@@ -207,6 +207,8 @@ def test_hub_downloads_can_be_turned_off_and_allow_listed(
             "allow_hub_downloads": allow,
             "hub_model_allowlist": allowlist,
             "environment": environment,
+            # The hub policy alone is under test here (production would also ask for keys).
+            "auth_disabled": True,
         }
     )
     with TestClient(create_app(configured, run_reconciler=False)) as test_client:

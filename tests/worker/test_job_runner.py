@@ -60,6 +60,9 @@ def test_a_job_runs_to_success_and_registers_its_best_model(
     client: TestClient, settings: Settings, ready_dataset: str, progress_writes: list[str]
 ) -> None:
     job_id = new_job(client, ready_dataset)
+    with session_scope(settings.resolved_database_url) as session:
+        # The registered model must land in the job's tenant, whichever it is.
+        session.execute(update(Job).where(Job.id == job_id).values(tenant="tenant-of-the-job"))
     job_runner.run(job_id, settings)
 
     job = client.get(f"/jobs/{job_id}").json()
@@ -86,6 +89,7 @@ def test_a_job_runs_to_success_and_registers_its_best_model(
     with session_scope(settings.resolved_database_url) as session:
         model_record = session.get(Model, job["model_id"])
         assert model_record is not None
+        assert model_record.tenant == "tenant-of-the-job"
         assert model_record.labels == [
             "blue triangle",
             "green square",

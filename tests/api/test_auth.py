@@ -1,0 +1,197 @@
+"""API keys and tenants: every route but /health needs a key, and tenants never meet."""
+
+from __future__ import annotations
+
+import base64
+import io
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from app.auth.keys import create_key, revoke_key
+from app.core.config import Settings
+from app.core.db import session_scope
+from app.main import create_app
+from app.ml.synthetic import photo_like
+from app.orm import ApiKey, Model
+from tests.conftest import make_ready_dataset
+from tests.datasets_helpers import class_zip
+from tests.model_factory import register_model
+
+
+@pytest.fixture(scope="module")
+def secured(settings: Settings) -> Settings:
+    # No cache: a revoked key must fail on the very next request in these tests.
+    return settings.model_copy(update={"auth_disabled": False, "auth_cache_seconds": 0.0})
+
+
+@pytest.fixture(scope="module")
+def secured_client(secured: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(secured, run_reconciler=False)) as test_client:
+        yield test_client
+
+
+def new_key(settings: Settings, tenant: str, *, admin: bool = False) -> str:
+    with session_scope(settings.resolved_database_url) as session:
+        return create_key(session=session, name=f"test {tenant}", tenant=tenant, admin=admin).key
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@dataclass
+class TenantRows:
+    tenant: str
+    key: str
+    dataset_id: str
+    job_id: str
+    model_id: str
+
+
+def tenant_with_rows(settings: Settings) -> TenantRows:
+    tenant = f"t{uuid.uuid4().hex[:10]}"
+    model_id = register_model(settings=settings, tenant=tenant)
+    with session_scope(settings.resolved_database_url) as session:
+        job_id = session.scalars(select(Model.job_id).where(Model.id == model_id)).one()
+    return TenantRows(
+        tenant=tenant,
+        key=new_key(settings, tenant),
+        dataset_id=make_ready_dataset(settings, tenant=tenant),
+        job_id=job_id,
+        model_id=model_id,
+    )
+
+
+def test_production_refuses_to_serve_without_keys() -> None:
+    production = {
+        "environment": "production",
+        "database_url": "postgresql+psycopg://clipft@db/clipft",
+        "redis_url": "redis://redis:6379/0",
+    }
+    assert Settings(**production).auth_required
+    with pytest.raises(ValidationError, match="only with API keys"):
+        Settings(**production, auth_disabled=True)
+    assert not Settings(environment="dev").auth_required
+    assert Settings(environment="dev", auth_disabled=False).auth_required
+
+
+def test_every_route_but_health_asks_for_a_key(secured_client: TestClient) -> None:
+    assert secured_client.get("/health").status_code != 401
+    schema = secured_client.get("/openapi.json", headers={}).json()
+    for path, operations in schema["paths"].items():
+        if path == "/health":
+            continue
+        concrete = path.format(dataset_id="x", job_id="x", model_id="x")
+        for method in operations:
+            for headers in ({}, bearer("clipft_" + "0" * 32 + "_" + "a" * 43), bearer("nonsense")):
+                response = secured_client.request(method, concrete, headers=headers)
+                assert response.status_code == 401, (method, path, headers, response.text)
+                assert response.headers["www-authenticate"] == "Bearer"
+                assert "API key" in response.json()["detail"]
+
+
+def test_a_key_is_stored_hashed_works_and_stops_working_once_revoked(
+    secured: Settings, secured_client: TestClient
+) -> None:
+    key = new_key(secured, f"t{uuid.uuid4().hex[:10]}")
+    key_id = key.split("_")[1]
+    with session_scope(secured.resolved_database_url) as session:
+        stored = session.get(ApiKey, key_id)
+        assert stored is not None
+        assert key.split("_", 2)[2] not in stored.secret_sha256
+    assert secured_client.get("/datasets", headers=bearer(key)).status_code == 200
+    # A key with the right id and a wrong secret is refused.
+    assert secured_client.get("/datasets", headers=bearer(key[:-4] + "AAAA")).status_code == 401
+    with session_scope(secured.resolved_database_url) as session:
+        revoke_key(session=session, key_id=key_id)
+    response = secured_client.get("/datasets", headers=bearer(key))
+    assert response.status_code == 401
+    assert "revoked" in response.json()["detail"]
+
+
+def png_base64() -> str:
+    buffer = io.BytesIO()
+    photo_like(64, 48, seed=3).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_another_tenants_ids_answer_404_on_every_route_and_lists_leave_them_out(
+    secured: Settings, secured_client: TestClient
+) -> None:
+    owner, other = tenant_with_rows(secured), tenant_with_rows(secured)
+    admin_key = new_key(secured, "operators", admin=True)
+    ids = {"dataset_id": owner.dataset_id, "job_id": owner.job_id, "model_id": owner.model_id}
+    # Routes whose body, not path, names a row: each is sent the owner's ids.
+    bodies = {
+        ("post", "/jobs"): {"dataset_id": owner.dataset_id, "base_model": "tiny-clip"},
+        ("post", "/predict"): {"model_id": owner.model_id, "images": [png_base64()]},
+    }
+    list_routes = {("get", "/datasets"), ("get", "/jobs"), ("get", "/models")}
+    # Creating a dataset names no existing row: it is the caller's own (tested elsewhere).
+    own_rows_only = {("post", "/datasets")}
+    schema = secured_client.get("/openapi.json").json()
+    walked = set()
+    for path, operations in schema["paths"].items():
+        if path == "/health":
+            continue
+        for method in operations:
+            route = (method, path)
+            walked.add(route)
+            if route in own_rows_only:
+                continue
+            if route in list_routes:
+                for key, sees in ((other.key, False), (owner.key, True), (admin_key, True)):
+                    listing = secured_client.get(path, params={"limit": 200}, headers=bearer(key))
+                    assert listing.status_code == 200
+                    listed = {item["id"] for item in listing.json()["items"]}
+                    assert bool(listed & set(ids.values())) is sees, (path, sees)
+                continue
+            assert "{" in path or route in bodies, f"no tenant check covers {method} {path}"
+            concrete = path.format(**ids)
+            body = bodies.get(route)
+            refused = secured_client.request(method, concrete, json=body, headers=bearer(other.key))
+            assert refused.status_code == 404, (method, path, refused.text)
+            assert refused.json()["detail"].endswith("not found")
+            if method == "get":
+                for key in (owner.key, admin_key):
+                    allowed = secured_client.get(concrete, headers=bearer(key))
+                    assert allowed.status_code != 404, (path, allowed.text)
+    assert walked >= set(bodies) | list_routes | own_rows_only
+    # The owner itself may start a job on its dataset and predict with its model.
+    started = secured_client.post(
+        "/jobs", json=bodies[("post", "/jobs")], headers=bearer(owner.key)
+    )
+    assert started.status_code == 201, started.text
+    assert started.json()["id"] in {
+        item["id"]
+        for item in secured_client.get("/jobs", headers=bearer(owner.key)).json()["items"]
+    }
+    answer = secured_client.post(
+        "/predict", json=bodies[("post", "/predict")], headers=bearer(owner.key)
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def test_a_dataset_uploaded_with_a_key_belongs_to_its_tenant(
+    secured: Settings, secured_client: TestClient
+) -> None:
+    owner, other = tenant_with_rows(secured), tenant_with_rows(secured)
+    response = secured_client.post(
+        "/datasets",
+        files={"file": ("shapes.zip", class_zip({"circle": 6, "square": 6}), "application/zip")},
+        headers=bearer(owner.key),
+    )
+    assert response.status_code == 201, response.text
+    dataset_id = response.json()["id"]
+    assert (
+        secured_client.get(f"/datasets/{dataset_id}", headers=bearer(owner.key)).status_code == 200
+    )
+    assert (
+        secured_client.get(f"/datasets/{dataset_id}", headers=bearer(other.key)).status_code == 404
+    )
