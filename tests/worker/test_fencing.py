@@ -161,8 +161,9 @@ def test_a_hung_training_loop_loses_its_heartbeat_and_the_job_goes_back_to_the_q
     monkeypatch.setenv(CRASH_FILE_VARIABLE, str(hang_order))
     quick = settings.model_copy(
         update={
-            "heartbeat_timeout_seconds": 4.0,
-            "training_stall_seconds": 2.0,
+            # Long enough that a slow start (a loaded CI machine) is not taken for the hang.
+            "heartbeat_timeout_seconds": 8.0,
+            "training_stall_seconds": 5.0,
             "training_stop_grace_seconds": 1.0,
         }
     )
@@ -170,7 +171,7 @@ def test_a_hung_training_loop_loses_its_heartbeat_and_the_job_goes_back_to_the_q
     attempt = threading.Thread(target=job_runner.run, args=(job_id, quick))
     attempt.start()
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 120
         while client.get(f"/jobs/{job_id}").json()["status"] != "queued" or hang_order.exists():
             assert time.monotonic() < deadline, client.get(f"/jobs/{job_id}").json()
             reconcile_once(quick)
