@@ -77,6 +77,16 @@ def replace_dir(source: Path, target: Path) -> None:
         os.replace(source, target)
 
 
+def discard_dir(folder: Path) -> None:
+    """Remove a folder whose row is gone: renamed aside first, so that no half-removed folder
+    is ever found under its own name."""
+    if not folder.exists():
+        return
+    trash = folder.with_name(f".{folder.name}.deleted-{new_id()}")
+    os.replace(folder, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def require_free_disk(data_dir: Path, floor_bytes: int) -> None:
     """`InsufficientStorage` (507) when the data directory's disk has less than `floor_bytes`."""
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from app.auth.requests import PrincipalDep
-from app.core.storage import dataset_dir, new_id, require_free_disk
+from app.core.storage import dataset_dir, discard_dir, new_id, require_free_disk
 from app.datasets import service
 from app.datasets.schemas import DatasetList, DatasetPublic
 from app.datasets.upload import receive_upload
@@ -87,3 +87,12 @@ def list_datasets(
         session=session, principal=principal, limit=limit, offset=offset
     )
     return DatasetList(items=[DatasetPublic.model_validate(d) for d in datasets], total=total)
+
+
+@router.delete("/datasets/{dataset_id}", status_code=204)
+def delete_dataset(dataset: DatasetDep, session: SessionDep, settings: SettingsDep) -> None:
+    """Delete a dataset: its row and its images (409 while any job uses it)."""
+    dataset_id = dataset.id
+    service.delete(session=session, dataset=dataset)
+    session.commit()
+    discard_dir(dataset_dir(settings.data_dir, dataset_id))

@@ -5,20 +5,22 @@ from __future__ import annotations
 import shutil
 from pathlib import PurePosixPath, PureWindowsPath
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from app.auth.keys import Principal
 from app.core.config import Settings
-from app.core.errors import Unprocessable
+from app.core.errors import Conflict, Unprocessable
 from app.core.queries import get_or_404, newest_first_page
 from app.datasets.ingest import ingest_archive
 from app.datasets.upload import FILE_FIELD, ReceivedUpload
 from app.ml.manifest import Manifest
-from app.orm.models import DEFAULT_TENANT, Dataset
+from app.orm.models import DEFAULT_TENANT, Dataset, Job
 
 MAX_NAME_CHARS = 200  # the width of `dataset.name`
 DEFAULT_NAME = "dataset"
+# A 409 for a dataset in use names at most this many of the jobs using it.
+MAX_NAMED_JOBS = 5
 
 
 def create(
@@ -107,3 +109,19 @@ def list_datasets(
     return newest_first_page(
         session, select(Dataset), Dataset, principal=principal, limit=limit, offset=offset
     )
+
+
+def delete(*, session: Session, dataset: Dataset) -> None:
+    """Remove the dataset's row; the caller commits, then removes its folder. A dataset that
+    jobs train on or measure against stays until those jobs are deleted (409 naming them)."""
+    users = session.scalars(
+        select(Job.id)
+        .where(or_(Job.dataset_id == dataset.id, Job.control_dataset_id == dataset.id))
+        .order_by(Job.created_at)
+        .limit(MAX_NAMED_JOBS + 1)
+    ).all()
+    if users:
+        named = ", ".join(users[:MAX_NAMED_JOBS]) + (", …" if len(users) > MAX_NAMED_JOBS else "")
+        raise Conflict(f"dataset {dataset.id} is used by job(s) {named}: delete them first")
+    session.delete(dataset)
+    session.flush()

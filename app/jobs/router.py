@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 
 from app.auth.requests import PrincipalDep
+from app.core import storage
 from app.core.queue import send_train_task
 from app.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
 from app.jobs import service
@@ -81,3 +82,13 @@ def list_job_events(job: JobDep, session: SessionDep) -> list[JobEventPublic]:
     """Status changes, epoch metrics and checkpoints, oldest first."""
     events = service.list_events(session=session, job_id=job.id)
     return [JobEventPublic.model_validate(event) for event in events]
+
+
+@router.delete("/{job_id}", status_code=204)
+def delete_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> None:
+    """Delete a finished job: its row, events, checkpoints and files (409 while it is queued or
+    running, or while its model is registered)."""
+    job_id = job.id
+    service.delete(session=session, job=job)
+    session.commit()
+    storage.discard_dir(storage.job_dir(settings.data_dir, job_id))

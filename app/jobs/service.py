@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import delete as sql_delete
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -17,7 +18,7 @@ from app.jobs.events import add_event
 from app.jobs.schemas import FINISHED_STATUSES, JobCreate, JobProgress
 from app.ml.base_models import UnknownBaseModel, describe_base_model
 from app.ml.hyperparameters import HEAD_METHODS
-from app.orm import Dataset, Job, JobEvent
+from app.orm import Checkpoint, Dataset, Job, JobEvent, Model
 from app.orm.base import utcnow
 
 
@@ -148,3 +149,17 @@ def list_events(*, session: Session, job_id: str) -> list[JobEvent]:
             select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
         ).all()
     )
+
+
+def delete(*, session: Session, job: Job) -> None:
+    """Remove a finished job's row with its events and checkpoint rows; the caller commits,
+    then removes its folder. A queued or running job is cancelled first; one whose model is
+    still registered keeps it: delete the model first."""
+    if job.status not in FINISHED_STATUSES:
+        raise Conflict(f"job {job.id} is {job.status}: cancel it first")
+    if job.model_id is not None and session.get(Model, job.model_id) is not None:
+        raise Conflict(f"job {job.id} registered model {job.model_id}: delete that model first")
+    session.execute(sql_delete(JobEvent).where(JobEvent.job_id == job.id))
+    session.execute(sql_delete(Checkpoint).where(Checkpoint.job_id == job.id))
+    session.delete(job)
+    session.flush()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from app.auth.requests import PrincipalDep
-from app.deps import LimitQuery, OffsetQuery, SessionDep
+from app.core import storage
+from app.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
 from app.models import service
 from app.models.schemas import ModelList, ModelPublic
 from app.orm.models import Model
@@ -43,3 +44,17 @@ def list_models(
 def read_model(model_record: ModelRecordDep) -> ModelPublic:
     """Show one trained model: its labels, prompt template and validation metrics."""
     return ModelPublic.model_validate(model_record)
+
+
+@router.delete("/models/{model_id}", status_code=204)
+def delete_model(
+    model_record: ModelRecordDep, session: SessionDep, settings: SettingsDep, request: Request
+) -> None:
+    """Delete a model: its row and its files. Its job stays, without a model."""
+    model_id = model_record.id
+    service.delete_model(session=session, model_record=model_record)
+    session.commit()
+    model_cache = getattr(request.app.state, "model_cache", None)
+    if model_cache is not None:
+        model_cache.evict(model_id)
+    storage.discard_dir(storage.model_dir(settings.data_dir, model_id))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.auth.keys import Principal
 from app.core.errors import NotFound
 from app.core.queries import get_or_404, newest_first_page, visible_to
-from app.orm.models import Model
+from app.orm.models import Job, Model
 
 
 def get_model(*, session: Session, model_id: str, principal: Principal) -> Model:
@@ -37,3 +37,11 @@ def list_models(
     return newest_first_page(
         session, select(Model), Model, principal=principal, limit=limit, offset=offset
     )
+
+
+def delete_model(*, session: Session, model_record: Model) -> None:
+    """Remove the model's row (its job keeps its history); the caller commits, then removes
+    the folder."""
+    session.execute(update(Job).where(Job.model_id == model_record.id).values(model_id=None))
+    session.delete(model_record)
+    session.flush()
