@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
+from app.auth.quotas import PredictRateLimiter
 from app.auth.requests import KeyCache, get_principal
 from app.core.config import Settings, get_settings
 from app.core.error_handlers import install_error_handlers
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
     )
     app.state.settings = settings
     app.state.key_cache = KeyCache()
+    app.state.predict_rate = PredictRateLimiter()
 
     install_error_handlers(app)
 

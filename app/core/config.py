@@ -140,6 +140,19 @@ class Settings(BaseSettings):
             return self.environment == "production"
         return not self.auth_disabled
 
+    tenant_max_active_jobs: int | None = Field(
+        None, ge=1, description="Queued and running jobs one tenant may have (unset: no limit)."
+    )
+    tenant_max_upload_bytes: int | None = Field(
+        None, ge=1, description="Uploaded archive bytes one tenant may keep (unset: no limit)."
+    )
+    tenant_predict_per_second: float | None = Field(
+        None,
+        gt=0,
+        description="/predict requests per second one tenant may send to one api process, "
+        "with bursts of as many (unset: no limit).",
+    )
+
     def hub_model_allowed(self, hub_id: str) -> bool:
         allowed = self.allow_hub_downloads
         if allowed is None:

@@ -41,3 +41,13 @@ class InsufficientStorage(ClientError):
 
 class Unprocessable(ClientError):
     status_code = 422
+
+
+class TooManyRequests(ClientError):
+    """A tenant's quota is used up: 429, with when to try again."""
+
+    status_code = 429
+
+    def __init__(self, detail: str, *, retry_after_seconds: int) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(max(1, retry_after_seconds))}

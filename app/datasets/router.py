@@ -7,7 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from app.auth.quotas import upload_allowance, upload_quota_exceeded
 from app.auth.requests import PrincipalDep
+from app.core.errors import PayloadTooLarge
 from app.core.storage import dataset_dir, discard_dir, new_id, require_free_disk
 from app.datasets import service
 from app.datasets.schemas import DatasetList, DatasetPublic
@@ -51,12 +53,22 @@ async def create_dataset(
 ) -> DatasetPublic:
     """Upload a zip of images (class folders, or metadata.csv/jsonl); it is checked and split."""
     require_free_disk(settings.data_dir, settings.min_free_disk_bytes)
-    dataset_id = new_id()
-    upload = await receive_upload(
-        request,
-        folder=dataset_dir(settings.data_dir, dataset_id),
-        max_bytes=settings.max_upload_bytes,
+    allowance = await run_in_threadpool(
+        upload_allowance, session=session, settings=settings, principal=principal
     )
+    max_bytes = settings.max_upload_bytes
+    quota_binds = allowance is not None and allowance < max_bytes
+    dataset_id = new_id()
+    try:
+        upload = await receive_upload(
+            request,
+            folder=dataset_dir(settings.data_dir, dataset_id),
+            max_bytes=min(max_bytes, allowance) if allowance is not None else max_bytes,
+        )
+    except PayloadTooLarge:
+        if quota_binds:
+            raise upload_quota_exceeded(principal, settings.tenant_max_upload_bytes or 0) from None
+        raise
     # Decoding every image is slow, blocking work: keep it off the event loop.
     dataset = await run_in_threadpool(
         service.create,

@@ -40,8 +40,10 @@ def create(
             dataset_dir=upload.folder,
             settings=settings,
         )
+        upload_bytes = upload.path.stat().st_size
         upload.path.unlink()
         dataset = dataset_row(dataset_id=dataset_id, name=name, manifest=manifest, tenant=tenant)
+        dataset.upload_bytes = upload_bytes
         session.add(dataset)
         session.flush()
     except BaseException:

@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.auth.keys import Principal
+from app.auth.quotas import check_active_jobs
 from app.core.config import Settings
 from app.core.db import rows_updated
 from app.core.errors import Conflict, Unprocessable
@@ -28,6 +29,7 @@ def create(*, session: Session, settings: Settings, job_in: JobCreate, principal
     The job belongs to its dataset's tenant (the caller's own, unless an admin acts for one).
     """
     dataset = get_or_404(session, Dataset, job_in.dataset_id, "dataset", principal=principal)
+    check_active_jobs(session=session, settings=settings, principal=principal)
     if dataset.status != "ready":
         raise Conflict(f"dataset {dataset.id} is {dataset.status}, not ready")
     try:

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, CheckConstraint, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.orm.base import Base, UTCDateTime, utcnow
@@ -24,6 +34,8 @@ class Dataset(Base):
     status: Mapped[str] = mapped_column(String(20))
     kind: Mapped[str] = mapped_column(String(20))
     num_images: Mapped[int] = mapped_column(Integer, default=0)
+    # The uploaded archive's size, counted against the tenant's upload quota.
+    upload_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     num_train: Mapped[int] = mapped_column(Integer, default=0)
     num_val: Mapped[int] = mapped_column(Integer, default=0)
     classes: Mapped[list[str]] = mapped_column(JSON, default=list)

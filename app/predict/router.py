@@ -131,6 +131,7 @@ async def predict(
     probabilities (soft voting) and, with texts, their cosine similarities too, and echoes
     `model_ids`.
     """
+    request.app.state.predict_rate.take(settings=settings, principal=principal)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
         predict_input = await _read_multipart(request, settings)

@@ -1,4 +1,4 @@
-"""tenants on datasets, jobs and models; API keys
+"""tenants on datasets, jobs and models; API keys; upload sizes for quotas
 
 Revision ID: 0004
 Revises: 0003
@@ -28,6 +28,11 @@ def upgrade() -> None:
                 sa.Column("tenant", sa.String(length=64), nullable=False, server_default="default")
             )
             batch.create_index(batch.f(f"ix_{table}_tenant"), ["tenant"], unique=False)
+    with op.batch_alter_table("dataset") as batch:
+        # The size of the uploaded archive; older datasets count as 0 against a quota.
+        batch.add_column(
+            sa.Column("upload_bytes", sa.BigInteger(), nullable=False, server_default="0")
+        )
     op.create_table(
         "api_key",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -47,6 +52,8 @@ def downgrade() -> None:
     with op.batch_alter_table("api_key") as batch:
         batch.drop_index(batch.f("ix_api_key_tenant"))
     op.drop_table("api_key")
+    with op.batch_alter_table("dataset") as batch:
+        batch.drop_column("upload_bytes")
     for table in TENANT_TABLES:
         with op.batch_alter_table(table) as batch:
             batch.drop_index(batch.f(f"ix_{table}_tenant"))
