@@ -14,6 +14,7 @@ from app.auth.quotas import PredictRateLimiter
 from app.auth.requests import KeyCache, get_principal
 from app.core.config import Settings, get_settings
 from app.core.error_handlers import install_error_handlers
+from app.core.error_responses import error_responses
 from app.datasets.router import router as datasets_router
 from app.health.router import router as health_router
 from app.jobs.reconcile import reconcile_once
@@ -67,6 +68,12 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
     # Every route but /health needs a key (when authentication is on), whether or not the
     # route itself asks who the caller is.
     authenticated = [Depends(get_principal)]
-    for router in (datasets_router, jobs_router, models_router, predict_router):
-        app.include_router(router, dependencies=authenticated)
+    routers_with_errors = [
+        (datasets_router, error_responses(400, 401, 404, 409, 413, 422, 429, 503, 507)),
+        (jobs_router, error_responses(401, 404, 409, 422, 429, 503)),
+        (models_router, error_responses(401, 404, 409, 422, 503)),
+        (predict_router, error_responses(400, 401, 404, 409, 413, 415, 422, 429, 503)),
+    ]
+    for router, responses in routers_with_errors:
+        app.include_router(router, dependencies=authenticated, responses=responses)
     return app

@@ -13,6 +13,7 @@ import time
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.auth.keys import Principal, verify_key
 from app.core.db import session_scope
@@ -44,13 +45,23 @@ class KeyCache:
             self._entries[digest] = (principal, time.monotonic() + seconds)
 
 
-def get_principal(request: Request, settings: SettingsDep) -> Principal:
+# Declares the scheme in the OpenAPI schema; the check itself is below (auto_error=False), so
+# that a missing key answers this api's own 401 rather than FastAPI's 403.
+bearer_scheme = HTTPBearer(
+    auto_error=False, description="An API key from `clipft keys create`.", scheme_name="ApiKey"
+)
+
+
+def get_principal(
+    request: Request,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Principal:
     if not settings.auth_required:
         return OPEN_ACCESS
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    if credentials is None or not credentials.credentials.strip():
         raise Unauthorized("send an API key: `Authorization: Bearer <key>`")
-    key = key.strip()
+    key = credentials.credentials.strip()
     cache: KeyCache = request.app.state.key_cache
     digest = hashlib.sha256(key.encode()).hexdigest()
     principal = cache.get(digest)
