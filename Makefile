@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo serve test lint typecheck pytest bench clean
+.PHONY: install demo serve test test-faults lint typecheck pytest bench clean
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The fault scenarios alone: killed, hung and crashed processes, broker and database outages.
+test-faults: $(STAMP)
+	$(BIN)/pytest -m faults $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest_threads

@@ -14,6 +14,9 @@ import pytest
 
 from app.core.embedded_redis import free_tcp_port
 
+# Part of the fault suite (`make test-faults`).
+pytestmark = pytest.mark.faults
+
 
 def parent_of(pid: int) -> int | None:
     try:

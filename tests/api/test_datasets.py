@@ -790,6 +790,7 @@ def test_an_entry_that_outgrows_its_declared_size_is_cut_off() -> None:
     )
 
 
+@pytest.mark.faults
 def test_an_upload_is_refused_with_507_when_the_disk_is_nearly_full(settings: Settings) -> None:
     # A floor above any real disk's free space stands in for a full disk.
     full = settings.model_copy(update={"min_free_disk_bytes": 2**62})

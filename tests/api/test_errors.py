@@ -37,6 +37,7 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.mark.faults
 def test_an_unreachable_database_is_503_with_retry_after(settings: Settings) -> None:
     unreachable = settings.model_copy(
         update={"database_url": f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/x"}

@@ -1,3 +1,4 @@
+import pytest
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
@@ -10,6 +11,7 @@ def test_health_reports_ok_when_database_and_broker_answer(client: TestClient) -
     assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
 
 
+@pytest.mark.faults
 def test_health_is_503_when_the_broker_is_down(settings: Settings) -> None:
     broken = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
     with TestClient(create_app(broken)) as test_client:

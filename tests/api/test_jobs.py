@@ -295,6 +295,7 @@ def test_cancel_a_finished_job_is_409(
     assert response.json() == {"detail": f"job {job['id']} is already {status}"}
 
 
+@pytest.mark.faults
 def test_a_job_is_recorded_even_when_the_broker_is_down(
     settings: Settings, ready_dataset: str
 ) -> None:

@@ -5,10 +5,15 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from tests.training.runs import Recorder, tiny_config
 from worker.training.checkpoint import read_trainer_state
 from worker.training.resume import checkpoint_problem
 from worker.training.run import run
+
+# Part of the fault suite (`make test-faults`).
+pytestmark = pytest.mark.faults
 
 
 def truncate(path: Path, keep: int) -> None:

@@ -193,6 +193,7 @@ def test_a_failing_job_fails_clearly_and_the_worker_takes_the_next(
     assert wait_until(e2e_client, following, FINISHED)["status"] == "succeeded"
 
 
+@pytest.mark.faults
 def test_a_crashed_training_process_fails_its_job_and_the_same_worker_takes_the_next(
     e2e_client: TestClient, uploaded_dataset: str, worker: WorkerProcess, crash_file: Path
 ) -> None:
@@ -227,6 +228,7 @@ def test_cancelling_a_running_job_stops_its_training_process(
     assert not is_running(pid)
 
 
+@pytest.mark.faults
 def test_a_killed_worker_leaves_a_clear_state_and_the_job_resumes(
     settings: Settings, uploaded_dataset: str, tmp_path: Path
 ) -> None:

@@ -15,7 +15,7 @@ from app.main import create_app
 from tests.worker.celery_process import WorkerProcess
 from tests.worker.test_end_to_end import FINISHED, queue_settings, start_job, wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
 
 @pytest.fixture(scope="module")

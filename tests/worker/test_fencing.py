@@ -22,6 +22,9 @@ from worker.job_runner import attempt_dir, claim, earlier_attempt_dirs, lease_ow
 from worker.reporter import JobReporter
 from worker.training.progress import CheckpointInfo, Notice
 
+# Part of the fault suite (`make test-faults`).
+pytestmark = pytest.mark.faults
+
 
 def reporter_for(settings: Settings, job_id: str, owner: str) -> JobReporter:
     return JobReporter(

@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
@@ -14,6 +15,9 @@ from app.core.storage import checkpoints_dir, dataset_dir
 from app.jobs.reconcile import reconcile_once
 from app.orm.base import utcnow
 from tests.api.test_jobs import create_job, set_status
+
+# Part of the fault suite (`make test-faults`).
+pytestmark = pytest.mark.faults
 
 
 def age(folder: Path, seconds: float) -> None:

@@ -111,6 +111,7 @@ def test_a_job_runs_to_success_and_registers_its_best_model(
     assert read_metadata(folder).metrics["val_accuracy"] == model_record.metrics["val_accuracy"]
 
 
+@pytest.mark.faults
 def test_a_redelivered_message_never_runs_a_job_twice(
     client: TestClient, settings: Settings, ready_dataset: str
 ) -> None:

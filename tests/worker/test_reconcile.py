@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
@@ -12,6 +13,9 @@ from app.jobs.reconcile import reconcile_once
 from app.main import create_app
 from app.orm.base import utcnow
 from tests.api.test_jobs import create_job, queued_job_ids, set_status
+
+# Part of the fault suite (`make test-faults`).
+pytestmark = pytest.mark.faults
 
 
 def test_running_job_with_stale_heartbeat_is_requeued_and_resent(

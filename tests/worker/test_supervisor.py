@@ -18,6 +18,9 @@ from worker.supervisor import TrainingProcessFailed, run_training_process, wait_
 from worker.training.crash_for_tests import CRASH_FILE_VARIABLE
 from worker.training.progress import RunResult
 
+# Part of the fault suite (`make test-faults`).
+pytestmark = pytest.mark.faults
+
 
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
