@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
 from functools import lru_cache
 
+import redis
 from celery import Celery
 
 TRAIN_TASK_NAME = "worker.train"
+# Where kombu's Redis transport keeps messages a worker has taken but not acknowledged.
+UNACKED_HASH = "unacked"
 
 
 @lru_cache(maxsize=8)
@@ -26,3 +32,37 @@ def producer(broker_url: str) -> Celery:
 
 def send_train_task(*, broker_url: str, queue: str, job_id: str) -> None:
     producer(broker_url).send_task(TRAIN_TASK_NAME, args=[job_id], queue=queue)
+
+
+def waiting_job_ids(*, broker_url: str, queue: str) -> set[str]:
+    """The job ids of the train messages in the broker: waiting in the queue's Redis list, or
+    taken by a worker and not yet acknowledged (kombu's `unacked` hash).
+
+    The reconciler re-sends a queued job only when no message for it is here, so a long queue
+    behind busy workers does not grow by a copy of every job each interval. Raises
+    `redis.RedisError` when the broker does not answer.
+    """
+    client = redis.Redis.from_url(broker_url, socket_timeout=5, socket_connect_timeout=3)
+    raw_messages = list(client.lrange(queue, 0, -1))
+    for entry in client.hvals(UNACKED_HASH):
+        # Each entry is [message, exchange, routing key].
+        with contextlib.suppress(ValueError, TypeError, IndexError):
+            raw_messages.append(json.dumps(json.loads(entry)[0]).encode())
+    ids = set()
+    for raw in raw_messages:
+        job_id = train_job_id(raw)
+        if job_id is not None:
+            ids.add(job_id)
+    return ids
+
+
+def train_job_id(raw: bytes | str) -> str | None:
+    """The job id in a Celery (protocol 2, JSON) message for the train task, else None."""
+    try:
+        message = json.loads(raw)
+        if message["headers"]["task"] != TRAIN_TASK_NAME:
+            return None
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        return str(args[0])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None

@@ -11,12 +11,13 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import redis
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
 from app.core.db import rows_updated, session_scope
-from app.core.queue import send_train_task
+from app.core.queue import send_train_task, waiting_job_ids
 from app.jobs.events import add_event
 from app.jobs.janitor import JanitorReport, sweep
 from app.orm import Job
@@ -34,8 +35,18 @@ class ReconcileReport:
     janitor: JanitorReport = field(default_factory=JanitorReport)
 
 
-def reconcile(*, session: Session, settings: Settings, now: datetime) -> ReconcileReport:
-    """Fix stale jobs in the session; the caller commits, then sends `report.resend`."""
+def reconcile(
+    *,
+    session: Session,
+    settings: Settings,
+    now: datetime,
+    in_broker: set[str] | None = None,
+) -> ReconcileReport:
+    """Fix stale jobs in the session; the caller commits, then sends `report.resend`.
+
+    `in_broker` holds the ids of jobs the broker still has a message for (None: unknown); a
+    queued job that waited long is re-sent only when its message is not there.
+    """
     report = ReconcileReport()
     stale_before = now - timedelta(seconds=settings.heartbeat_timeout_seconds)
     stale_jobs = session.scalars(
@@ -49,7 +60,8 @@ def reconcile(*, session: Session, settings: Settings, now: datetime) -> Reconci
     ).all()
     for job in waiting:
         job.enqueued_at = now
-        report.resend.append(job.id)
+        if in_broker is None or job.id not in in_broker:
+            report.resend.append(job.id)
     return report
 
 
@@ -88,11 +100,24 @@ def _recover_stale_job(
     add_event(session, job_id=job.id, type="status", message=message, data={"status": status})
 
 
+def messages_in_broker(settings: Settings) -> set[str] | None:
+    """Job ids the broker holds a message for; None when it cannot say (then every waiting
+    job is re-sent, as the safe side)."""
+    if not settings.redis_url:
+        return None
+    try:
+        return waiting_job_ids(broker_url=settings.redis_url, queue=settings.train_queue)
+    except redis.RedisError as error:
+        logger.warning("could not read the broker's queue: %s", error)
+        return None
+
+
 def reconcile_once(settings: Settings) -> ReconcileReport:
     """One pass in its own transaction, then the re-sends (after the commit)."""
+    in_broker = messages_in_broker(settings)
     with session_scope(settings.resolved_database_url, settings.database_pool) as session:
         now = utcnow()
-        report = reconcile(session=session, settings=settings, now=now)
+        report = reconcile(session=session, settings=settings, now=now, in_broker=in_broker)
         report.janitor = sweep(session=session, settings=settings, now=now)
     for job_id in report.resend:
         try:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
+from app.core.queue import UNACKED_HASH, send_train_task, train_job_id, waiting_job_ids
 from app.jobs.reconcile import reconcile_once
 from app.main import create_app
 from app.orm.base import utcnow
@@ -69,17 +73,60 @@ def test_stale_job_with_a_cancel_request_ends_cancelled(
     assert client.get(f"/jobs/{job['id']}").json()["status"] == "cancelled"
 
 
-def test_queued_job_that_waited_too_long_is_sent_again(
+def drop_message(settings: Settings, job_id: str) -> None:
+    """Lose a job's message, as a broker restart without persistence would."""
+    client = redis.Redis.from_url(str(settings.redis_url))
+    for raw in client.lrange(settings.train_queue, 0, -1):
+        if train_job_id(raw) == job_id:
+            client.lrem(settings.train_queue, 0, raw)
+
+
+def test_a_queued_job_whose_message_was_lost_is_sent_again_once(
     client: TestClient, settings: Settings, ready_dataset: str
 ) -> None:
     job = create_job(client, ready_dataset)
+    drop_message(settings, job["id"])
     waited = utcnow() - timedelta(seconds=settings.queued_resend_after_seconds + 5)
     set_status(settings, job["id"], enqueued_at=waited)
     report = reconcile_once(settings)
     assert job["id"] in report.resend
-    assert queued_job_ids(str(settings.redis_url), settings.train_queue).count(job["id"]) == 2
+    assert queued_job_ids(str(settings.redis_url), settings.train_queue).count(job["id"]) == 1
     # Sent once, not again on the next pass.
     assert job["id"] not in reconcile_once(settings).resend
+
+
+def test_a_queued_job_still_waiting_in_the_broker_is_not_sent_again(
+    client: TestClient, settings: Settings, ready_dataset: str
+) -> None:
+    """Many jobs queued behind busy workers: no copy of each per interval."""
+    jobs = [create_job(client, ready_dataset) for _ in range(3)]
+    waited = utcnow() - timedelta(seconds=settings.queued_resend_after_seconds + 5)
+    for job in jobs:
+        set_status(settings, job["id"], enqueued_at=waited)
+    drop_message(settings, jobs[1]["id"])
+    report = reconcile_once(settings)
+    assert [job["id"] for job in jobs if job["id"] in report.resend] == [jobs[1]["id"]]
+    in_queue = queued_job_ids(str(settings.redis_url), settings.train_queue)
+    assert [in_queue.count(job["id"]) for job in jobs] == [1, 1, 1]
+
+
+def test_a_message_a_worker_holds_unacknowledged_counts_as_in_the_broker(
+    settings: Settings,
+) -> None:
+    client = redis.Redis.from_url(str(settings.redis_url))
+    queue = f"reconcile-probe-{uuid.uuid4().hex[:8]}"
+    send_train_task(broker_url=str(settings.redis_url), queue=queue, job_id="job-in-the-list")
+    send_train_task(broker_url=str(settings.redis_url), queue=queue, job_id="job-taken")
+    taken = client.rpop(queue)
+    assert taken is not None
+    tag = f"probe-{uuid.uuid4().hex[:8]}"
+    client.hset(UNACKED_HASH, tag, json.dumps([json.loads(taken), "", queue]))
+    try:
+        ids = waiting_job_ids(broker_url=str(settings.redis_url), queue=queue)
+        assert {"job-in-the-list", "job-taken"} <= ids
+    finally:
+        client.hdel(UNACKED_HASH, tag)
+        client.delete(queue)
 
 
 def test_the_api_runs_the_reconciler_in_the_background(
