@@ -10,10 +10,8 @@ import threading
 import uuid
 from pathlib import Path
 
-from sqlalchemy import update
-
 from app.core.config import Settings, get_settings
-from app.core.db import rows_updated, session_scope
+from app.core.db import session_scope
 from app.core.public_text import public_message
 from app.core.storage import (
     checkpoints_dir,
@@ -23,7 +21,8 @@ from app.core.storage import (
     training_config_path,
     training_log_path,
 )
-from app.jobs.events import add_event
+from app.jobs import lifecycle
+from app.jobs.lifecycle import JobStatus
 from app.ml.model_files import read_metadata
 from app.orm import Job, Model
 from app.orm.base import utcnow
@@ -77,15 +76,21 @@ def run(job_id: str, settings: Settings | None = None) -> None:
                 stop_grace_seconds=settings.training_stop_grace_seconds,
             )
         if result.stopped:
-            finish(settings, job_id, owner, status="cancelled", message="cancelled")
+            finish(settings, job_id, owner, status=JobStatus.CANCELLED, message="cancelled")
         else:
             register_model(settings, job, owner, result)
             drop_resume_state(checkpoints_dir(settings.data_dir, job_id))
     except TrainingProcessFailed as error:
-        finish(settings, job_id, owner, status="failed", message=str(error))
+        finish(settings, job_id, owner, status=JobStatus.FAILED, message=str(error))
     except Exception as error:
         logger.exception("job %s failed", job_id)
-        finish(settings, job_id, owner, status="failed", message=f"{type(error).__name__}: {error}")
+        finish(
+            settings,
+            job_id,
+            owner,
+            status=JobStatus.FAILED,
+            message=f"{type(error).__name__}: {error}",
+        )
 
 
 def attempt_dir(checkpoints: Path, attempt: int) -> Path:
@@ -101,35 +106,12 @@ def earlier_attempt_dirs(checkpoints: Path, attempt: int) -> tuple[Path, ...]:
 
 def claim(settings: Settings, job_id: str, owner: str) -> Job | None:
     """One conditional UPDATE: of two workers holding the same message, exactly one wins."""
-    now = utcnow()
     with session_scope(settings.resolved_database_url) as session:
-        won = rows_updated(
-            session,
-            update(Job)
-            .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False))
-            .values(
-                status="running",
-                attempt=Job.attempt + 1,
-                lease_owner=owner,
-                heartbeat_at=now,
-                started_at=now,
-                finished_at=None,
-                error=None,
-            ),
-        )
-        if not won:
+        job = lifecycle.claim(session, job_id, owner=owner, now=utcnow())
+        if job is None:
             return None
-        job = session.get(Job, job_id)
-        assert job is not None
         # Which machine and process runs it goes to the log; events are public.
         logger.info("job %s attempt %d runs on %s", job_id, job.attempt, owner)
-        add_event(
-            session,
-            job_id=job_id,
-            type="status",
-            message=f"running (attempt {job.attempt} of {job.max_attempts})",
-            data={"status": "running", "attempt": job.attempt},
-        )
         session.expunge(job)
         return job
 
@@ -175,26 +157,17 @@ def register_model(settings: Settings, job: Job, owner: str, result: RunResult) 
                     path=str(Path("models") / model_id),
                 )
             )
-            owned = rows_updated(
+            if not lifecycle.succeed(
                 session,
-                update(Job)
-                .where(Job.id == job.id, Job.lease_owner == owner, Job.status == "running")
-                .values(
-                    status="succeeded",
-                    model_id=model_id,
-                    report=metadata.report,
-                    finished_at=utcnow(),
-                ),
-            )
-            if not owned:
-                raise LostLease(job.id)
-            add_event(
-                session,
-                job_id=job.id,
-                type="status",
+                job.id,
+                owner=owner,
+                now=utcnow(),
+                model_id=model_id,
+                report=metadata.report,
                 message=f"succeeded; model {model_id} from epoch {metadata.epoch}",
-                data={"status": "succeeded", "model_id": model_id, "metrics": result.best_metrics},
-            )
+                data={"model_id": model_id, "metrics": result.best_metrics},
+            ):
+                raise LostLease(job.id)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise
@@ -213,26 +186,16 @@ class LostLease(RuntimeError):
         super().__init__(f"job {job_id} was taken over by the reconciler while it ran")
 
 
-def finish(settings: Settings, job_id: str, owner: str, *, status: str, message: str) -> None:
+def finish(settings: Settings, job_id: str, owner: str, *, status: JobStatus, message: str) -> None:
     """End the job as `failed` or `cancelled`, if this worker still holds it.
 
     A failure's message is made public first: no paths on the server, no SQL; the full text
     goes to the log with the job id.
     """
-    if status == "failed":
-        logger.error("job %s failed: %s", job_id, message)
-        message = public_message(message, settings.data_dir)
     with session_scope(settings.resolved_database_url) as session:
-        values: dict[str, object] = {"status": status, "finished_at": utcnow()}
-        if status == "failed":
-            values["error"] = message
-        owned = rows_updated(
-            session,
-            update(Job)
-            .where(Job.id == job_id, Job.lease_owner == owner, Job.status == "running")
-            .values(**values),
-        )
-        if owned:
-            add_event(
-                session, job_id=job_id, type="status", message=message, data={"status": status}
-            )
+        if status == JobStatus.FAILED:
+            logger.error("job %s failed: %s", job_id, message)
+            error = public_message(message, settings.data_dir)
+            lifecycle.fail(session, job_id, owner=owner, now=utcnow(), error=error)
+        else:
+            lifecycle.end_cancelled(session, job_id, owner=owner, now=utcnow())

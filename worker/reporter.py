@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from app.core.db import rows_updated, session_scope
 from app.core.storage import new_id
 from app.jobs.events import add_event
+from app.jobs.lifecycle import JobStatus
 from app.orm import Checkpoint, Job
 from app.orm.base import utcnow
 from worker.training.progress import CheckpointInfo, Notice, StepProgress, TrainingCallbacks
@@ -126,7 +127,9 @@ class JobReporter(TrainingCallbacks):
                 session,
                 update(Job)
                 .where(
-                    Job.id == self.job_id, Job.lease_owner == self.owner, Job.status == "running"
+                    Job.id == self.job_id,
+                    Job.lease_owner == self.owner,
+                    Job.status == JobStatus.RUNNING,
                 )
                 .values(heartbeat_at=utcnow(), **values),
             )
@@ -242,7 +245,7 @@ class JobReporter(TrainingCallbacks):
         if row is None:
             return True
         cancel_requested, status, lease_owner = row
-        if status != "running" or lease_owner != self.owner:
+        if status != JobStatus.RUNNING or lease_owner != self.owner:
             self.lease_lost.set()
             return True
         return bool(cancel_requested)

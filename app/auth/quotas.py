@@ -17,9 +17,10 @@ from sqlalchemy.orm import Session
 from app.auth.keys import Principal
 from app.core.config import Settings
 from app.core.errors import TooManyRequests
+from app.jobs.lifecycle import JobStatus
 from app.orm.models import Dataset, Job
 
-ACTIVE_STATUSES = ("queued", "running")
+ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
 # A job takes minutes or more: asking again sooner than this cannot succeed.
 ACTIVE_JOBS_RETRY_SECONDS = 60
 UPLOAD_RETRY_SECONDS = 3600

@@ -20,11 +20,12 @@ from sqlalchemy.orm import Session
 
 from app.core.config import Settings
 from app.core.storage import checkpoints_dir, datasets_root
+from app.jobs.lifecycle import JobStatus
 from app.orm import Dataset, Job
 
 logger = logging.getLogger(__name__)
 
-ENDED_WITHOUT_MODEL = ("failed", "cancelled")
+ENDED_WITHOUT_MODEL = (JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 @dataclass

@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
-from app.core.db import rows_updated, session_scope
+from app.core.db import session_scope
 from app.core.queue import send_train_task, waiting_job_ids
-from app.jobs.events import add_event
+from app.jobs import lifecycle
 from app.jobs.janitor import JanitorReport, sweep
+from app.jobs.lifecycle import JobStatus
 from app.orm import Job
 from app.orm.base import utcnow
 
@@ -50,13 +51,13 @@ def reconcile(
     report = ReconcileReport()
     stale_before = now - timedelta(seconds=settings.heartbeat_timeout_seconds)
     stale_jobs = session.scalars(
-        select(Job).where(Job.status == "running", Job.heartbeat_at < stale_before)
+        select(Job).where(Job.status == JobStatus.RUNNING, Job.heartbeat_at < stale_before)
     ).all()
     for job in stale_jobs:
         _recover_stale_job(session, job, now, stale_before, report)
     resend_before = now - timedelta(seconds=settings.queued_resend_after_seconds)
     waiting = session.scalars(
-        select(Job).where(Job.status == "queued", Job.enqueued_at < resend_before)
+        select(Job).where(Job.status == JobStatus.QUEUED, Job.enqueued_at < resend_before)
     ).all()
     for job in waiting:
         job.enqueued_at = now
@@ -69,35 +70,25 @@ def _recover_stale_job(
     session: Session, job: Job, now: datetime, stale_before: datetime, report: ReconcileReport
 ) -> None:
     silent_for = (now - job.heartbeat_at).total_seconds() if job.heartbeat_at else 0.0
+    error = None
     if job.cancel_requested:
-        status, bucket, error = "cancelled", report.cancelled, None
+        status, bucket = JobStatus.CANCELLED, report.cancelled
     elif job.attempt < job.max_attempts:
-        status, bucket, error = "queued", report.requeued, None
+        status, bucket = JobStatus.QUEUED, report.requeued
     else:
-        status, bucket = "failed", report.failed
+        status, bucket = JobStatus.FAILED, report.failed
         error = (
             f"worker lost: no heartbeat for {silent_for:.0f}s "
             f"on attempt {job.attempt} of {job.max_attempts}"
         )
-    values: dict[str, object] = {"status": status, "lease_owner": None}
-    if status == "queued":
-        values["enqueued_at"] = now
-    else:
-        values.update(finished_at=now, error=error)
     # Only if still stale: the worker may have sent a heartbeat since we read the row.
-    changed = rows_updated(
-        session,
-        update(Job)
-        .where(Job.id == job.id, Job.status == "running", Job.heartbeat_at < stale_before)
-        .values(**values),
-    )
-    if not changed:
+    if not lifecycle.take_from_silent_worker(
+        session, job, now=now, stale_before=stale_before, to=status, error=error
+    ):
         return
     bucket.append(job.id)
-    if status == "queued":
+    if status == JobStatus.QUEUED:
         report.resend.append(job.id)
-    message = f"worker silent for {silent_for:.0f}s; job {status}"
-    add_event(session, job_id=job.id, type="status", message=message, data={"status": status})
 
 
 def messages_in_broker(settings: Settings) -> set[str] | None:

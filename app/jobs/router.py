@@ -12,7 +12,8 @@ from app.core import storage
 from app.core.queue import send_train_task
 from app.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
 from app.jobs import service
-from app.jobs.schemas import JobCreate, JobEventPublic, JobList, JobPublic, JobStatus
+from app.jobs.lifecycle import JobStatus
+from app.jobs.schemas import JobCreate, JobEventPublic, JobList, JobPublic
 from app.orm import Job
 
 logger = logging.getLogger(__name__)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.jobs.lifecycle import JobStatus
 from app.ml.hyperparameters import Hyperparameters
-
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-FINISHED_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 
 class JobCreate(BaseModel):

@@ -5,18 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import delete as sql_delete
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth.keys import Principal
 from app.auth.quotas import check_active_jobs
 from app.core.config import Settings
-from app.core.db import rows_updated
 from app.core.errors import Conflict, Unprocessable
 from app.core.queries import get_or_404, newest_first_page
 from app.core.storage import new_id
-from app.jobs.events import add_event
-from app.jobs.schemas import FINISHED_STATUSES, JobCreate, JobProgress
+from app.jobs import lifecycle
+from app.jobs.lifecycle import JobStatus
+from app.jobs.schemas import JobCreate, JobProgress
 from app.ml.base_models import UnknownBaseModel, describe_base_model
 from app.ml.hyperparameters import HEAD_METHODS
 from app.orm import Checkpoint, Dataset, Job, JobEvent, Model
@@ -55,7 +55,7 @@ def create(*, session: Session, settings: Settings, job_in: JobCreate, principal
         id=new_id(),
         tenant=dataset.tenant,
         name=job_in.name or f"{dataset.name} on {job_in.base_model}",
-        status="queued",
+        status=JobStatus.QUEUED,
         dataset_id=dataset.id,
         base_model=job_in.base_model,
         control_dataset_id=job_in.control_dataset_id,
@@ -68,7 +68,7 @@ def create(*, session: Session, settings: Settings, job_in: JobCreate, principal
     )
     session.add(job)
     session.flush()
-    add_event(session, job_id=job.id, type="status", message="queued", data={"status": "queued"})
+    lifecycle.record_queued(session, job)
     return job
 
 
@@ -108,29 +108,14 @@ def list_jobs(
 
 def cancel(*, session: Session, job: Job) -> Job:
     """A queued job ends at once; a running one is flagged and stops at its next step."""
-    if job.status in FINISHED_STATUSES:
+    if job.status in lifecycle.FINISHED:
         raise Conflict(f"job {job.id} is already {job.status}")
-    now = utcnow()
     # Conditional updates: the worker may claim the job between our read and this write.
-    cancelled_while_queued = rows_updated(
-        session,
-        update(Job)
-        .where(Job.id == job.id, Job.status == "queued")
-        .values(status="cancelled", cancel_requested=True, finished_at=now),
-    )
-    if cancelled_while_queued:
-        add_event(session, job_id=job.id, type="status", message="cancelled", data={})
-    else:
-        flagged = rows_updated(
-            session,
-            update(Job)
-            .where(Job.id == job.id, Job.status == "running")
-            .values(cancel_requested=True),
-        )
-        if not flagged:
-            session.refresh(job)
-            raise Conflict(f"job {job.id} is already {job.status}")
-        add_event(session, job_id=job.id, type="cancel_requested", message="cancel requested")
+    if not lifecycle.cancel_queued(session, job.id, now=utcnow()) and not (
+        lifecycle.request_cancel(session, job.id)
+    ):
+        session.refresh(job)
+        raise Conflict(f"job {job.id} is already {job.status}")
     session.refresh(job)
     return job
 
@@ -138,7 +123,7 @@ def cancel(*, session: Session, job: Job) -> Job:
 def report(*, job: Job) -> dict[str, Any]:
     """The report a succeeded job wrote; 409 before that."""
     if job.report is None:
-        if job.status == "succeeded":
+        if job.status == JobStatus.SUCCEEDED:
             raise Conflict(f"job {job.id} finished before jobs wrote reports")
         raise Conflict(f"job {job.id} is {job.status}; its report is written once it succeeds")
     return job.report
@@ -157,7 +142,7 @@ def delete(*, session: Session, job: Job) -> None:
     """Remove a finished job's row with its events and checkpoint rows; the caller commits,
     then removes its folder. A queued or running job is cancelled first; one whose model is
     still registered keeps it: delete the model first."""
-    if job.status not in FINISHED_STATUSES:
+    if job.status not in lifecycle.FINISHED:
         raise Conflict(f"job {job.id} is {job.status}: cancel it first")
     if job.model_id is not None and session.get(Model, job.model_id) is not None:
         raise Conflict(f"job {job.id} registered model {job.model_id}: delete that model first")

@@ -8,14 +8,14 @@ def test_openapi_documents_every_endpoint_of_the_contract(client: TestClient) ->
     expected = {
         "/health": {"get"},
         "/datasets": {"get", "post"},
-        "/datasets/{dataset_id}": {"get"},
+        "/datasets/{dataset_id}": {"get", "delete"},
         "/jobs": {"get", "post"},
-        "/jobs/{job_id}": {"get"},
+        "/jobs/{job_id}": {"get", "delete"},
         "/jobs/{job_id}/cancel": {"post"},
         "/jobs/{job_id}/events": {"get"},
         "/jobs/{job_id}/report": {"get"},
         "/models": {"get"},
-        "/models/{model_id}": {"get"},
+        "/models/{model_id}": {"get", "delete"},
         "/predict": {"post"},
     }
     assert {path: set(methods) for path, methods in paths.items()} == expected

@@ -1,0 +1,218 @@
+"""The job lifecycle in one place: its statuses, its event types, and one function per status
+change.
+
+Each change is one conditional UPDATE (its fence: the status it leaves and, for a running
+job, the attempt's lease or the staleness that justified taking it away) plus the event that
+records it, in the caller's transaction. A change whose fence no longer holds writes nothing
+and returns False: someone else moved the job first.
+
+    queued ──claim──▶ running ──succeed──▶ succeeded
+      │  ▲              │ ├──fail────────▶ failed
+      │  └──requeue─────┘ └──end_cancelled▶ cancelled
+      └──cancel_queued──────────────────▶ cancelled
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from app.core.db import rows_updated
+from app.jobs.events import add_event
+from app.orm import Job
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class EventType(StrEnum):
+    """What a job's event log holds (`GET /jobs/{id}/events`)."""
+
+    STATUS = "status"
+    CANCEL_REQUESTED = "cancel_requested"
+    EVALUATION = "evaluation"
+    CHECKPOINT = "checkpoint"
+    # Notices from the training run.
+    RESUME = "resume"
+    CHECKPOINT_UNUSABLE = "checkpoint_unusable"
+    PHASE = "phase"
+    EARLY_STOP = "early_stop"
+    WISE_FT = "wise_ft"
+
+
+def _change(
+    session: Session,
+    job_id: str,
+    *,
+    fence: list[Any],
+    values: dict[str, Any],
+    message: str,
+    data: dict[str, Any],
+) -> bool:
+    changed = rows_updated(session, update(Job).where(Job.id == job_id, *fence).values(**values))
+    if changed:
+        add_event(session, job_id=job_id, type=EventType.STATUS, message=message, data=data)
+    return bool(changed)
+
+
+def record_queued(session: Session, job: Job) -> None:
+    """A new job's first event (the row is inserted as queued by its creator)."""
+    add_event(
+        session,
+        job_id=job.id,
+        type=EventType.STATUS,
+        message="queued",
+        data={"status": JobStatus.QUEUED},
+    )
+
+
+def claim(session: Session, job_id: str, *, owner: str, now: datetime) -> Job | None:
+    """queued → running for the attempt holding `owner`; of two claims exactly one wins."""
+    won = rows_updated(
+        session,
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False))
+        .values(
+            status=JobStatus.RUNNING,
+            attempt=Job.attempt + 1,
+            lease_owner=owner,
+            heartbeat_at=now,
+            started_at=now,
+            finished_at=None,
+            error=None,
+        ),
+    )
+    if not won:
+        return None
+    job = session.get(Job, job_id)
+    assert job is not None
+    add_event(
+        session,
+        job_id=job_id,
+        type=EventType.STATUS,
+        message=f"running (attempt {job.attempt} of {job.max_attempts})",
+        data={"status": JobStatus.RUNNING, "attempt": job.attempt},
+    )
+    return job
+
+
+def _held_by(owner: str) -> list[Any]:
+    """The fence of a running attempt: the job is still running under its lease."""
+    return [Job.lease_owner == owner, Job.status == JobStatus.RUNNING]
+
+
+def succeed(
+    session: Session,
+    job_id: str,
+    *,
+    owner: str,
+    now: datetime,
+    model_id: str,
+    report: dict[str, Any] | None,
+    message: str,
+    data: dict[str, Any],
+) -> bool:
+    """running → succeeded, if this attempt still holds the job."""
+    return _change(
+        session,
+        job_id,
+        fence=_held_by(owner),
+        values={
+            "status": JobStatus.SUCCEEDED,
+            "model_id": model_id,
+            "report": report,
+            "finished_at": now,
+        },
+        message=message,
+        data={"status": JobStatus.SUCCEEDED, **data},
+    )
+
+
+def fail(session: Session, job_id: str, *, owner: str, now: datetime, error: str) -> bool:
+    """running → failed with a public error, if this attempt still holds the job."""
+    return _change(
+        session,
+        job_id,
+        fence=_held_by(owner),
+        values={"status": JobStatus.FAILED, "finished_at": now, "error": error},
+        message=error,
+        data={"status": JobStatus.FAILED},
+    )
+
+
+def end_cancelled(session: Session, job_id: str, *, owner: str, now: datetime) -> bool:
+    """running → cancelled once the run stopped on request, if this attempt still holds it."""
+    return _change(
+        session,
+        job_id,
+        fence=_held_by(owner),
+        values={"status": JobStatus.CANCELLED, "finished_at": now},
+        message="cancelled",
+        data={"status": JobStatus.CANCELLED},
+    )
+
+
+def cancel_queued(session: Session, job_id: str, *, now: datetime) -> bool:
+    """queued → cancelled at once."""
+    return _change(
+        session,
+        job_id,
+        fence=[Job.status == JobStatus.QUEUED],
+        values={"status": JobStatus.CANCELLED, "cancel_requested": True, "finished_at": now},
+        message="cancelled",
+        data={},
+    )
+
+
+def request_cancel(session: Session, job_id: str) -> bool:
+    """A running job is flagged; its attempt stops at its next step and ends it cancelled."""
+    flagged = rows_updated(
+        session,
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+        .values(cancel_requested=True),
+    )
+    if flagged:
+        add_event(
+            session, job_id=job_id, type=EventType.CANCEL_REQUESTED, message="cancel requested"
+        )
+    return bool(flagged)
+
+
+def take_from_silent_worker(
+    session: Session,
+    job: Job,
+    *,
+    now: datetime,
+    stale_before: datetime,
+    to: JobStatus,
+    error: str | None,
+) -> bool:
+    """running → queued (another attempt), failed (out of attempts) or cancelled (asked to),
+    only if the job's heartbeat is still older than `stale_before`."""
+    silent_for = (now - job.heartbeat_at).total_seconds() if job.heartbeat_at else 0.0
+    values: dict[str, Any] = {"status": to, "lease_owner": None}
+    if to == JobStatus.QUEUED:
+        values["enqueued_at"] = now
+    else:
+        values.update(finished_at=now, error=error)
+    return _change(
+        session,
+        job.id,
+        fence=[Job.status == JobStatus.RUNNING, Job.heartbeat_at < stale_before],
+        values=values,
+        message=f"worker silent for {silent_for:.0f}s; job {to}",
+        data={"status": to},
+    )

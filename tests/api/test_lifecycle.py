@@ -1,0 +1,47 @@
+"""The lifecycle's statuses are the database's, and a change whose fence moved writes nothing."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from app.core.config import Settings
+from app.core.db import session_scope
+from app.jobs import lifecycle
+from app.jobs.lifecycle import JobStatus
+from app.orm import JobEvent
+from app.orm.base import utcnow
+from app.orm.models import JOB_STATUSES
+from tests.api.test_jobs import create_job
+
+
+def test_the_typed_statuses_are_exactly_those_the_database_allows() -> None:
+    assert set(JobStatus) == set(JOB_STATUSES)
+
+
+def events_of(settings: Settings, job_id: str) -> int:
+    with session_scope(settings.resolved_database_url) as session:
+        return int(session.scalar(select(func.count()).where(JobEvent.job_id == job_id)) or 0)
+
+
+def test_each_change_holds_only_from_its_own_status_and_lease(
+    client: TestClient, settings: Settings, ready_dataset: str
+) -> None:
+    job_id = create_job(client, ready_dataset)["id"]
+    now = utcnow()
+    with session_scope(settings.resolved_database_url) as session:
+        # Not running yet: nothing a running attempt may do holds.
+        assert not lifecycle.fail(session, job_id, owner="a", now=now, error="x")
+        assert not lifecycle.request_cancel(session, job_id)
+        claimed = lifecycle.claim(session, job_id, owner="a", now=now)
+        assert claimed is not None and claimed.attempt == 1
+        assert lifecycle.claim(session, job_id, owner="b", now=now) is None
+        # Another attempt's lease does not end the job; its own does, once.
+        assert not lifecycle.end_cancelled(session, job_id, owner="b", now=now)
+    before = events_of(settings, job_id)
+    with session_scope(settings.resolved_database_url) as session:
+        assert lifecycle.fail(session, job_id, owner="a", now=now, error="broke")
+        assert not lifecycle.fail(session, job_id, owner="a", now=now, error="again")
+    assert events_of(settings, job_id) == before + 1
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "failed" and job["error"] == "broke"
