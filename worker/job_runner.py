@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -196,6 +197,11 @@ def finish(settings: Settings, job_id: str, owner: str, *, status: JobStatus, me
         if status == JobStatus.FAILED:
             logger.error("job %s failed: %s", job_id, message)
             error = public_message(message, settings.data_dir)
+            if f"[Errno {errno.ENOSPC}]" in message:
+                error += (
+                    "; the server's disk is full: once space is freed, POST "
+                    f"/jobs/{job_id}/retry resumes the job from its last checkpoint"
+                )
             lifecycle.fail(session, job_id, owner=owner, now=utcnow(), error=error)
         else:
             lifecycle.end_cancelled(session, job_id, owner=owner, now=utcnow())

@@ -10,6 +10,7 @@ and returns False: someone else moved the job first.
       │  ▲              │ ├──fail────────▶ failed
       │  └──requeue─────┘ └──end_cancelled▶ cancelled
       └──cancel_queued──────────────────▶ cancelled
+    failed, cancelled ──retry──▶ queued (the next attempt resumes from the last checkpoint)
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class EventType(StrEnum):
 
     STATUS = "status"
     CANCEL_REQUESTED = "cancel_requested"
+    RETRY = "retry"
     EVALUATION = "evaluation"
     CHECKPOINT = "checkpoint"
     # Notices from the training run.
@@ -216,3 +218,31 @@ def take_from_silent_worker(
         message=f"worker silent for {silent_for:.0f}s; job {to}",
         data={"status": to},
     )
+
+
+def retry(session: Session, job: Job, *, now: datetime, attempts: int) -> bool:
+    """failed or cancelled → queued, with `attempts` more attempts; the next one resumes from
+    the newest checkpoint that earlier attempts left."""
+    changed = rows_updated(
+        session,
+        update(Job)
+        .where(Job.id == job.id, Job.status.in_([JobStatus.FAILED, JobStatus.CANCELLED]))
+        .values(
+            status=JobStatus.QUEUED,
+            max_attempts=Job.attempt + attempts,
+            cancel_requested=False,
+            lease_owner=None,
+            error=None,
+            finished_at=None,
+            enqueued_at=now,
+        ),
+    )
+    if changed:
+        add_event(
+            session,
+            job_id=job.id,
+            type=EventType.RETRY,
+            message=f"retried after {job.status}; queued",
+            data={"status": JobStatus.QUEUED},
+        )
+    return bool(changed)

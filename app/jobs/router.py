@@ -6,9 +6,11 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
+from sqlalchemy.orm import Session
 
 from app.auth.requests import PrincipalDep
 from app.core import storage
+from app.core.config import Settings
 from app.core.queue import send_train_task
 from app.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
 from app.jobs import service
@@ -33,6 +35,10 @@ def create_job(
 ) -> Job:
     """Start fine-tuning: the job is recorded as queued, then handed to the workers."""
     job = service.create(session=session, settings=settings, job_in=job_in, principal=principal)
+    return commit_and_send(job, session, settings)
+
+
+def commit_and_send(job: Job, session: Session, settings: Settings) -> Job:
     # Commit before sending: a worker must never receive an id the database does not have.
     session.commit()
     try:
@@ -70,6 +76,16 @@ def read_job(job: JobDep) -> Job:
 def cancel_job(job: JobDep, session: SessionDep) -> Job:
     """Cancel a queued or running job; a finished one answers 409."""
     return service.cancel(session=session, job=job)
+
+
+@router.post("/{job_id}/retry", response_model=JobPublic)
+def retry_job(
+    job: JobDep, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
+) -> Job:
+    """Queue a failed or cancelled job again (after a full disk, say): the next attempt
+    resumes from its newest checkpoint. 409 for a job that is queued, running or succeeded."""
+    job = service.retry(session=session, settings=settings, job=job, principal=principal)
+    return commit_and_send(job, session, settings)
 
 
 @router.get("/{job_id}/report", response_model=dict[str, Any])

@@ -150,3 +150,14 @@ def delete(*, session: Session, job: Job) -> None:
     session.execute(sql_delete(Checkpoint).where(Checkpoint.job_id == job.id))
     session.delete(job)
     session.flush()
+
+
+def retry(*, session: Session, settings: Settings, job: Job, principal: Principal) -> Job:
+    """Queue a failed or cancelled job again (409 otherwise); the caller commits, then sends."""
+    owner = Principal(tenant=job.tenant, admin=principal.admin)
+    check_active_jobs(session=session, settings=settings, principal=owner)
+    if not lifecycle.retry(session, job, now=utcnow(), attempts=settings.job_max_attempts):
+        session.refresh(job)
+        raise Conflict(f"job {job.id} is {job.status}: only a failed or cancelled job is retried")
+    session.refresh(job)
+    return job

@@ -12,6 +12,7 @@ def test_openapi_documents_every_endpoint_of_the_contract(client: TestClient) ->
         "/jobs": {"get", "post"},
         "/jobs/{job_id}": {"get", "delete"},
         "/jobs/{job_id}/cancel": {"post"},
+        "/jobs/{job_id}/retry": {"post"},
         "/jobs/{job_id}/events": {"get"},
         "/jobs/{job_id}/report": {"get"},
         "/models": {"get"},

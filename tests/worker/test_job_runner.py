@@ -6,6 +6,7 @@ import base64
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from tests.conftest import make_ready_dataset
 from worker import job_runner
 from worker.job_runner import claim
 from worker.training.config import TrainingConfig
+from worker.training.crash_for_tests import CRASH_FILE_VARIABLE
 from worker.training.run import run
 
 FAST = {"epochs": 5, "batch_size": 16, "learning_rate": 2e-3, "weight_decay": 0.05}
@@ -274,3 +276,37 @@ def test_a_job_stored_before_methods_existed_resumes_from_its_checkpoint_as_full
     assert evaluated == [2]  # resumed: neither the base model nor epoch 1 again
     report = client.get(f"/jobs/{job_id}/report").json()
     assert report["method"] == "full" and report["epochs_trained"] == 2
+
+
+@pytest.mark.faults
+def test_a_full_disk_fails_the_job_clearly_and_a_retry_resumes_it_from_its_checkpoint(
+    client: TestClient,
+    settings: Settings,
+    ready_dataset: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    order = tmp_path / "crash-order"
+    order.write_text("ENOSPC@3")  # the disk fills up once epochs 1 and 2 are checkpointed
+    monkeypatch.setenv(CRASH_FILE_VARIABLE, str(order))
+    job_id = new_job(client, ready_dataset)
+    job_runner.run(job_id, settings)
+    failed = client.get(f"/jobs/{job_id}").json()
+    assert failed["status"] == "failed"
+    assert "No space left on device" in failed["error"]
+    assert f"POST /jobs/{job_id}/retry" in failed["error"]
+    assert not order.exists()
+
+    retried = client.post(f"/jobs/{job_id}/retry")
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["status"] == "queued" and retried.json()["error"] is None
+    job_runner.run(job_id, settings)
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "succeeded", job["error"]
+    assert job["attempt"] == 2
+    events = client.get(f"/jobs/{job_id}/events").json()
+    assert [event["type"] for event in events].count("retry") == 1
+    resumed = [event for event in events if event["type"] == "resume"]
+    assert resumed and resumed[0]["data"]["checkpoint"] in {"epoch-1", "epoch-2"}
+    # Only a failed or cancelled job is retried.
+    assert client.post(f"/jobs/{job_id}/retry").status_code == 409

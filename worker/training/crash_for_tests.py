@@ -2,28 +2,39 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
 from pathlib import Path
 
 # Names a file; while it exists, the next training process to report a step crashes as it says:
-# a signal name (`SIGSEGV`) is raised on the process, a number is its `os._exit` code, and
-# `HANG` makes it stop making progress for good.
+# a signal name (`SIGSEGV`) is raised on the process, a number is its `os._exit` code, `HANG`
+# makes it stop making progress for good, and `ENOSPC` raises the error of a full disk. A
+# suffix `@N` waits for the first step of epoch N (so that earlier epochs left checkpoints).
 CRASH_FILE_VARIABLE = "CLIPFT_TEST_CRASH_FILE"
 
 
-def crash_if_a_test_asks() -> None:
+def crash_hook_enabled() -> bool:
+    """Whether a test set the hook up at all (otherwise the run never looks again)."""
+    return bool(os.environ.get(CRASH_FILE_VARIABLE))
+
+
+def crash_if_a_test_asks(epoch: int) -> None:
     """Crash as the file named by CLIPFT_TEST_CRASH_FILE says, removing it; else do nothing."""
     name = os.environ.get(CRASH_FILE_VARIABLE)
     if not name:
         return
     order_file = Path(name)
     try:
-        order = order_file.read_text().strip()
+        order, _, at_epoch = order_file.read_text().strip().partition("@")
+        if at_epoch and epoch < int(at_epoch):
+            return
         order_file.unlink()  # one crash per request: the next job runs normally
     except FileNotFoundError:
         return
+    if order == "ENOSPC":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     if order == "HANG":
         while True:  # a training loop stuck for good (a deadlock, a wedged device)
             time.sleep(3600)
