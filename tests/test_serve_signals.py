@@ -90,3 +90,40 @@ def test_serve_leaves_no_child_behind(stop_signal: signal.Signals, tmp_path: Pat
             serve.kill()
         for pid in descendants(serve.pid):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
+def test_demo_stopped_half_way_leaves_no_child_behind(tmp_path: Path) -> None:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in {"CLIPFT_DATABASE_URL", "CLIPFT_REDIS_URL"}
+    }
+    log_path = tmp_path / "demo.log"
+    with log_path.open("wb") as log:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "demo", "--data-dir", str(tmp_path / "data")],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        # Stopped while it trains: the api, the worker (and its training process) and Redis.
+        deadline = time.monotonic() + 120
+        while len(children := descendants(demo.pid)) < 3:
+            assert demo.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "the demo never started its stack"
+            time.sleep(0.3)
+        time.sleep(2)
+        children = descendants(demo.pid)
+        demo.send_signal(signal.SIGTERM)
+        demo.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in children if alive(pid)], log_path.read_text()[-2000:]
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+        for pid in descendants(demo.pid):
+            os.kill(pid, signal.SIGKILL)
