@@ -5,13 +5,17 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
 
 from app.auth.requests import PrincipalDep
 from app.core import storage
+from app.core.errors import Conflict
 from app.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
+from app.ml.model_files import METADATA_NAME
 from app.models import service
+from app.models.export import folder_files, model_card, zip_stream
 from app.models.schemas import ModelList, ModelPublic
-from app.orm.models import Model
+from app.orm.models import Dataset, Job, Model
 
 router = APIRouter(tags=["models"])
 
@@ -44,6 +48,48 @@ def list_models(
 def read_model(model_record: ModelRecordDep) -> ModelPublic:
     """Show one trained model: its labels, prompt template and validation metrics."""
     return ModelPublic.model_validate(model_record)
+
+
+@router.get(
+    "/models/{model_id}/download",
+    response_model=None,
+    responses={
+        200: {
+            "description": "The model's folder as a zip, with a model card (`README.md`).",
+            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+def download_model(
+    model_record: ModelRecordDep, session: SessionDep, settings: SettingsDep
+) -> StreamingResponse:
+    """Download a model: its `save_pretrained` folder, `clipft.json`, and a model card with
+    its base model, dataset, method, hyperparameters and metrics. 409 if its files are gone."""
+    folder = storage.model_dir(settings.data_dir, model_record.id)
+    if not (folder / METADATA_NAME).is_file():
+        raise Conflict(f"model {model_record.id} has no files on the server any more")
+    job = session.get(Job, model_record.job_id)
+    dataset = session.get(Dataset, job.dataset_id) if job is not None else None
+    card = model_card(
+        model=ModelPublic.model_validate(model_record).model_dump() | {"id": model_record.id},
+        dataset=None
+        if dataset is None
+        else {
+            "id": dataset.id,
+            "name": dataset.name,
+            "num_train": dataset.num_train,
+            "num_val": dataset.num_val,
+        },
+        hyperparameters=job.hyperparameters if job is not None else {},
+        folder=folder,
+    )
+    return StreamingResponse(
+        zip_stream(folder, folder_files(folder), card),
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": f'attachment; filename="clipft-model-{model_record.id}.zip"'
+        },
+    )
 
 
 @router.delete("/models/{model_id}", status_code=204)

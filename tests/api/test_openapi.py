@@ -17,6 +17,7 @@ def test_openapi_documents_every_endpoint_of_the_contract(client: TestClient) ->
         "/jobs/{job_id}/report": {"get"},
         "/models": {"get"},
         "/models/{model_id}": {"get", "delete"},
+        "/models/{model_id}/download": {"get"},
         "/predict": {"post"},
     }
     assert {path: set(methods) for path, methods in paths.items()} == expected
