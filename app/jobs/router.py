@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Header
+from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from app.auth.requests import PrincipalDep
@@ -16,6 +17,7 @@ from app.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
 from app.jobs import service
 from app.jobs.lifecycle import JobStatus
 from app.jobs.schemas import JobCreate, JobEventPublic, JobList, JobPublic
+from app.jobs.stream import job_stream
 from app.orm import Job
 
 logger = logging.getLogger(__name__)
@@ -109,3 +111,31 @@ def delete_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> None:
     service.delete(session=session, job=job)
     session.commit()
     storage.discard_dir(storage.job_dir(settings.data_dir, job_id))
+
+
+@router.get(
+    "/{job_id}/events/stream",
+    response_model=None,
+    responses={
+        200: {
+            "description": "Server-sent events: `job_event` (id = the event's id), `progress` "
+            "and, once the job has finished, `end`.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def stream_job_events(
+    job: JobDep,
+    settings: SettingsDep,
+    last_event_id: Annotated[
+        int | None, Header(ge=0, le=2**63 - 1, description="Resume after this event id.")
+    ] = None,
+) -> StreamingResponse:
+    """Live progress: the job's events and progress as they happen (server-sent events).
+    A reconnecting client sends `Last-Event-ID` and gets only what it missed."""
+    return StreamingResponse(
+        job_stream(settings, job.id, last_event_id or 0),
+        media_type="text/event-stream",
+        # Proxies must pass each message on at once.
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

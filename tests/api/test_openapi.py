@@ -14,6 +14,7 @@ def test_openapi_documents_every_endpoint_of_the_contract(client: TestClient) ->
         "/jobs/{job_id}/cancel": {"post"},
         "/jobs/{job_id}/retry": {"post"},
         "/jobs/{job_id}/events": {"get"},
+        "/jobs/{job_id}/events/stream": {"get"},
         "/jobs/{job_id}/report": {"get"},
         "/models": {"get"},
         "/models/{model_id}": {"get", "delete"},
