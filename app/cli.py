@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from app.client.cli import datasets_app, jobs_app, models_app
+from app.client.cli import predict as predict_command
 from app.core.config import Settings, get_settings
 
 app = typer.Typer(help="clipft: fine-tune CLIP on your own images.", no_args_is_help=True)
@@ -124,6 +126,11 @@ def demo(
 
     raise typer.Exit(run_demo(data_dir=data_dir, epochs=epochs, base_settings=Settings()))
 
+
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(models_app, name="models")
+app.command("predict")(predict_command)
 
 keys_app = typer.Typer(help="API keys: create, list and revoke them.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")

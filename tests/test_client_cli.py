@@ -1,0 +1,165 @@
+"""The command-line client against a real `clipft api` process, with an API key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from app.auth.keys import create_key
+from app.cli import app as cli_app
+from app.core.config import Settings
+from app.core.db import session_scope
+from app.core.embedded_redis import free_tcp_port
+from app.core.migrate import upgrade_to_head
+from app.jobs import lifecycle
+from app.ml.synthetic import photo_like
+from app.orm.base import utcnow
+from tests.datasets_helpers import class_entries
+from tests.model_factory import register_model
+
+TENANT = "cli-users"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, str, str]]:
+    data_dir = tmp_path_factory.mktemp("cli-server")
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=f"sqlite:///{data_dir / 'clipft.db'}",
+        redis_url=None,
+        auth_disabled=False,
+        val_fraction=0.25,
+    )
+    upgrade_to_head(settings.resolved_database_url)
+    with session_scope(settings.resolved_database_url) as session:
+        key = create_key(session=session, name="cli", tenant=TENANT, admin=False).key
+    port = free_tcp_port()
+    env = {name: value for name, value in os.environ.items() if not name.startswith("CLIPFT_")}
+    env.update(
+        CLIPFT_DATA_DIR=str(data_dir),
+        CLIPFT_DATABASE_URL=settings.resolved_database_url,
+        CLIPFT_AUTH_DISABLED="false",
+        CLIPFT_VAL_FRACTION="0.25",
+        CLIPFT_DEVICE="cpu",
+    )
+    log = (data_dir / "api.log").open("wb")
+    api = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "api", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert api.poll() is None, (data_dir / "api.log").read_text()
+            try:
+                if httpx.get(f"{url}/openapi.json", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the api did not start"
+            time.sleep(0.2)
+        yield settings, url, key
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
+
+
+def run(url: str, key: str, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli_app, list(args), env={"CLIPFT_URL": url, "CLIPFT_API_KEY": key})
+    return result.exit_code, result.output
+
+
+def test_upload_a_folder_start_a_job_and_follow_it_to_the_end(
+    server: tuple[Settings, str, str], tmp_path: Path
+) -> None:
+    settings, url, key = server
+    folder = tmp_path / "shapes"
+    for name, payload in class_entries({"circle": 8, "square": 8}):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(payload)
+    code, output = run(url, key, "datasets", "upload", str(folder), "--name", "cli shapes")
+    assert code == 0, output
+    assert '"status": "ready"' in output and '"num_images": 16' in output
+    dataset_id = output.split('"id": "')[1].split('"')[0]
+
+    code, output = run(url, key, "jobs", "create", dataset_id, "--set", "epochs=2")
+    assert code == 0, output
+    job_id = output.splitlines()[0]
+    assert '"epochs": 2' in output
+
+    def worker_meanwhile() -> None:
+        time.sleep(0.5)
+        with session_scope(settings.resolved_database_url) as session:
+            lifecycle.claim(session, job_id, owner="cli-test", now=utcnow())
+        time.sleep(0.5)
+        with session_scope(settings.resolved_database_url) as session:
+            lifecycle.succeed(
+                session,
+                job_id,
+                owner="cli-test",
+                now=utcnow(),
+                model_id="m" * 32,
+                report=None,
+                message="succeeded",
+                data={},
+            )
+
+    thread = threading.Thread(target=worker_meanwhile)
+    thread.start()
+    code, output = run(url, key, "jobs", "follow", job_id)
+    thread.join()
+    assert code == 0, output
+    assert "[status] running (attempt 1 of 3)" in output
+    assert f"job {job_id} succeeded" in output
+
+    # A job that fails makes `follow` exit non-zero.
+    code, output = run(url, key, "jobs", "create", dataset_id)
+    failing = output.splitlines()[0]
+    with session_scope(settings.resolved_database_url) as session:
+        lifecycle.claim(session, failing, owner="cli-test", now=utcnow())
+        lifecycle.fail(session, failing, owner="cli-test", now=utcnow(), error="broken")
+    code, output = run(url, key, "jobs", "follow", failing)
+    assert code == 1 and f"job {failing} failed" in output
+
+
+def test_predict_prints_a_table_and_export_writes_the_zip(
+    server: tuple[Settings, str, str], tmp_path: Path
+) -> None:
+    settings, url, key = server
+    model_id = register_model(settings=settings, tenant=TENANT)
+    image = tmp_path / "photo.png"
+    photo_like(64, 48, seed=4).save(image)
+    code, output = run(url, key, "predict", model_id, str(image), "--top-k", "2")
+    assert code == 0, output
+    assert output.splitlines()[0] == "photo.png"
+    assert len([line for line in output.splitlines() if "%" in line]) == 2
+
+    code, output = run(url, key, "predict", model_id, str(image), "--text", "a red circle")
+    assert code == 0, output
+    assert "a red circle" in output
+
+    target = tmp_path / "model.zip"
+    code, output = run(url, key, "models", "export", model_id, "-o", str(target))
+    assert code == 0, output
+    with zipfile.ZipFile(target) as archive:
+        assert {"README.md", "model.safetensors"} <= set(archive.namelist())
+
+
+def test_a_wrong_key_is_an_error_the_user_can_read(server: tuple[Settings, str, str]) -> None:
+    _, url, _ = server
+    code, output = run(url, "clipft_" + "0" * 32 + "_" + "x" * 43, "datasets", "list")
+    assert code == 1
+    assert "error 401" in output and "API key" in output
