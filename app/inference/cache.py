@@ -7,9 +7,11 @@ load.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,7 @@ import torch
 
 from app.inference.batching import RequestQueue
 from app.inference.work import ImageWork, PassAnswer
-from app.ml.base_models import LoadedClip
+from app.ml.base_models import LoadedClip, load_base_model
 from app.ml.class_head import ClassHead
 from app.ml.encode import encode_class_prompts
 from app.ml.model_files import METADATA_NAME, ModelMetadata, load_class_head, load_model_folder
@@ -96,6 +98,65 @@ def load_cached_model(
     )
 
 
+BASE_MODEL_KEY = "base:{}"
+
+
+def load_cached_base_model(
+    name: str, base_models_dir: Path | None, device: torch.device, precision: Precision = "auto"
+) -> CachedModel:
+    """A base model for zero-shot use: no labels of its own; each request brings them."""
+    try:
+        loaded_clip = load_base_model(name, base_models_dir)
+        spec = pixel_spec(loaded_clip.image_processor)
+    except Exception as error:
+        logger.exception("base model %s does not load", name)
+        raise ModelUnavailable(f"it does not load ({type(error).__name__})") from error
+    loaded_clip.clip.eval().to(device)
+    metadata = ModelMetadata(
+        kind="captions", labels=[], prompt_template="{}", base_model=name, method="zero-shot"
+    )
+    with torch.inference_mode():
+        logit_scale = float(loaded_clip.clip.logit_scale.exp().item())
+    return CachedModel(
+        model_id=BASE_MODEL_KEY.format(name),
+        loaded_clip=loaded_clip,
+        pixel_spec=spec,
+        metadata=metadata,
+        device=device,
+        autocast=serving_autocast(device, precision),
+        label_embeddings=None,
+        logit_scale=logit_scale,
+        class_head=None,
+    )
+
+
+def with_labels(base: CachedModel, labels: list[str], templates: list[str]) -> CachedModel:
+    """The base model classifying over a request's labels (zero-shot).
+
+    It shares the base's weights, lock and forward thread, but not its request queue: passes
+    are shared only among requests that classify over the same head.
+    """
+    with base.lock:
+        embeddings = base.forward_thread.submit(_encode_labels, base, labels, templates).result()
+    return dataclasses.replace(
+        base,
+        metadata=dataclasses.replace(
+            base.metadata, kind="classification", labels=labels, prompt_templates=templates
+        ),
+        label_embeddings=embeddings,
+        class_head=ClassHead.zero_shot(embeddings.float(), base.logit_scale).to(base.device),
+        requests=RequestQueue(),
+    )
+
+
+def _encode_labels(base: CachedModel, labels: list[str], templates: list[str]) -> torch.Tensor:
+    # As a trained model's labels are embedded at load: in float32.
+    with torch.inference_mode():
+        return encode_class_prompts(
+            base.loaded_clip.clip, base.loaded_clip.tokenizer, labels, templates, base.device
+        )
+
+
 def _embed_labels(
     loaded_clip: LoadedClip, metadata: ModelMetadata, device: torch.device
 ) -> torch.Tensor | None:
@@ -162,6 +223,18 @@ class ModelCache:
 
     def get(self, model_id: str, folder: Path) -> CachedModel:
         """The cached model, loading it from `folder` first if needed; blocks while it loads."""
+        return self._get(
+            model_id, lambda: load_cached_model(model_id, folder, self.device, self.precision)
+        )
+
+    def get_base(self, name: str, base_models_dir: Path | None) -> CachedModel:
+        """A base model for zero-shot requests, cached beside the trained ones."""
+        return self._get(
+            BASE_MODEL_KEY.format(name),
+            lambda: load_cached_base_model(name, base_models_dir, self.device, self.precision),
+        )
+
+    def _get(self, model_id: str, load: Callable[[], CachedModel]) -> CachedModel:
         cached = self._lookup(model_id)
         if cached is not None:
             return cached
@@ -172,7 +245,7 @@ class ModelCache:
                 # Another thread may have loaded it while this one waited for the lock.
                 cached = self._lookup(model_id)
                 if cached is None:
-                    cached = load_cached_model(model_id, folder, self.device, self.precision)
+                    cached = load()
                     self._insert(cached)
                 return cached
             finally:

@@ -42,7 +42,7 @@ JSON_FIELDS_ALLOWANCE = 16 * 1024**2
 # few spare.
 EXTRA_FORM_FIELDS = MAX_ENSEMBLE_MODELS + 8
 # Form fields that carry a list: the field repeated, or once holding a JSON array of strings.
-LIST_FORM_FIELDS = ("texts", "model_ids")
+LIST_FORM_FIELDS = ("texts", "model_ids", "labels", "prompt_templates")
 
 _MULTIPART_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -58,6 +58,20 @@ _MULTIPART_SCHEMA: dict[str, Any] = {
                 "In place of `model_id`, an ensemble (soft voting): repeat the field once per "
                 "model, or send one JSON array of strings."
             ),
+        },
+        "base_model": {
+            "type": "string",
+            "description": "In place of a trained model: a base model used zero-shot.",
+        },
+        "labels": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "With base_model: the classes (repeat the field, or a JSON array).",
+        },
+        "prompt_templates": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "With labels: prompts with {} for the label (repeat, or a JSON array).",
         },
         "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
         "texts": {
@@ -177,6 +191,9 @@ def _parse_json(body: bytes, settings: Settings) -> PredictInput:
     )
     return PredictInput(
         model_ids=request_in.requested_model_ids,
+        base_model=request_in.base_model,
+        labels=request_in.labels,
+        prompt_templates=request_in.prompt_templates,
         images=service.decode_base64_images(images=request_in.images),
         texts=request_in.texts,
         top_k=request_in.top_k,
@@ -197,6 +214,9 @@ async def _read_multipart(request: Request, settings: Settings) -> PredictInput:
         raise _form_limit_error(error, settings) from None
     return PredictInput(
         model_ids=options.requested_model_ids,
+        base_model=options.base_model,
+        labels=options.labels,
+        prompt_templates=options.prompt_templates,
         images=images,
         texts=options.texts,
         top_k=options.top_k,

@@ -10,6 +10,8 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 MAX_TOP_K = 1000
 # Models in one ensemble: each runs in turn on the request's images, so latency grows with it.
 MAX_ENSEMBLE_MODELS = 8
+MAX_ZERO_SHOT_LABELS = 1000
+DEFAULT_ZERO_SHOT_TEMPLATE = "a photo of a {}."
 
 
 class PredictOptions(BaseModel):
@@ -29,6 +31,27 @@ class PredictOptions(BaseModel):
             "have the same labels, in any order; with `texts` any models will do."
         ),
         json_schema_extra={"minItems": 2, "maxItems": MAX_ENSEMBLE_MODELS, "uniqueItems": True},
+    )
+    base_model: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "In place of a trained model: a base model (`tiny-clip`, a local base model, or an "
+            "allowed hub id) used zero-shot, with `labels` to classify over or `texts`."
+        ),
+    )
+    labels: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        None,
+        description="With `base_model`: the classes to choose from (zero-shot).",
+        json_schema_extra={"minItems": 2, "maxItems": MAX_ZERO_SHOT_LABELS, "uniqueItems": True},
+    )
+    prompt_templates: list[Annotated[str, Field(min_length=2, max_length=200)]] | None = Field(
+        None,
+        description=(
+            "With `labels`: prompts with `{}` where the label goes, averaged per label "
+            '(default `["a photo of a {}."]`).'
+        ),
+        json_schema_extra={"minItems": 1, "maxItems": 16},
     )
     texts: list[str] | None = Field(
         None,
@@ -70,17 +93,68 @@ class PredictOptions(BaseModel):
             )
         return model_ids
 
+    @field_validator("labels")
+    @classmethod
+    def _distinct_labels(cls, labels: list[str] | None) -> list[str] | None:
+        if labels is None:
+            return None
+        if not 2 <= len(labels) <= MAX_ZERO_SHOT_LABELS:
+            raise PydanticCustomError(
+                "labels_count",
+                "send between 2 and {limit} labels, got {count}",
+                {"limit": MAX_ZERO_SHOT_LABELS, "count": len(labels)},
+            )
+        if len(set(labels)) != len(labels):
+            raise PydanticCustomError("repeated", "labels must be distinct", {})
+        return labels
+
+    @field_validator("prompt_templates")
+    @classmethod
+    def _templates_have_a_slot(cls, templates: list[str] | None) -> list[str] | None:
+        if templates is None:
+            return None
+        if not 1 <= len(templates) <= 16:
+            raise PydanticCustomError("templates_count", "send 1 to 16 prompt templates", {})
+        for template in templates:
+            if template.count("{}") != 1 or "{" in template.replace("{}", ""):
+                raise PydanticCustomError(
+                    "template_slot",
+                    "each prompt template needs exactly one {{}} where the label goes, got "
+                    "{template!r}",
+                    {"template": template},
+                )
+        return templates
+
     @model_validator(mode="after")
     def _one_model_or_an_ensemble(self) -> Self:
-        if self.model_id is None and self.model_ids is None:
+        named = [self.model_id is not None, self.model_ids is not None, self.base_model is not None]
+        if not any(named):
             raise _field_error(
-                "model_id", "missing", "Field required: send model_id, or model_ids for an ensemble"
+                "model_id",
+                "missing",
+                "Field required: send model_id, model_ids for an ensemble, or base_model",
             )
-        if self.model_id is not None and self.model_ids is not None:
+        if sum(named) > 1:
             raise _field_error(
                 "model_ids",
                 "model_id_and_model_ids",
-                "send model_id for one model or model_ids for an ensemble, not both",
+                "send one of model_id (one model), model_ids (an ensemble) or base_model "
+                "(zero-shot)",
+            )
+        if self.base_model is None and (self.labels or self.prompt_templates):
+            raise _field_error(
+                "labels", "labels_without_base_model", "labels go with base_model (zero-shot)"
+            )
+        if self.base_model is not None and (self.labels is None) == (self.texts is None):
+            raise _field_error(
+                "labels",
+                "labels_or_texts",
+                "with base_model, send labels to classify over or texts to compare with "
+                "(one of them)",
+            )
+        if self.prompt_templates is not None and self.labels is None:
+            raise _field_error(
+                "prompt_templates", "templates_without_labels", "prompt_templates go with labels"
             )
         return self
 
@@ -89,8 +163,7 @@ class PredictOptions(BaseModel):
         """The one model, or the ensemble's models, in the order the request named them."""
         if self.model_ids is not None:
             return self.model_ids
-        assert self.model_id is not None  # the model validator saw to it
-        return [self.model_id]
+        return [self.model_id] if self.model_id is not None else []
 
 
 def _field_error(field: str, error_type: str, message: str) -> ValidationError:
@@ -160,9 +233,22 @@ class EnsembleSimilarityResponse(BaseModel):
     probabilities: TextProbabilities
 
 
+class ZeroShotClassificationResponse(BaseModel):
+    base_model: str
+    predictions: Predictions
+
+
+class ZeroShotSimilarityResponse(BaseModel):
+    base_model: str
+    similarity: CosineMatrix
+    probabilities: TextProbabilities
+
+
 PredictResponse = (
     ClassificationResponse
     | EnsembleClassificationResponse
     | SimilarityResponse
     | EnsembleSimilarityResponse
+    | ZeroShotClassificationResponse
+    | ZeroShotSimilarityResponse
 )

@@ -18,18 +18,22 @@ from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.errors import Conflict, PayloadTooLarge, Unprocessable
 from app.inference import engine, ensemble
-from app.inference.cache import CachedModel, ModelCache, ModelUnavailable
+from app.inference.cache import CachedModel, ModelCache, ModelUnavailable, with_labels
 from app.inference.pixels import BadImage, PixelPool
+from app.ml.base_models import UnknownBaseModel, describe_base_model
 from app.ml.images import ImageLimits
 from app.ml.preprocess import PixelSpec
 from app.models.service import get_models
 from app.predict.schemas import (
+    DEFAULT_ZERO_SHOT_TEMPLATE,
     ClassificationResponse,
     EnsembleClassificationResponse,
     EnsembleSimilarityResponse,
     LabelScorePublic,
     PredictResponse,
     SimilarityResponse,
+    ZeroShotClassificationResponse,
+    ZeroShotSimilarityResponse,
 )
 
 
@@ -47,6 +51,10 @@ class PredictInput:
     images: list[ImageUpload]
     texts: list[str] | None
     top_k: int
+    # Zero-shot: a base model in place of trained ones, with the labels to classify over.
+    base_model: str | None = None
+    labels: list[str] | None = None
+    prompt_templates: list[str] | None = None
 
     @property
     def is_ensemble(self) -> bool:
@@ -182,6 +190,13 @@ def predict(
 ) -> PredictResponse:
     """Classify the images over the labels, or compare them with the given texts; an ensemble
     answers the mean of its models' probabilities (and cosines)."""
+    if predict_input.base_model is not None:
+        return zero_shot(
+            model_cache=model_cache,
+            pixel_pool=pixel_pool,
+            settings=settings,
+            predict_input=predict_input,
+        )
     served_models = find_models(
         settings=settings, model_ids=predict_input.model_ids, principal=principal
     )
@@ -270,3 +285,57 @@ def _serving_model(*, model_cache: ModelCache, served: ServedModel, data_dir: Pa
         return model_cache.get(served.id, data_dir / served.path)
     except ModelUnavailable as error:
         raise Conflict(f"model {served.id} cannot be served: {error} ({served.path})") from error
+
+
+def zero_shot(
+    *,
+    model_cache: ModelCache,
+    pixel_pool: PixelPool,
+    settings: Settings,
+    predict_input: PredictInput,
+) -> ZeroShotClassificationResponse | ZeroShotSimilarityResponse:
+    """A base model, no fine-tuning: classify over the request's labels, or compare with texts."""
+    name = predict_input.base_model
+    assert name is not None
+    try:
+        source = describe_base_model(name, settings.base_models_dir)
+    except UnknownBaseModel as error:
+        raise Unprocessable(f"base_model: {error}") from None
+    if source == "hub" and not settings.hub_model_allowed(name):
+        raise Unprocessable(
+            f"base_model {name!r} is a Hugging Face hub id this server does not download "
+            "(CLIPFT_ALLOW_HUB_DOWNLOADS, CLIPFT_HUB_MODEL_ALLOWLIST)"
+        )
+    try:
+        cached = model_cache.get_base(name, settings.base_models_dir)
+    except ModelUnavailable as error:
+        raise Conflict(f"base model {name} cannot be served: {error}") from error
+    pixels = prepare_images(
+        uploads=predict_input.images,
+        spec=cached.pixel_spec,
+        pixel_pool=pixel_pool,
+        settings=settings,
+    )
+    if predict_input.texts is not None:
+        similarity = engine.compare(cached, pixels, predict_input.texts)
+        return ZeroShotSimilarityResponse(
+            base_model=name,
+            similarity=similarity.cosine.tolist(),
+            probabilities=similarity.probabilities.tolist(),
+        )
+    assert predict_input.labels is not None
+    labelled = with_labels(
+        cached,
+        predict_input.labels,
+        predict_input.prompt_templates or [DEFAULT_ZERO_SHOT_TEMPLATE],
+    )
+    ranked = engine.top_labels(
+        engine.label_probabilities(labelled, pixels), top_k=predict_input.top_k
+    )
+    return ZeroShotClassificationResponse(
+        base_model=name,
+        predictions=[
+            [LabelScorePublic(label=scored.label, score=scored.score) for scored in row]
+            for row in ranked
+        ],
+    )

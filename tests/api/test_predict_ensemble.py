@@ -301,11 +301,11 @@ def test_a_captions_model_in_a_classifying_ensemble_is_422(
 @pytest.mark.parametrize(
     ("fields", "location", "message"),
     [
-        ({}, "model_id", "Field required: send model_id, or model_ids for an ensemble"),
+        ({}, "model_id", "Field required: send model_id, model_ids for an ensemble, or base_model"),
         (
             {"model_id": "a", "model_ids": ["b", "c"]},
             "model_ids",
-            "send model_id for one model or model_ids for an ensemble, not both",
+            "send one of model_id (one model), model_ids (an ensemble) or base_model (zero-shot)",
         ),
         (
             {"model_ids": ["a"]},
