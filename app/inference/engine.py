@@ -143,6 +143,21 @@ def serve_pass(
         return answers
 
 
+def embed(
+    cached: CachedModel, pixels: torch.Tensor | None, texts: list[str] | None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Unit-length embeddings of images and texts (`POST /embed`), on the model's thread."""
+
+    def run() -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        with torch.inference_mode():
+            images = embed_pixels(cached, pixels).cpu() if pixels is not None else None
+            text = embed_texts(cached, texts).cpu() if texts else None
+            return images, text
+
+    with cached.lock:
+        return cached.forward_thread.submit(run).result()
+
+
 def embed_pixels(
     cached: CachedModel, pixels: torch.Tensor, *, batch_size: int = IMAGE_BATCH_SIZE
 ) -> torch.Tensor:

@@ -25,6 +25,8 @@ from app.predict import service
 from app.predict.schemas import (
     MAX_ENSEMBLE_MODELS,
     MAX_TOP_K,
+    EmbedRequest,
+    EmbedResponse,
     PredictJsonRequest,
     PredictOptions,
     PredictResponse,
@@ -286,3 +288,36 @@ def _validated(validate: Callable[[], SchemaT]) -> SchemaT:
             for detail in error.errors(include_url=False)
         ]
         raise RequestValidationError(errors) from None
+
+
+@router.post(
+    "/embed",
+    responses=_ERROR_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": EmbedRequest.model_json_schema()}},
+        }
+    },
+)
+async def embed(
+    request: Request,
+    settings: SettingsDep,
+    model_cache: ModelCacheDep,
+    pixel_pool: PixelPoolDep,
+    principal: PrincipalDep,
+) -> EmbedResponse:
+    """Unit-length vectors for images and/or texts, from a trained model (`model_id`) or a base
+    model (`base_model`), for search and clustering of your own. Images and texts share one
+    space: their dot product is CLIP's cosine similarity."""
+    request.app.state.predict_rate.take(settings=settings, principal=principal)
+    body = await _read_body(request, max_bytes=_max_json_bytes(settings))
+    embed_in = _validated(lambda: EmbedRequest.model_validate_json(body))
+    return await run_in_threadpool(
+        service.embed,
+        model_cache=model_cache,
+        pixel_pool=pixel_pool,
+        settings=settings,
+        request=embed_in,
+        principal=principal,
+    )

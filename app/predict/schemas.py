@@ -252,3 +252,36 @@ PredictResponse = (
     | ZeroShotClassificationResponse
     | ZeroShotSimilarityResponse
 )
+
+
+class EmbedRequest(BaseModel):
+    """Images and/or texts to embed with a trained model or a base model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: str | None = Field(None, min_length=1, description="A trained model.")
+    base_model: str | None = Field(None, min_length=1, description="Or a base model.")
+    images: list[str] = Field(
+        default_factory=list, description="Images as base64 strings (a `data:` URL prefix is ok)."
+    )
+    texts: list[str] = Field(default_factory=list, description="Texts to embed.")
+
+    @model_validator(mode="after")
+    def _one_model_and_something_to_embed(self) -> Self:
+        if (self.model_id is None) == (self.base_model is None):
+            raise _field_error("model_id", "one_model", "send one of model_id or base_model")
+        if not self.images and not self.texts:
+            raise _field_error("images", "nothing_to_embed", "send images, texts or both")
+        return self
+
+
+class EmbedResponse(BaseModel):
+    model_id: str | None = None
+    base_model: str | None = None
+    dimension: int = Field(description="The length of every vector.")
+    image_embeddings: list[list[float]] = Field(
+        description="One unit-length vector per image, in request order."
+    )
+    text_embeddings: list[list[float]] = Field(
+        description="One unit-length vector per text, in the same space as the images'."
+    )

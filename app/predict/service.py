@@ -27,6 +27,8 @@ from app.models.service import get_models
 from app.predict.schemas import (
     DEFAULT_ZERO_SHOT_TEMPLATE,
     ClassificationResponse,
+    EmbedRequest,
+    EmbedResponse,
     EnsembleClassificationResponse,
     EnsembleSimilarityResponse,
     LabelScorePublic,
@@ -78,6 +80,11 @@ def check_request(*, num_images: int, texts: list[str] | None, settings: Setting
             "texts is empty: send at least one text, or leave texts out to classify over the "
             "model's labels"
         )
+    check_texts(texts, settings)
+
+
+def check_texts(texts: list[str], settings: Settings) -> None:
+    """Refuse too many texts and empty ones."""
     if len(texts) > settings.predict_max_texts:
         raise PayloadTooLarge(
             f"too many texts: at most {settings.predict_max_texts} per request, got {len(texts)}"
@@ -297,19 +304,7 @@ def zero_shot(
     """A base model, no fine-tuning: classify over the request's labels, or compare with texts."""
     name = predict_input.base_model
     assert name is not None
-    try:
-        source = describe_base_model(name, settings.base_models_dir)
-    except UnknownBaseModel as error:
-        raise Unprocessable(f"base_model: {error}") from None
-    if source == "hub" and not settings.hub_model_allowed(name):
-        raise Unprocessable(
-            f"base_model {name!r} is a Hugging Face hub id this server does not download "
-            "(CLIPFT_ALLOW_HUB_DOWNLOADS, CLIPFT_HUB_MODEL_ALLOWLIST)"
-        )
-    try:
-        cached = model_cache.get_base(name, settings.base_models_dir)
-    except ModelUnavailable as error:
-        raise Conflict(f"base model {name} cannot be served: {error}") from error
+    cached = serving_base_model(model_cache=model_cache, settings=settings, name=name)
     pixels = prepare_images(
         uploads=predict_input.images,
         spec=cached.pixel_spec,
@@ -338,4 +333,67 @@ def zero_shot(
             [LabelScorePublic(label=scored.label, score=scored.score) for scored in row]
             for row in ranked
         ],
+    )
+
+
+def serving_base_model(*, model_cache: ModelCache, settings: Settings, name: str) -> CachedModel:
+    """A base model loaded for serving, if it is one this server may load (else 422 / 409)."""
+    try:
+        source = describe_base_model(name, settings.base_models_dir)
+    except UnknownBaseModel as error:
+        raise Unprocessable(f"base_model: {error}") from None
+    if source == "hub" and not settings.hub_model_allowed(name):
+        raise Unprocessable(
+            f"base_model {name!r} is a Hugging Face hub id this server does not download "
+            "(CLIPFT_ALLOW_HUB_DOWNLOADS, CLIPFT_HUB_MODEL_ALLOWLIST)"
+        )
+    try:
+        return model_cache.get_base(name, settings.base_models_dir)
+    except ModelUnavailable as error:
+        raise Conflict(f"base model {name} cannot be served: {error}") from error
+
+
+def embed(
+    *,
+    model_cache: ModelCache,
+    pixel_pool: PixelPool,
+    settings: Settings,
+    request: EmbedRequest,
+    principal: Principal,
+) -> EmbedResponse:
+    """Unit-length image and text vectors from a trained model or a base model."""
+    if len(request.images) > settings.predict_max_images:
+        raise PayloadTooLarge(
+            f"too many images: at most {settings.predict_max_images} per request, "
+            f"got {len(request.images)}"
+        )
+    check_texts(request.texts, settings)
+    if request.model_id is not None:
+        served = find_models(settings=settings, model_ids=[request.model_id], principal=principal)
+        cached = _serving_model(
+            model_cache=model_cache, served=served[0], data_dir=settings.data_dir
+        )
+    else:
+        assert request.base_model is not None
+        cached = serving_base_model(
+            model_cache=model_cache, settings=settings, name=request.base_model
+        )
+    pixels = (
+        prepare_images(
+            uploads=decode_base64_images(images=request.images),
+            spec=cached.pixel_spec,
+            pixel_pool=pixel_pool,
+            settings=settings,
+        )
+        if request.images
+        else None
+    )
+    images, texts = engine.embed(cached, pixels, request.texts or None)
+    dimension = int((images if images is not None else texts).shape[1])  # type: ignore[union-attr]
+    return EmbedResponse(
+        model_id=request.model_id,
+        base_model=request.base_model,
+        dimension=dimension,
+        image_embeddings=images.tolist() if images is not None else [],
+        text_embeddings=texts.tolist() if texts is not None else [],
     )

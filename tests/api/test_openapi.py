@@ -20,6 +20,7 @@ def test_openapi_documents_every_endpoint_of_the_contract(client: TestClient) ->
         "/models/{model_id}": {"get", "delete"},
         "/models/{model_id}/download": {"get"},
         "/predict": {"post"},
+        "/embed": {"post"},
     }
     assert {path: set(methods) for path, methods in paths.items()} == expected
     upload = paths["/datasets"]["post"]["requestBody"]["content"]
