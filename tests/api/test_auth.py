@@ -131,6 +131,7 @@ def test_another_tenants_ids_answer_404_on_every_route_and_lists_leave_them_out(
     bodies = {
         ("post", "/jobs"): {"dataset_id": owner.dataset_id, "base_model": "tiny-clip"},
         ("post", "/predict"): {"model_id": owner.model_id, "images": [png_base64()]},
+        ("post", "/embed"): {"model_id": owner.model_id, "texts": ["a photo"]},
     }
     list_routes = {("get", "/datasets"), ("get", "/jobs"), ("get", "/models")}
     # Creating a dataset names no existing row: it is the caller's own (tested elsewhere).
