@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -58,6 +59,11 @@ def api(
     if workers == 1:
         uvicorn.run(create_app(), host=host, port=port, log_level="info")
     else:
+        # Each worker keeps its Prometheus counters in files here; /metrics sums them.
+        metrics_dir = get_settings().data_dir / ".prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         # Each worker process imports the app factory itself; uvicorn supervises them.
         uvicorn.run(
             "app.main:create_app",
@@ -81,6 +87,8 @@ def worker(
         raise typer.BadParameter(
             "CLIPFT_REDIS_URL is not set; `clipft serve` starts an embedded Redis for you"
         )
+    if settings.worker_metrics_port is not None:
+        serve_worker_metrics(settings)
     from worker.celery_app import celery_app
 
     celery_app.worker_main(
@@ -188,6 +196,23 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (see `l
     if record is None:
         raise typer.BadParameter(f"no key {key_id}")
     typer.echo(f"key {key_id} revoked")
+
+
+def serve_worker_metrics(settings: Settings) -> None:
+    """Prometheus metrics of this worker and its pool processes, on their own port."""
+    metrics_dir = settings.data_dir / f".prometheus-worker-{os.getpid()}"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    # Set before the instruments are made: the pool's processes write their values here.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    # The instruments exist (at zero) before the first job: a scrape sees every series.
+    import app.core.metrics  # noqa: F401
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    start_http_server(settings.worker_metrics_port or 0, registry=registry)
 
 
 def main() -> None:

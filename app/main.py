@@ -16,6 +16,7 @@ from app.core.config import Settings, get_settings
 from app.core.error_handlers import install_error_handlers
 from app.core.error_responses import error_responses
 from app.datasets.router import router as datasets_router
+from app.health.metrics import router as metrics_router
 from app.health.router import router as health_router
 from app.jobs.reconcile import reconcile_once
 from app.jobs.router import router as jobs_router
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
     install_error_handlers(app)
 
     app.include_router(health_router)
+    app.include_router(metrics_router)
     # Every route but /health needs a key (when authentication is on), whether or not the
     # route itself asks who the caller is.
     authenticated = [Depends(get_principal)]

@@ -99,6 +99,9 @@ def test_two_api_workers_both_serve_predictions_and_stop_with_the_api(tmp_path: 
         assert len(answers) == 1, "every worker serves the same model the same way"
         served_by = log_path.read_text().count("POST /predict")
         assert served_by == 24
+        # /metrics sums the workers' counters, whichever worker answers the scrape.
+        scraped = httpx.get(f"{base_url}/metrics", timeout=10).text
+        assert 'clipft_predict_seconds_count{route="predict"} 24.0' in scraped
     finally:
         api.send_signal(signal.SIGTERM)
         api.wait(timeout=60)

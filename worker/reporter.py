@@ -11,6 +11,7 @@ heartbeat fresh even while the run is loading a model or evaluating, when no ste
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -24,6 +25,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.core.db import rows_updated, session_scope
+from app.core.metrics import TRAINING_IMAGES_PER_SECOND, TRAINING_STEPS
 from app.core.storage import new_id
 from app.jobs.events import add_event
 from app.jobs.lifecycle import JobStatus
@@ -63,6 +65,7 @@ class JobReporter(TrainingCallbacks):
         self.lease_lost = threading.Event()
         self._last_progress_write = 0.0
         self._pending: StepProgress | None = None
+        self._steps_counted = 0
         self._stop_heartbeat = threading.Event()
         self._heartbeat_thread = threading.Thread(
             target=self._heartbeat_loop, name=f"heartbeat-{job_id}", daemon=True
@@ -82,6 +85,9 @@ class JobReporter(TrainingCallbacks):
         self._heartbeat_thread.join(timeout=10)
         if self._pending is not None:
             self._write_progress(self._pending)
+        # A job that no longer runs here has no throughput to report.
+        with contextlib.suppress(KeyError):
+            TRAINING_IMAGES_PER_SECOND.remove(self.job_id)
 
     def fenced(self, write: Callable[[Session], None] | None = None, **values: Any) -> bool:
         """Run `write` in a transaction in which this attempt still holds the job.
@@ -163,6 +169,9 @@ class JobReporter(TrainingCallbacks):
 
     def on_step(self, progress: StepProgress) -> None:
         self._last_sign_of_life = time.monotonic()
+        TRAINING_IMAGES_PER_SECOND.labels(job_id=self.job_id).set(progress.samples_per_second)
+        TRAINING_STEPS.inc(max(0, progress.step - self._steps_counted))
+        self._steps_counted = progress.step
         self._pending = progress
         now = time.monotonic()
         if now - self._last_progress_write >= self.progress_interval_seconds:

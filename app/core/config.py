@@ -99,6 +99,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Threads decoding and preprocessing /predict images, shared by all requests.",
     )
+    worker_metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port on which `clipft worker` serves Prometheus metrics (unset: none).",
+    )
     api_workers: int = Field(
         1,
         ge=1,

@@ -17,6 +17,7 @@ class ErrorBody(BaseModel):
 MEANINGS = {
     400: "The request is malformed (a body that is not what its type says, a bad archive).",
     401: "No API key, or one that is unknown or revoked.",
+    403: "The key is good but not allowed here (an admin key is needed).",
     404: "No such id (or one of another tenant).",
     409: "The row is in the wrong state for this (not ready, still in use, finished).",
     413: "Too large: the body, an image, or too many images or texts.",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from app.core.metrics import MODEL_CACHE_HITS, MODEL_CACHE_LOADS
 from app.inference.batching import RequestQueue
 from app.inference.work import ImageWork, PassAnswer
 from app.ml.base_models import LoadedClip, load_base_model
@@ -237,6 +238,7 @@ class ModelCache:
     def _get(self, model_id: str, load: Callable[[], CachedModel]) -> CachedModel:
         cached = self._lookup(model_id)
         if cached is not None:
+            MODEL_CACHE_HITS.inc()
             return cached
         with self._lock:
             load_lock = self._load_locks.setdefault(model_id, threading.Lock())
@@ -246,6 +248,7 @@ class ModelCache:
                 cached = self._lookup(model_id)
                 if cached is None:
                     cached = load()
+                    MODEL_CACHE_LOADS.inc()
                     self._insert(cached)
                 return cached
             finally:

@@ -12,6 +12,7 @@ from functools import partial
 
 import torch
 
+from app.core.metrics import FORWARD_PASS_IMAGES
 from app.inference.batching import PassLimits
 from app.inference.cache import CachedModel
 from app.inference.work import ImageWork, PassAnswer
@@ -125,6 +126,7 @@ def serve_pass(
 ) -> list[PassAnswer]:
     """One forward pass for several requests: every image once, every distinct text once."""
     texts = list(dict.fromkeys(text for work in works for text in work.texts or ()))
+    FORWARD_PASS_IMAGES.observe(sum(work.image_count for work in works))
     with torch.inference_mode():
         image_embeddings = embed_pixels(
             cached, torch.cat([work.pixels for work in works]), batch_size=batch_size

@@ -14,9 +14,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
+from app.auth.keys import Principal
 from app.auth.requests import PrincipalDep
 from app.core.config import Settings
 from app.core.errors import ClientError, PayloadTooLarge, Unprocessable
+from app.core.metrics import PREDICT_SECONDS
 from app.deps import SettingsDep
 from app.inference.cache import ModelCache
 from app.inference.pixels import PixelPool
@@ -148,6 +150,17 @@ async def predict(
     `model_ids`.
     """
     request.app.state.predict_rate.take(settings=settings, principal=principal)
+    with PREDICT_SECONDS.labels(route="predict").time():
+        return await _predict(request, settings, model_cache, pixel_pool, principal)
+
+
+async def _predict(
+    request: Request,
+    settings: Settings,
+    model_cache: ModelCache,
+    pixel_pool: PixelPool,
+    principal: Principal,
+) -> PredictResponse:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
         predict_input = await _read_multipart(request, settings)
@@ -311,13 +324,14 @@ async def embed(
     model (`base_model`), for search and clustering of your own. Images and texts share one
     space: their dot product is CLIP's cosine similarity."""
     request.app.state.predict_rate.take(settings=settings, principal=principal)
-    body = await _read_body(request, max_bytes=_max_json_bytes(settings))
-    embed_in = _validated(lambda: EmbedRequest.model_validate_json(body))
-    return await run_in_threadpool(
-        service.embed,
-        model_cache=model_cache,
-        pixel_pool=pixel_pool,
-        settings=settings,
-        request=embed_in,
-        principal=principal,
-    )
+    with PREDICT_SECONDS.labels(route="embed").time():
+        body = await _read_body(request, max_bytes=_max_json_bytes(settings))
+        embed_in = _validated(lambda: EmbedRequest.model_validate_json(body))
+        return await run_in_threadpool(
+            service.embed,
+            model_cache=model_cache,
+            pixel_pool=pixel_pool,
+            settings=settings,
+            request=embed_in,
+            principal=principal,
+        )

@@ -136,6 +136,8 @@ def test_another_tenants_ids_answer_404_on_every_route_and_lists_leave_them_out(
     list_routes = {("get", "/datasets"), ("get", "/jobs"), ("get", "/models")}
     # Creating a dataset names no existing row: it is the caller's own (tested elsewhere).
     own_rows_only = {("post", "/datasets")}
+    # Operators' routes: a tenant's key is refused outright.
+    admin_only = {("get", "/metrics")}
     schema = secured_client.get("/openapi.json").json()
     walked = set()
     for path, operations in schema["paths"].items():
@@ -145,6 +147,9 @@ def test_another_tenants_ids_answer_404_on_every_route_and_lists_leave_them_out(
             route = (method, path)
             walked.add(route)
             if route in own_rows_only:
+                continue
+            if route in admin_only:
+                assert secured_client.get(path, headers=bearer(other.key)).status_code == 403
                 continue
             if route in list_routes:
                 for key, sees in ((other.key, False), (owner.key, True), (admin_key, True)):
@@ -163,7 +168,7 @@ def test_another_tenants_ids_answer_404_on_every_route_and_lists_leave_them_out(
                 for key in (owner.key, admin_key):
                     allowed = secured_client.get(concrete, headers=bearer(key))
                     assert allowed.status_code != 404, (path, allowed.text)
-    assert walked >= set(bodies) | list_routes | own_rows_only
+    assert walked >= set(bodies) | list_routes | own_rows_only | admin_only
     # The owner itself may start a job on its dataset and predict with its model.
     started = secured_client.post(
         "/jobs", json=bodies[("post", "/jobs")], headers=bearer(owner.key)

@@ -7,6 +7,7 @@ def test_openapi_documents_every_endpoint_of_the_contract(client: TestClient) ->
     paths = response.json()["paths"]
     expected = {
         "/health": {"get"},
+        "/metrics": {"get"},
         "/datasets": {"get", "post"},
         "/datasets/{dataset_id}": {"get", "delete"},
         "/jobs": {"get", "post"},
