@@ -496,3 +496,16 @@ def test_readme_configuration_table_lists_exactly_the_settings() -> None:
     documented = set(re.findall(r"^\| `(CLIPFT_[A-Z_]+)` \|", README.read_text(), re.MULTILINE))
     expected = {f"CLIPFT_{name.upper()}" for name in Settings.model_fields}
     assert documented == expected
+
+
+def test_flower_is_an_optional_monitoring_profile_on_the_same_broker(
+    compose: dict[str, Any],
+) -> None:
+    flower = _service(compose, "flower")
+    assert flower["profiles"] == ["monitoring"]  # plain `docker compose up` leaves it out
+    argv = _argv(flower["command"])
+    broker = next(part.split("=", 1)[1] for part in argv if part.startswith("--broker="))
+    assert broker == _environment(_service(compose, "api"))["CLIPFT_REDIS_URL"]
+    assert flower["depends_on"]["redis"]["condition"] == "service_healthy"
+    for name in ("api", "worker", "redis", "postgres"):
+        assert "profiles" not in _service(compose, name)
