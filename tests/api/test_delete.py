@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import base64
-import io
-
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.storage import dataset_dir, job_dir, model_dir
-from app.ml.synthetic import photo_like
 from app.orm import JobEvent, Model
+from tests.api.test_auth import png_base64
 from tests.conftest import make_ready_dataset
 from tests.model_factory import register_model
-
-
-def png_base64() -> str:
-    buffer = io.BytesIO()
-    photo_like(64, 48, seed=5).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def test_deleting_a_dataset_removes_its_row_and_files(
