@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
+import re
 import shutil
 import socket
 import threading
@@ -33,6 +33,8 @@ from worker.training.config import TrainingConfig
 from worker.training.progress import RunResult
 
 logger = logging.getLogger(__name__)
+# How a full disk reads, from Python (`[Errno 28]`) or from safetensors' Rust (`os error 28`).
+DISK_FULL = re.compile(r"\[Errno 28\]|os error 28|No space left on device")
 
 # Files a registered model does not need: they only serve resuming a run.
 TRAINING_ONLY_FILES = ("optimizer*", "trainer_state.json")
@@ -197,7 +199,7 @@ def finish(settings: Settings, job_id: str, owner: str, *, status: JobStatus, me
         if status == JobStatus.FAILED:
             logger.error("job %s failed: %s", job_id, message)
             error = public_message(message, settings.data_dir)
-            if f"[Errno {errno.ENOSPC}]" in message:
+            if DISK_FULL.search(message):
                 error += (
                     "; the server's disk is full: once space is freed, POST "
                     f"/jobs/{job_id}/retry resumes the job from its last checkpoint"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -310,3 +312,55 @@ def test_a_full_disk_fails_the_job_clearly_and_a_retry_resumes_it_from_its_check
     assert resumed and resumed[0]["data"]["checkpoint"] in {"epoch-1", "epoch-2"}
     # Only a failed or cancelled job is retried.
     assert client.post(f"/jobs/{job_id}/retry").status_code == 409
+
+
+def _can_mount_a_small_filesystem() -> bool:
+    probe = Path(tempfile.mkdtemp(prefix="clipft-mount-probe-"))
+    try:
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(probe)], capture_output=True
+        )
+        if mounted.returncode != 0:
+            return False
+        subprocess.run(["umount", str(probe)], check=True)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.rmdir()
+
+
+@pytest.mark.faults
+@pytest.mark.skipif(
+    not _can_mount_a_small_filesystem(), reason="needs to mount a small tmpfs (root)"
+)
+def test_a_checkpoint_filesystem_that_fills_up_fails_the_job_and_a_retry_resumes_it(
+    client: TestClient, settings: Settings, ready_dataset: str
+) -> None:
+    job_id = new_job(client, ready_dataset)
+    folder = checkpoints_dir(settings.data_dir, job_id)
+    folder.mkdir(parents=True)
+    # Room for one tiny-clip checkpoint (2.5 MB with its optimizer state), not two.
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], check=True)
+    try:
+        job_runner.run(job_id, settings)
+        failed = client.get(f"/jobs/{job_id}").json()
+        assert failed["status"] == "failed"
+        assert "No space left on device" in failed["error"]
+        assert f"POST /jobs/{job_id}/retry" in failed["error"]
+        assert list(folder.glob("attempt-1/epoch-1/model.safetensors"))
+        assert not list(folder.glob("attempt-1/.epoch-*"))  # no half-written checkpoint left
+
+        # Space is back: the same filesystem, larger.
+        subprocess.run(["mount", "-o", "remount,size=64m", str(folder)], check=True)
+        assert client.post(f"/jobs/{job_id}/retry").status_code == 200
+        job_runner.run(job_id, settings)
+        job = client.get(f"/jobs/{job_id}").json()
+        assert job["status"] == "succeeded", job["error"]
+        events = client.get(f"/jobs/{job_id}/events").json()
+        assert {"type": "resume", "checkpoint": "epoch-1"} in [
+            {"type": event["type"], "checkpoint": event["data"].get("checkpoint")}
+            for event in events
+        ]
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
