@@ -93,7 +93,10 @@ def test_serve_leaves_no_child_behind(stop_signal: signal.Signals, tmp_path: Pat
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
-def test_demo_stopped_half_way_leaves_no_child_behind(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_demo_stopped_half_way_leaves_no_child_behind(
+    stop_signal: signal.Signals, tmp_path: Path
+) -> None:
     env = {
         name: value
         for name, value in os.environ.items()
@@ -116,7 +119,7 @@ def test_demo_stopped_half_way_leaves_no_child_behind(tmp_path: Path) -> None:
             time.sleep(0.3)
         time.sleep(2)
         children = descendants(demo.pid)
-        demo.send_signal(signal.SIGTERM)
+        demo.send_signal(stop_signal)
         demo.wait(timeout=60)
         deadline = time.monotonic() + 30
         while any(alive(pid) for pid in children) and time.monotonic() < deadline:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,9 +14,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from transformers import CLIPModel
 
 from app.core.config import Settings
 from app.core.db import session_scope
+from app.core.storage import checkpoints_dir
 from app.jobs.reconcile import reconcile_once
 from app.main import create_app
 from app.ml.synthetic import (
@@ -268,3 +273,52 @@ def test_a_killed_worker_leaves_a_clear_state_and_the_job_resumes(
         # Resumed from the checkpoint: the base model and early epochs are not redone.
         assert evaluations.count(0) == 1
         assert sorted(set(evaluations)) == list(range(31))
+
+
+@pytest.mark.faults
+def test_a_worker_paused_past_its_heartbeat_wakes_up_to_find_its_job_done_and_touches_nothing(
+    settings: Settings, uploaded_dataset: str, tmp_path: Path
+) -> None:
+    """The fault hunt's SIGSTOP: the paused attempt must not prune, fail or overwrite."""
+    own = queue_settings(settings).model_copy(update={"heartbeat_timeout_seconds": 1.0})
+    with TestClient(create_app(own, run_reconciler=False)) as client:
+        first = WorkerProcess(own, tmp_path / "first.log").start()
+        assert first.process is not None
+        job_id = start_job(
+            client, uploaded_dataset, hyperparameters={**HYPERPARAMETERS, "epochs": 12}
+        )
+        deadline = time.monotonic() + 120
+        while not events_of(client, job_id, "checkpoint"):
+            assert time.monotonic() < deadline, "no checkpoint was written"
+            time.sleep(0.1)
+        paused = [first.process.pid, training_pid(client, job_id)]
+        os.killpg(first.process.pid, signal.SIGSTOP)
+        os.kill(paused[1], signal.SIGSTOP)  # the training process has a group of its own
+        try:
+            time.sleep(1.5)  # the heartbeat goes stale
+            assert job_id in reconcile_once(own).requeued
+            second = WorkerProcess(own, tmp_path / "second.log").start()
+            try:
+                done = wait_until(client, job_id, FINISHED)
+            finally:
+                second.stop()
+            assert done["status"] == "succeeded", done["error"]
+            assert done["attempt"] == 2
+            events_before_waking = len(client.get(f"/jobs/{job_id}/events").json())
+        finally:
+            for pid in paused:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(first.process.pid, signal.SIGCONT)
+        # Awake again, the first attempt finds its lease gone at its next write and stops.
+        time.sleep(5)
+        first.stop()
+        job = client.get(f"/jobs/{job_id}").json()
+        assert job["status"] == "succeeded" and job["attempt"] == 2
+        assert job["model_id"] == done["model_id"] and job["error"] is None
+        assert len(client.get(f"/jobs/{job_id}/events").json()) == events_before_waking
+        model_folder = own.data_dir / "models" / str(job["model_id"])
+        assert CLIPModel.from_pretrained(model_folder).config.vision_config.image_size == 32
+        attempt_two = checkpoints_dir(own.data_dir, job_id) / "attempt-2"
+        assert list(attempt_two.glob("epoch-*/model.safetensors"))
