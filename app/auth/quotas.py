@@ -27,9 +27,20 @@ UPLOAD_RETRY_SECONDS = 3600
 
 
 def check_active_jobs(*, session: Session, settings: Settings, principal: Principal) -> None:
+    """429 when the tenant already has its limit of queued and running jobs.
+
+    On PostgreSQL the count runs under a lock per tenant, held until the caller's transaction
+    (which inserts or requeues the job) ends: two requests at once cannot both pass with one
+    place left. SQLite serialises every write transaction, but two reads may still pass
+    together there (a single machine's demo database).
+    """
     limit = settings.tenant_max_active_jobs
     if limit is None or principal.admin:
         return
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            select(func.pg_advisory_xact_lock(func.hashtext(f"clipft-jobs:{principal.tenant}")))
+        )
     active = session.scalar(
         select(func.count())
         .select_from(Job)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
@@ -110,3 +112,23 @@ def test_predictions_over_the_tenants_rate_answer_429_and_other_tenants_go_on(
     assert answers[:2] == [200, 200]
     assert 429 in answers
     assert predict(other_model, other_key) == 200
+
+
+@pytest.mark.skipif(
+    not os.environ.get("CLIPFT_TEST_POSTGRES_URL"),
+    reason="needs PostgreSQL, whose per-tenant lock serialises concurrent job creation",
+)
+def test_concurrent_job_requests_never_pass_the_limit_together(
+    limited: Settings, limited_client: TestClient
+) -> None:
+    tenant = fresh_tenant()
+    key = new_key(limited, tenant)
+    dataset_id = make_ready_dataset(limited, tenant=tenant)
+    body = {"dataset_id": dataset_id, "base_model": "tiny-clip"}
+
+    def create(_: int) -> int:
+        return limited_client.post("/jobs", json=body, headers=bearer(key)).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(create, range(8)))
+    assert sorted(answers) == [201, 201] + [429] * 6
