@@ -17,7 +17,7 @@ from app.core.storage import new_id
 from app.jobs import lifecycle
 from app.jobs.lifecycle import JobStatus
 from app.jobs.schemas import JobCreate, JobProgress
-from app.ml.base_models import UnknownBaseModel, describe_base_model
+from app.ml.base_models import BaseModelRefused, check_base_model
 from app.ml.hyperparameters import HEAD_METHODS
 from app.orm import Checkpoint, Dataset, Job, JobEvent, Model
 from app.orm.base import utcnow
@@ -33,15 +33,9 @@ def create(*, session: Session, settings: Settings, job_in: JobCreate, principal
     if dataset.status != "ready":
         raise Conflict(f"dataset {dataset.id} is {dataset.status}, not ready")
     try:
-        source = describe_base_model(job_in.base_model, settings.base_models_dir)
-    except UnknownBaseModel as error:
+        check_base_model(job_in.base_model, settings.base_models_dir, settings.hub_model_allowed)
+    except BaseModelRefused as error:
         raise Unprocessable(str(error)) from None
-    if source == "hub" and not settings.hub_model_allowed(job_in.base_model):
-        raise Unprocessable(
-            f"base model {job_in.base_model!r} is a Hugging Face hub id, and this server does "
-            "not download from the hub (CLIPFT_ALLOW_HUB_DOWNLOADS is off and the id is not in "
-            "CLIPFT_HUB_MODEL_ALLOWLIST); use a local base model"
-        )
     method = job_in.hyperparameters.method
     if method in HEAD_METHODS and dataset.kind != "classification":
         raise Unprocessable(

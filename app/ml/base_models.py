@@ -28,7 +28,11 @@ BUILTIN_MODELS: dict[str, Callable[[], tuple[CLIPModel, CLIPTokenizer, CLIPImage
 }
 
 
-class UnknownBaseModel(ValueError):
+class BaseModelRefused(ValueError):
+    """This server will not use the named base model; the message says why."""
+
+
+class UnknownBaseModel(BaseModelRefused):
     """The name is none of the kinds of base model clipft knows."""
 
 
@@ -61,6 +65,19 @@ def describe_base_model(name: str, base_models_dir: Path | None) -> str:
         f"unknown base model {name!r}: expected {builtin}, {local_hint}, "
         "or a Hugging Face hub id such as 'openai/clip-vit-base-patch32'"
     )
+
+
+def check_base_model(
+    name: str, base_models_dir: Path | None, hub_allowed: Callable[[str], bool]
+) -> None:
+    """`BaseModelRefused` for a name clipft does not know, and for a hub id this server may not
+    download (`hub_allowed` says which it may); jobs and zero-shot serving ask alike."""
+    if describe_base_model(name, base_models_dir) == "hub" and not hub_allowed(name):
+        raise BaseModelRefused(
+            f"base model {name!r} is a Hugging Face hub id, and this server does not download "
+            "from the hub (CLIPFT_ALLOW_HUB_DOWNLOADS is off and the id is not in "
+            "CLIPFT_HUB_MODEL_ALLOWLIST); use a local base model"
+        )
 
 
 def load_base_model(name: str, base_models_dir: Path | None) -> LoadedClip:

@@ -20,7 +20,7 @@ from app.core.errors import Conflict, PayloadTooLarge, Unprocessable
 from app.inference import engine, ensemble
 from app.inference.cache import CachedModel, ModelCache, ModelUnavailable, with_labels
 from app.inference.pixels import BadImage, PixelPool
-from app.ml.base_models import UnknownBaseModel, describe_base_model
+from app.ml.base_models import BaseModelRefused, check_base_model
 from app.ml.images import ImageLimits
 from app.ml.preprocess import PixelSpec
 from app.models.service import get_models
@@ -339,14 +339,9 @@ def zero_shot(
 def serving_base_model(*, model_cache: ModelCache, settings: Settings, name: str) -> CachedModel:
     """A base model loaded for serving, if it is one this server may load (else 422 / 409)."""
     try:
-        source = describe_base_model(name, settings.base_models_dir)
-    except UnknownBaseModel as error:
+        check_base_model(name, settings.base_models_dir, settings.hub_model_allowed)
+    except BaseModelRefused as error:
         raise Unprocessable(f"base_model: {error}") from None
-    if source == "hub" and not settings.hub_model_allowed(name):
-        raise Unprocessable(
-            f"base_model {name!r} is a Hugging Face hub id this server does not download "
-            "(CLIPFT_ALLOW_HUB_DOWNLOADS, CLIPFT_HUB_MODEL_ALLOWLIST)"
-        )
     try:
         return model_cache.get_base(name, settings.base_models_dir)
     except ModelUnavailable as error:

@@ -6,6 +6,8 @@ import base64
 
 from fastapi.testclient import TestClient
 
+from app.core.config import Settings
+from app.main import create_app
 from app.ml.synthetic import make_images, png_bytes
 from app.ml.tiny_clip import TINY_CLIP_SHAPES_NAME
 
@@ -107,3 +109,19 @@ def test_zero_shot_takes_multipart_uploads_too(client: TestClient) -> None:
         "red circle",
         "blue triangle",
     ]
+
+
+def test_zero_shot_refuses_a_hub_model_this_server_may_not_download(settings: Settings) -> None:
+    closed = settings.model_copy(update={"allow_hub_downloads": False})
+    _, images = encoded(1, seed=2)
+    with TestClient(create_app(closed, run_reconciler=False)) as closed_client:
+        response = closed_client.post(
+            "/predict",
+            json={
+                "base_model": "openai/clip-vit-base-patch32",
+                "labels": ["a", "b"],
+                "images": images,
+            },
+        )
+    assert response.status_code == 422
+    assert "does not download from the hub" in response.json()["detail"]
