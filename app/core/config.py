@@ -140,12 +140,6 @@ class Settings(BaseSettings):
         "(so a revoked key works at most this long after).",
     )
 
-    @property
-    def auth_required(self) -> bool:
-        if self.auth_disabled is None:
-            return self.environment == "production"
-        return not self.auth_disabled
-
     tenant_max_active_jobs: int | None = Field(
         None, ge=1, description="Queued and running jobs one tenant may have (unset: no limit)."
     )
@@ -158,6 +152,12 @@ class Settings(BaseSettings):
         description="/predict requests per second one tenant may send to one api process, "
         "with bursts of as many (unset: no limit).",
     )
+
+    @property
+    def auth_required(self) -> bool:
+        if self.auth_disabled is None:
+            return self.environment == "production"
+        return not self.auth_disabled
 
     def hub_model_allowed(self, hub_id: str) -> bool:
         allowed = self.allow_hub_downloads

@@ -6,6 +6,7 @@ import base64
 import contextlib
 import json
 from functools import lru_cache
+from typing import Any
 
 import redis
 from celery import Celery
@@ -43,23 +44,25 @@ def waiting_job_ids(*, broker_url: str, queue: str) -> set[str]:
     `redis.RedisError` when the broker does not answer.
     """
     client = redis.Redis.from_url(broker_url, socket_timeout=5, socket_connect_timeout=3)
-    raw_messages = list(client.lrange(queue, 0, -1))
+    messages: list[Any] = []
+    for raw in client.lrange(queue, 0, -1):
+        with contextlib.suppress(ValueError):
+            messages.append(json.loads(raw))
     for entry in client.hvals(UNACKED_HASH):
         # Each entry is [message, exchange, routing key].
-        with contextlib.suppress(ValueError, TypeError, IndexError):
-            raw_messages.append(json.dumps(json.loads(entry)[0]).encode())
+        with contextlib.suppress(ValueError, TypeError, IndexError, KeyError):
+            messages.append(json.loads(entry)[0])
     ids = set()
-    for raw in raw_messages:
-        job_id = train_job_id(raw)
+    for message in messages:
+        job_id = train_job_id(message)
         if job_id is not None:
             ids.add(job_id)
     return ids
 
 
-def train_job_id(raw: bytes | str) -> str | None:
-    """The job id in a Celery (protocol 2, JSON) message for the train task, else None."""
+def train_job_id(message: Any) -> str | None:
+    """The job id in a parsed Celery (protocol 2, JSON) message for the train task, else None."""
     try:
-        message = json.loads(raw)
         if message["headers"]["task"] != TRAIN_TASK_NAME:
             return None
         args = json.loads(base64.b64decode(message["body"]))[0]

@@ -36,6 +36,7 @@ class JobStatus(StrEnum):
 
 
 FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
 
 
 class EventType(StrEnum):
@@ -199,12 +200,12 @@ def take_from_silent_worker(
     *,
     now: datetime,
     stale_before: datetime,
+    silent_for: float,
     to: JobStatus,
     error: str | None,
 ) -> bool:
     """running → queued (another attempt), failed (out of attempts) or cancelled (asked to),
     only if the job's heartbeat is still older than `stale_before`."""
-    silent_for = (now - job.heartbeat_at).total_seconds() if job.heartbeat_at else 0.0
     values: dict[str, Any] = {"status": to, "lease_owner": None}
     if to == JobStatus.QUEUED:
         values["enqueued_at"] = now
@@ -226,7 +227,7 @@ def retry(session: Session, job: Job, *, now: datetime, attempts: int) -> bool:
     changed = rows_updated(
         session,
         update(Job)
-        .where(Job.id == job.id, Job.status.in_([JobStatus.FAILED, JobStatus.CANCELLED]))
+        .where(Job.id == job.id, Job.status.in_(RETRYABLE))
         .values(
             status=JobStatus.QUEUED,
             max_attempts=Job.attempt + attempts,

@@ -83,7 +83,13 @@ def _recover_stale_job(
         )
     # Only if still stale: the worker may have sent a heartbeat since we read the row.
     if not lifecycle.take_from_silent_worker(
-        session, job, now=now, stale_before=stale_before, to=status, error=error
+        session,
+        job,
+        now=now,
+        stale_before=stale_before,
+        silent_for=silent_for,
+        to=status,
+        error=error,
     ):
         return
     bucket.append(job.id)

@@ -148,8 +148,11 @@ def delete(*, session: Session, job: Job) -> None:
 
 def retry(*, session: Session, settings: Settings, job: Job, principal: Principal) -> Job:
     """Queue a failed or cancelled job again (409 otherwise); the caller commits, then sends."""
+    if job.status not in lifecycle.RETRYABLE:
+        raise Conflict(f"job {job.id} is {job.status}: only a failed or cancelled job is retried")
     owner = Principal(tenant=job.tenant, admin=principal.admin)
     check_active_jobs(session=session, settings=settings, principal=owner)
+    # Conditional: another request may have retried it since it was read.
     if not lifecycle.retry(session, job, now=utcnow(), attempts=settings.job_max_attempts):
         session.refresh(job)
         raise Conflict(f"job {job.id} is {job.status}: only a failed or cancelled job is retried")

@@ -71,7 +71,7 @@ def download_model(
     job = session.get(Job, model_record.job_id)
     dataset = session.get(Dataset, job.dataset_id) if job is not None else None
     card = model_card(
-        model=ModelPublic.model_validate(model_record).model_dump() | {"id": model_record.id},
+        model=ModelPublic.model_validate(model_record).model_dump(),
         dataset=None
         if dataset is None
         else {

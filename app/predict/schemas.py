@@ -11,6 +11,7 @@ MAX_TOP_K = 1000
 # Models in one ensemble: each runs in turn on the request's images, so latency grows with it.
 MAX_ENSEMBLE_MODELS = 8
 MAX_ZERO_SHOT_LABELS = 1000
+MAX_PROMPT_TEMPLATES = 16
 DEFAULT_ZERO_SHOT_TEMPLATE = "a photo of a {}."
 
 
@@ -51,7 +52,7 @@ class PredictOptions(BaseModel):
             "With `labels`: prompts with `{}` where the label goes, averaged per label "
             '(default `["a photo of a {}."]`).'
         ),
-        json_schema_extra={"minItems": 1, "maxItems": 16},
+        json_schema_extra={"minItems": 1, "maxItems": MAX_PROMPT_TEMPLATES},
     )
     texts: list[str] | None = Field(
         None,
@@ -113,8 +114,12 @@ class PredictOptions(BaseModel):
     def _templates_have_a_slot(cls, templates: list[str] | None) -> list[str] | None:
         if templates is None:
             return None
-        if not 1 <= len(templates) <= 16:
-            raise PydanticCustomError("templates_count", "send 1 to 16 prompt templates", {})
+        if not 1 <= len(templates) <= MAX_PROMPT_TEMPLATES:
+            raise PydanticCustomError(
+                "templates_count",
+                "send 1 to {limit} prompt templates",
+                {"limit": MAX_PROMPT_TEMPLATES},
+            )
         for template in templates:
             if template.count("{}") != 1 or "{" in template.replace("{}", ""):
                 raise PydanticCustomError(

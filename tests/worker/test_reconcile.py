@@ -77,7 +77,7 @@ def drop_message(settings: Settings, job_id: str) -> None:
     """Lose a job's message, as a broker restart without persistence would."""
     client = redis.Redis.from_url(str(settings.redis_url))
     for raw in client.lrange(settings.train_queue, 0, -1):
-        if train_job_id(raw) == job_id:
+        if train_job_id(json.loads(raw)) == job_id:
             client.lrem(settings.train_queue, 0, raw)
 
 
