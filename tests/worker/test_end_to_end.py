@@ -233,6 +233,24 @@ def test_cancelling_a_running_job_stops_its_training_process(
     assert not is_running(pid)
 
 
+def wait_for_a_checkpoint(client: TestClient, job_id: str) -> None:
+    deadline = time.monotonic() + 120
+    while not events_of(client, job_id, "checkpoint"):
+        assert time.monotonic() < deadline, "no checkpoint was written"
+        time.sleep(0.1)
+
+
+def finish_with_another_worker(
+    settings: Settings, client: TestClient, job_id: str, log_path: Path
+) -> dict[str, Any]:
+    """Start a second worker, let it take the requeued job to its end, stop it."""
+    second = WorkerProcess(settings, log_path).start()
+    try:
+        return wait_until(client, job_id, FINISHED)
+    finally:
+        second.stop()
+
+
 @pytest.mark.faults
 def test_a_killed_worker_leaves_a_clear_state_and_the_job_resumes(
     settings: Settings, uploaded_dataset: str, tmp_path: Path
@@ -243,12 +261,7 @@ def test_a_killed_worker_leaves_a_clear_state_and_the_job_resumes(
         job_id = start_job(
             client, uploaded_dataset, hyperparameters={**HYPERPARAMETERS, "epochs": 30}
         )
-        deadline = time.monotonic() + 120
-        while not any(
-            event["type"] == "checkpoint" for event in client.get(f"/jobs/{job_id}/events").json()
-        ):
-            assert time.monotonic() < deadline, "no checkpoint was written"
-            time.sleep(0.1)
+        wait_for_a_checkpoint(client, job_id)
         first.kill()
         # Its training process went with it: nothing holds the GPU for a job nobody runs.
         assert wait_until_gone(training_pid(client, job_id))
@@ -258,11 +271,7 @@ def test_a_killed_worker_leaves_a_clear_state_and_the_job_resumes(
         requeued = client.get(f"/jobs/{job_id}").json()
         assert requeued["status"] == "queued" and requeued["attempt"] == 1
 
-        second = WorkerProcess(own, tmp_path / "second.log").start()
-        try:
-            job = wait_until(client, job_id, FINISHED)
-        finally:
-            second.stop()
+        job = finish_with_another_worker(own, client, job_id, tmp_path / "second.log")
         assert job["status"] == "succeeded", job["error"]
         assert job["attempt"] == 2
         evaluations = [
@@ -287,21 +296,14 @@ def test_a_worker_paused_past_its_heartbeat_wakes_up_to_find_its_job_done_and_to
         job_id = start_job(
             client, uploaded_dataset, hyperparameters={**HYPERPARAMETERS, "epochs": 12}
         )
-        deadline = time.monotonic() + 120
-        while not events_of(client, job_id, "checkpoint"):
-            assert time.monotonic() < deadline, "no checkpoint was written"
-            time.sleep(0.1)
+        wait_for_a_checkpoint(client, job_id)
         paused = [first.process.pid, training_pid(client, job_id)]
         os.killpg(first.process.pid, signal.SIGSTOP)
         os.kill(paused[1], signal.SIGSTOP)  # the training process has a group of its own
         try:
             time.sleep(1.5)  # the heartbeat goes stale
             assert job_id in reconcile_once(own).requeued
-            second = WorkerProcess(own, tmp_path / "second.log").start()
-            try:
-                done = wait_until(client, job_id, FINISHED)
-            finally:
-                second.stop()
+            done = finish_with_another_worker(own, client, job_id, tmp_path / "second.log")
             assert done["status"] == "succeeded", done["error"]
             assert done["attempt"] == 2
             events_before_waking = len(client.get(f"/jobs/{job_id}/events").json())
