@@ -35,7 +35,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ClientError)
     async def client_error(_request: Request, error: ClientError) -> JSONResponse:
         return JSONResponse(
-            status_code=error.status_code, content={"detail": error.detail}, headers=error.headers
+            status_code=error.status_code, content=error.body(), headers=error.headers
         )
 
     @app.exception_handler(RequestValidationError)

@@ -7,11 +7,23 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 
+class FileError(BaseModel):
+    file: str = Field(description="The file's path inside the upload.")
+    error: str = Field(description="Why it cannot be used.")
+
+
 class ErrorBody(BaseModel):
     detail: Any = Field(
         description="What is wrong, in words; for invalid fields, the list of them with where "
         "each is (`loc`), what is wrong (`msg`) and its type."
     )
+    errors: list[FileError] | None = Field(
+        None,
+        description="For an upload refused for its images: each file that could not be used, "
+        "in archive order (at most 200; `files_refused` counts them all).",
+    )
+    files_checked: int | None = Field(None, description="With `errors`: the images tried.")
+    files_refused: int | None = Field(None, description="With `errors`: the images refused.")
 
 
 MEANINGS = {

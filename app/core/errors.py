@@ -10,12 +10,17 @@ class ClientError(Exception):
 
     status_code = 400
     headers: dict[str, str] | None = None
+    # Fields the answer carries beside `detail` (say, a list of per-file errors).
+    extra: dict[str, Any] | None = None
 
     def __init__(self, detail: Any, *, status_code: int | None = None) -> None:
         super().__init__(detail if isinstance(detail, str) else repr(detail))
         self.detail = detail
         if status_code is not None:
             self.status_code = status_code
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.detail, **(self.extra or {})}
 
 
 class Unauthorized(ClientError):
@@ -41,6 +46,21 @@ class InsufficientStorage(ClientError):
 
 class Unprocessable(ClientError):
     status_code = 422
+
+
+class UnusableFiles(Unprocessable):
+    """Some files of an upload could not be used: `errors` lists each one (`file`, `error`)."""
+
+    def __init__(self, failures: list[tuple[str, str]], *, total: int, listed: int) -> None:
+        first_file, first_error = failures[0]
+        more = f" (and {len(failures) - 1} more: see `errors`)" if len(failures) > 1 else ""
+        super().__init__(f"{first_file}: {first_error}{more}")
+        self.failures = failures
+        self.extra = {
+            "errors": [{"file": name, "error": error} for name, error in failures[:listed]],
+            "files_checked": total,
+            "files_refused": len(failures),
+        }
 
 
 class TooManyRequests(ClientError):

@@ -14,21 +14,25 @@ from pathlib import Path
 
 from PIL import Image
 
-from app.core.errors import Unprocessable
+from app.core.errors import UnusableFiles
 from app.datasets.archive import ArchiveEntry, SafeArchive
 from app.ml.images import ImageDecodeError, ImageLimits, decode_image
 
 IMAGES_FOLDER = "images"
 
 
+# A refusal lists at most this many bad files; the count says how many there were in all.
+MAX_LISTED_FAILURES = 200
+
+
 def store_image(
     payload: bytes, *, name: str, target: Path, limits: ImageLimits, max_side: int
 ) -> None:
-    """Decode one image with the limits, shrink it to `max_side`, save it as an RGB PNG."""
-    try:
-        image = decode_image(payload, limits)
-    except ImageDecodeError as error:
-        raise Unprocessable(f"{name}: {error}") from None
+    """Decode one image with the limits, shrink it to `max_side`, save it as an RGB PNG.
+
+    Raises ImageDecodeError for an image that cannot be used.
+    """
+    image = decode_image(payload, limits)
     # thumbnail only ever shrinks, and keeps the aspect ratio.
     image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     # Light compression: these are working copies, and saving must not dominate ingestion.
@@ -44,38 +48,44 @@ def store_images(
     max_side: int,
     threads: int,
 ) -> list[str]:
-    """Store each entry as `images/<n>.png`; the first bad image in archive order is the error."""
+    """Store each entry as `images/<n>.png`.
+
+    Every image is tried, so that a refused upload names all of its bad files at once (in
+    archive order) rather than one per attempt.
+    """
     (dataset_dir / IMAGES_FOLDER).mkdir(parents=True, exist_ok=True)
     files = [f"{IMAGES_FOLDER}/{number}.png" for number in range(len(entries))]
+    failures: list[tuple[str, str]] = []
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="ingest") as pool:
-        in_flight: deque[Future[None]] = deque()
+        in_flight: deque[tuple[str, Future[None]]] = deque()
         try:
             for entry, relative in zip(entries, files, strict=True):
-                try:
-                    payload = archive.read(entry)
-                except Exception:
-                    _finish(in_flight)  # an earlier bad image is reported first
-                    raise
-                in_flight.append(
-                    pool.submit(
-                        store_image,
-                        payload,
-                        name=entry.name,
-                        target=dataset_dir / relative,
-                        limits=limits,
-                        max_side=max_side,
-                    )
+                # A broken archive entry is the archive's fault, not one image's: it stops here.
+                payload = archive.read(entry)
+                future = pool.submit(
+                    store_image,
+                    payload,
+                    name=entry.name,
+                    target=dataset_dir / relative,
+                    limits=limits,
+                    max_side=max_side,
                 )
+                in_flight.append((entry.name, future))
                 if len(in_flight) >= 2 * threads:
-                    in_flight.popleft().result()
-            _finish(in_flight)
+                    _collect(in_flight.popleft(), failures)
+            while in_flight:
+                _collect(in_flight.popleft(), failures)
         finally:
-            for future in in_flight:
-                future.cancel()
+            for _, pending in in_flight:
+                pending.cancel()
+    if failures:
+        raise UnusableFiles(failures, total=len(entries), listed=MAX_LISTED_FAILURES)
     return files
 
 
-def _finish(in_flight: deque[Future[None]]) -> None:
-    """Wait for the images in flight, in order, raising the first one's error."""
-    while in_flight:
-        in_flight.popleft().result()
+def _collect(done: tuple[str, Future[None]], failures: list[tuple[str, str]]) -> None:
+    name, future = done
+    try:
+        future.result()
+    except ImageDecodeError as error:
+        failures.append((name, str(error)))

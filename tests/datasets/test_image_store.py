@@ -50,9 +50,18 @@ def test_threads_store_the_same_files_as_one_thread(settings: Settings) -> None:
     assert digests[0] == digests[1]
 
 
-def test_the_first_bad_image_in_archive_order_is_reported(threaded: TestClient) -> None:
+def test_every_bad_image_is_listed_in_archive_order(threaded: TestClient) -> None:
+    broken = frozenset({5, 6, 17, 23})
+    samples = make_images(per_class=6, seed=3)
+    expected = sorted(f"{samples[index].label}/{index:03d}.png" for index in broken)
     # Entries are taken in sorted path order: blue triangle (12-17) comes before the others.
+    assert expected[0] == "blue triangle/017.png"
     for _ in range(3):
-        response = upload(threaded, shapes_zip(broken=frozenset({5, 6, 17, 23})))
+        response = upload(threaded, shapes_zip(broken=broken))
         assert response.status_code == 422
-        assert response.json()["detail"].startswith("blue triangle/017.png: not an image")
+        body = response.json()
+        assert body["detail"].startswith("blue triangle/017.png: not an image")
+        assert body["detail"].endswith("(and 3 more: see `errors`)")
+        assert [row["file"] for row in body["errors"]] == expected
+        assert all(row["error"].startswith("not an image") for row in body["errors"])
+        assert (body["files_checked"], body["files_refused"]) == (24, 4)
