@@ -29,6 +29,7 @@ from app.core.metrics import TRAINING_IMAGES_PER_SECOND, TRAINING_STEPS
 from app.core.storage import new_id
 from app.jobs.events import add_event
 from app.jobs.lifecycle import JobStatus
+from app.jobs.loss_curve import with_point
 from app.orm import Checkpoint, Job
 from app.orm.base import utcnow
 from worker.training.progress import CheckpointInfo, Notice, StepProgress, TrainingCallbacks
@@ -180,7 +181,15 @@ class JobReporter(TrainingCallbacks):
 
     def _write_progress(self, progress: StepProgress) -> None:
         self._pending = None
+
+        def add_loss_point(session: Session) -> None:
+            # Read and written under the row lock that the fenced UPDATE took.
+            job = session.get(Job, self.job_id)
+            if job is not None:
+                job.loss_curve = with_point(job.loss_curve, progress.step, progress.train_loss)
+
         self.fenced(
+            add_loss_point,
             progress={
                 "epoch": progress.epoch,
                 "epochs": progress.epochs,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.jobs.lifecycle import JobStatus
 from app.ml.hyperparameters import Hyperparameters
@@ -53,6 +53,11 @@ class JobPublic(BaseModel):
     hyperparameters: dict[str, Any]
     progress: JobProgress
     metrics: dict[str, Any]
+    loss_curve: list[tuple[int, float]] = Field(
+        default_factory=list,
+        description="The training loss by step, [step, loss], thinned evenly to at most "
+        "400 points however long the run; the newest loss is the last point.",
+    )
     model_id: str | None
     error: str | None
     attempt: int
@@ -61,6 +66,16 @@ class JobPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+    @field_validator("loss_curve", mode="before")
+    @classmethod
+    def _points_of_stored_curve(cls, stored: Any) -> Any:
+        # Stored with its bucket stride (app/jobs/loss_curve.py); clients need the points.
+        if stored is None:
+            return []
+        if isinstance(stored, dict):
+            return stored.get("points", [])
+        return stored
 
 
 class JobList(BaseModel):

@@ -67,6 +67,8 @@ class Job(Base):
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON)
     progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The training loss by step, thinned to a bounded size (app/jobs/loss_curve.py).
+    loss_curve: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # What the job gained and lost, written once it succeeds (`GET /jobs/{id}/report`).
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # Not a foreign key: model rows point at their job, and a cycle of keys buys nothing here.

@@ -78,6 +78,11 @@ def test_a_job_runs_to_success_and_registers_its_best_model(
     assert job["metrics"]["val_accuracy"] >= 0.8
     assert job["metrics"]["base_model_metrics"]["val_accuracy"] < 0.6
     assert "train_loss" in job["metrics"]
+    # The loss curve: one point per progress write, ending at the last step with its loss.
+    curve = job["loss_curve"]
+    assert len(curve) == len(progress_writes)
+    assert [step for step, _ in curve] == sorted({step for step, _ in curve})
+    assert curve[-1] == [30, pytest.approx(job["metrics"]["train_loss"], abs=1e-6)]
     # 30 steps take well under a second each here: progress is written per second, not per step.
     assert 1 <= len(progress_writes) < 30
 
