@@ -22,6 +22,7 @@ from app.jobs.reconcile import reconcile_once
 from app.jobs.router import router as jobs_router
 from app.models.router import router as models_router
 from app.predict.router import router as predict_router
+from app.ui import mount_dashboard
 
 logger = logging.getLogger(__name__)
 
@@ -78,4 +79,5 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
     ]
     for router, responses in routers_with_errors:
         app.include_router(router, dependencies=authenticated, responses=responses)
+    mount_dashboard(app)
     return app

@@ -106,6 +106,9 @@ class Hyperparameters(BaseModel):
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds shuffling and augmentation.")
     prompt_templates: list[str] = Field(
         default_factory=lambda: [DEFAULT_PROMPT_TEMPLATE],
+        # A factory's value is not in the schema by itself; clients (the dashboard's form)
+        # show the schema's default.
+        json_schema_extra={"default": [DEFAULT_PROMPT_TEMPLATE]},
         min_length=1,
         max_length=32,
         description="Class prompts; `{}` becomes the class name. Each class's text embedding "
@@ -116,6 +119,7 @@ class Hyperparameters(BaseModel):
     lora_dropout: float = Field(0.0, ge=0, lt=1.0, description="`lora`: dropout on adapters.")
     wise_ft_alphas: list[float] = Field(
         default_factory=list,
+        json_schema_extra={"default": []},
         max_length=MAX_WISE_FT_ALPHAS,
         description="WiSE-FT: after training, mix base and fine-tuned weights at each alpha "
         "(0 = base, 1 = fine-tuned), evaluate each, register the best by val.",

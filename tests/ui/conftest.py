@@ -1,0 +1,129 @@
+"""A real clipft (api + worker + embedded Redis, via `clipft serve`) and the system's Chromium.
+
+Playwright drives Debian's Chromium (`apt-get install chromium`): Playwright's own browser
+download cannot work here. Without Chromium these tests are skipped with one line saying so;
+CI sets CLIPFT_REQUIRE_BROWSER=1, which turns that skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.auth.keys import create_key
+from app.core.db import session_scope
+from app.core.embedded_redis import free_tcp_port
+from app.core.migrate import upgrade_to_head
+from tests.conftest import empty_database
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = (
+    os.environ.get("CLIPFT_CHROMIUM")
+    or shutil.which("chromium")
+    or shutil.which("chromium-browser")
+)
+NO_CHROMIUM = (
+    "the dashboard's browser tests need Chromium (Debian: apt-get install chromium); "
+    "not found, so tests/ui was skipped"
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if CHROMIUM is not None:
+        return
+    if os.environ.get("CLIPFT_REQUIRE_BROWSER"):
+        raise pytest.UsageError(f"CLIPFT_REQUIRE_BROWSER is set, but {NO_CHROMIUM}")
+    for item in items:
+        if item.path.is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.skip(reason=NO_CHROMIUM))
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    key: str
+    data_dir: Path
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=60
+        )
+
+
+@pytest.fixture(scope="session")
+def screenshots_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where each page's screenshot goes: CLIPFT_SCREENSHOTS_DIR, else build/screenshots."""
+    folder = Path(os.environ.get("CLIPFT_SCREENSHOTS_DIR") or REPO / "build" / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data_dir = tmp_path_factory.mktemp("dashboard")
+    database = empty_database(data_dir / "clipft.db")
+    database_url = next(database)
+    upgrade_to_head(database_url)
+    with session_scope(database_url) as session:
+        key = create_key(session=session, name="dashboard", tenant="browser", admin=False).key
+    port = free_tcp_port()
+    env = {name: value for name, value in os.environ.items() if not name.startswith("CLIPFT_")}
+    env.update(
+        CLIPFT_DATA_DIR=str(data_dir),
+        CLIPFT_DATABASE_URL=database_url,
+        CLIPFT_AUTH_DISABLED="false",
+        CLIPFT_DEVICE="cpu",
+        CLIPFT_VAL_FRACTION="0.25",
+    )
+    log_path = data_dir / "serve.log"
+    with log_path.open("wb") as log:
+        stack = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert stack.poll() is None, log_path.read_text()
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (
+                "clipft serve did not start:\n" + log_path.read_text()
+            )
+            time.sleep(0.3)
+        yield Server(url=url, key=key, data_dir=data_dir)
+    finally:
+        stack.terminate()
+        try:
+            stack.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            stack.kill()
+        database.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM is not None
+    with sync_playwright() as playwright:
+        # As root (CI, containers) Chromium's sandbox cannot start; the pages are our own.
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
+        yield launched
+        launched.close()

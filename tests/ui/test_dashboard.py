@@ -1,0 +1,198 @@
+"""The dashboard in a real browser against a real clipft: upload, train, watch, try the model."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
+
+from app.ml.synthetic import make_images, png_bytes
+from tests.datasets_helpers import make_zip
+from tests.ui.conftest import Server
+
+CLASSES = ("red circle", "blue triangle")
+TRAINING_TIMEOUT_MS = 240_000
+
+
+def shapes(per_class: int, seed: int) -> list[tuple[str, bytes]]:
+    images = make_images(classes=CLASSES, per_class=per_class, seed=seed)
+    return [
+        (f"{image.label}/{index:03d}.png", png_bytes(image.image))
+        for index, image in enumerate(images)
+    ]
+
+
+@pytest.fixture
+def page(browser: Browser, server: Server) -> Iterator[Page]:
+    """A page with the API key already typed in (kept in local storage, as the dialog does)."""
+    yield from open_page(browser, server, key=server.key)
+
+
+def open_page(browser: Browser, server: Server, key: str | None) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=server.url)
+    if key is not None:
+        context.add_init_script(f"localStorage.setItem('clipft.apiKey', {json.dumps(key)})")
+    page = context.new_page()
+    problems: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        # A 401 or 422 the page asked for and handled shows as a failed resource; anything
+        # else logged as an error (a script error, a refused style or script) is a bug.
+        if message.type == "error" and "Failed to load resource" not in message.text:
+            problems.append(message.text)
+
+    def same_origin_only(url: str) -> None:
+        # The pages must work offline: nothing from a CDN or any other host.
+        if not url.startswith((server.url, "blob:", "data:")):
+            problems.append(f"a request left the server: {url}")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("request", lambda request: same_origin_only(request.url))
+    yield page
+    context.close()
+    assert problems == [], problems
+
+
+def test_the_pages_ask_for_an_api_key_and_refuse_a_wrong_one(
+    browser: Browser, server: Server
+) -> None:
+    for page in open_page(browser, server, key=None):
+        page.goto("/ui/")
+        dialog = page.locator("#key-dialog")
+        expect(dialog).to_be_visible()
+        page.fill("#key-dialog input[name=key]", "clipft_wrong_key")
+        page.click("#key-dialog button[type=submit]")
+        expect(page.locator("#key-error")).to_contain_text("Not accepted")
+        expect(dialog).to_be_visible()
+        page.fill("#key-dialog input[name=key]", server.key)
+        page.click("#key-dialog button[type=submit]")
+        expect(dialog).to_be_hidden()
+        expect(page.locator("h1")).to_have_text(re.compile("^Jobs"))
+        assert page.evaluate("localStorage.getItem('clipft.apiKey')") == server.key
+
+
+def test_a_refused_upload_lists_every_bad_file(page: Page, tmp_path: Path) -> None:
+    entries = shapes(per_class=4, seed=1)
+    bad = {entries[1][0], entries[6][0]}
+    archive = tmp_path / "broken.zip"
+    archive.write_bytes(
+        make_zip((name, b"not an image" if name in bad else payload) for name, payload in entries)
+    )
+    page.goto("/ui/#/datasets")
+    page.set_input_files("#zip-input", str(archive))
+    table = page.locator("#upload-status table.file-errors")
+    expect(table).to_be_visible()
+    assert sorted(table.locator("tbody td:first-child").all_inner_texts()) == sorted(bad)
+    expect(page.locator("#upload-status")).to_contain_text("2 of 8 images could not be used")
+    expect(page.locator("#dataset-table")).to_have_count(0)  # nothing was stored
+
+
+def test_a_dropped_folder_is_zipped_in_the_browser(page: Page, tmp_path: Path) -> None:
+    folder = tmp_path / "folder shapes"
+    for name, payload in shapes(per_class=5, seed=2):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(payload)
+    page.goto("/ui/#/datasets")
+    page.set_input_files("#folder-input", str(folder))
+    expect(page.locator("#upload-status .notice")).to_contain_text("is ready: 10 images, 2 classes")
+    row = page.locator("#dataset-table tbody tr").filter(has_text="folder shapes")
+    expect(row).to_contain_text("blue triangle, red circle")
+
+
+def test_upload_train_watch_the_curves_and_try_the_model(
+    page: Page, server: Server, tmp_path: Path, screenshots_dir: Path
+) -> None:
+    archive = tmp_path / "browser shapes.zip"
+    archive.write_bytes(make_zip(shapes(per_class=16, seed=3)))
+    page.goto("/ui/#/datasets")
+    page.set_input_files("#zip-input", str(archive))
+    expect(page.locator("#upload-status .notice")).to_contain_text("is ready: 32 images")
+    row = page.locator("#dataset-table tbody tr").filter(has_text="browser shapes")
+    expect(row.locator(".badge")).to_have_text("ready")
+    page.screenshot(path=screenshots_dir / "datasets.png", full_page=True)
+
+    # The form is built from the API's schema: defaults and ranges come with it.
+    row.get_by_role("link", name="Train").click()
+    form = page.locator("#job-form")
+    expect(form.locator("input[name=epochs]")).to_have_value("10")
+    expect(form.locator("[data-field=epochs] .help")).to_contain_text("Range [1, 1000]")
+    form.locator("input[name=epochs]").fill("0")
+    form.locator("button[type=submit]").click()
+    expect(form.locator("[data-field=epochs] .error")).to_contain_text("greater than or equal to 1")
+    form.locator("input[name=name]").fill("browser job")
+    form.locator("input[name=epochs]").fill("6")
+    form.locator("input[name=batch_size]").fill("8")
+    form.locator("input[name=learning_rate]").fill("0.0005")
+    form.locator("button[type=submit]").click()
+
+    # The job's page follows the run live: progress, the loss curve, the val curve.
+    expect(page.locator("h1")).to_contain_text("browser job")
+    job_id = page.url.rsplit("/", 1)[-1]
+    expect(page.locator("#loss-chart svg")).to_be_visible(timeout=TRAINING_TIMEOUT_MS)
+    expect(page.locator("#metric-chart svg")).to_be_visible(timeout=TRAINING_TIMEOUT_MS)
+    expect(page.locator("h1 .badge")).to_have_text("succeeded", timeout=TRAINING_TIMEOUT_MS)
+    with server.api() as api:
+        job = api.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "succeeded" and job["hyperparameters"]["epochs"] == 6
+    # Every stored loss point and every evaluation (the base model and six epochs) is drawn.
+    expect(page.locator("#loss-chart svg")).to_have_attribute(
+        "data-points", str(len(job["loss_curve"]))
+    )
+    expect(page.locator("#metric-chart svg")).to_have_attribute("data-points", "7")
+    expect(page.locator("#confusion table.matrix tbody tr")).to_have_count(2)
+    expect(page.locator("#job-metric .value")).to_have_text(
+        f"{job['metrics']['val_accuracy'] * 100:.1f}%"
+    )
+    expect(page.locator("#event-table")).to_contain_text("succeeded")
+    page.screenshot(path=screenshots_dir / "job.png", full_page=True)
+
+    page.goto("/ui/#/jobs")
+    expect(page.locator("#job-table tbody tr").filter(has_text="browser job")).to_contain_text(
+        "succeeded"
+    )
+    page.screenshot(path=screenshots_dir / "jobs.png", full_page=True)
+    page.goto("/ui/#/models")
+    expect(page.locator("#model-table tbody tr")).to_have_count(1)
+    page.screenshot(path=screenshots_dir / "models.png", full_page=True)
+
+    try_the_model(page, server, job["model_id"], tmp_path, screenshots_dir)
+
+
+def try_the_model(
+    page: Page, server: Server, model_id: str, tmp_path: Path, screenshots_dir: Path
+) -> None:
+    page.get_by_role("link", name="Try it").click()
+    images = []
+    for index, image in enumerate(make_images(classes=CLASSES, per_class=1, seed=99)):
+        path = tmp_path / f"{image.label.replace(' ', '-')}-{index}.png"
+        path.write_bytes(png_bytes(image.image))
+        images.append(path)
+    page.set_input_files("#try-files", [str(path) for path in images])
+    cards = page.locator("#try-results .thumb")
+    expect(cards).to_have_count(2)
+    with server.api() as api:
+        answer: dict[str, Any] = api.post(
+            "/predict",
+            data={"model_id": model_id, "top_k": "5"},
+            files=[("files", (path.name, path.read_bytes(), "image/png")) for path in images],
+        ).json()
+    for card, predictions in zip(cards.all(), answer["predictions"], strict=True):
+        shown = card.locator(".bar-label").all_inner_texts()
+        assert shown == [item["label"] for item in predictions]
+        expect(card.locator(".bar-value").first).to_have_text(
+            f"{predictions[0]['score'] * 100:.1f}%"
+        )
+    page.screenshot(path=screenshots_dir / "try-it.png", full_page=True)
+
+    page.fill("#try-texts", "a photo of a red circle\na photo of a blue triangle\na photo of a cat")
+    page.click("#try-compare")
+    matrix = page.locator("#similarity table.matrix")
+    expect(matrix.locator("tbody tr")).to_have_count(2)
+    expect(matrix.locator("thead th")).to_have_count(4)
+    page.screenshot(path=screenshots_dir / "try-it-texts.png", full_page=True)
