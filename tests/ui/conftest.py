@@ -26,25 +26,32 @@ from app.core.migrate import upgrade_to_head
 from tests.conftest import empty_database
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = (
-    os.environ.get("CLIPFT_CHROMIUM")
-    or shutil.which("chromium")
-    or shutil.which("chromium-browser")
-)
+
+
+def find_chromium() -> str | None:
+    """CLIPFT_CHROMIUM when set (a path; one that is not there means none), else on PATH."""
+    named = os.environ.get("CLIPFT_CHROMIUM")
+    if named is not None:
+        return named if Path(named).is_file() else None
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+CHROMIUM = find_chromium()
 NO_CHROMIUM = (
-    "the dashboard's browser tests need Chromium (Debian: apt-get install chromium); "
-    "not found, so tests/ui was skipped"
+    "the dashboard's browser tests need Chromium (Debian: apt-get install chromium), "
+    "and none was found"
 )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if CHROMIUM is not None:
         return
-    if os.environ.get("CLIPFT_REQUIRE_BROWSER"):
+    here = Path(__file__).parent
+    browser_tests = [item for item in items if item.path.is_relative_to(here)]
+    if browser_tests and os.environ.get("CLIPFT_REQUIRE_BROWSER"):
         raise pytest.UsageError(f"CLIPFT_REQUIRE_BROWSER is set, but {NO_CHROMIUM}")
-    for item in items:
-        if item.path.is_relative_to(Path(__file__).parent):
-            item.add_marker(pytest.mark.skip(reason=NO_CHROMIUM))
+    for item in browser_tests:
+        item.add_marker(pytest.mark.skip(reason=f"{NO_CHROMIUM}: tests/ui skipped"))
 
 
 @dataclass(frozen=True)
