@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo serve test test-faults lint typecheck pytest bench clean
+.PHONY: install demo serve test test-faults lint typecheck pytest bench screenshots clean
 
 install: $(STAMP)
 
@@ -39,6 +39,11 @@ test: lint typecheck pytest
 # The fault scenarios alone: killed, hung and crashed processes, broker and database outages.
 test-faults: $(STAMP)
 	$(BIN)/pytest -m faults $(PYTEST_ARGS)
+
+# The README's pictures of the dashboard, taken by its browser tests (needs Chromium).
+screenshots: $(STAMP)
+	CLIPFT_SCREENSHOTS_DIR=docs/screenshots CLIPFT_DASHBOARD_TEST_EPOCHS=60 \
+		$(BIN)/pytest tests/ui -k train $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest_threads

@@ -117,7 +117,10 @@ def follow(
     api_key: KeyOption = None,
 ) -> None:
     """Live progress and metrics until the job ends; exits non-zero unless it succeeded."""
-    with client(url, api_key) as api, tqdm(total=1.0, bar_format="{l_bar}{bar:30}| {desc}") as bar:
+    with (
+        client(url, api_key) as api,
+        tqdm(total=1.0, bar_format="{percentage:3.0f}%|{bar:30}| {desc}") as bar,
+    ):
         try:
             for message in api.follow_job(job_id):
                 if message.event == "progress":
@@ -126,7 +129,8 @@ def follow(
                     metrics = {
                         key: value
                         for key, value in message.data["metrics"].items()
-                        if isinstance(value, int | float)
+                        # `epoch` is already in the line, as "epoch 3/6".
+                        if isinstance(value, int | float) and key != "epoch"
                     }
                     shown = " ".join(f"{key} {value:.3g}" for key, value in metrics.items())
                     bar.set_description_str(
