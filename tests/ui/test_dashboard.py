@@ -199,3 +199,54 @@ def try_the_model(
     expect(matrix.locator("tbody tr")).to_have_count(2)
     expect(matrix.locator("thead th")).to_have_count(4)
     page.screenshot(path=screenshots_dir / "try-it-texts.png", full_page=True)
+
+
+def test_a_zip_dropped_on_the_page_is_uploaded(page: Page) -> None:
+    archive = make_zip(shapes(per_class=3, seed=4))
+    page.goto("/ui/#/datasets")
+    drop_zone = page.locator("#drop-zone")
+    expect(drop_zone).to_be_visible()
+    # A drop as the browser makes it: a DataTransfer holding the file.
+    transfer = page.evaluate_handle(
+        """bytes => {
+            const transfer = new DataTransfer();
+            const file = new File([new Uint8Array(bytes)], "dropped shapes.zip",
+                                  { type: "application/zip" });
+            transfer.items.add(file);
+            return transfer;
+        }""",
+        list(archive),
+    )
+    drop_zone.dispatch_event("drop", {"dataTransfer": transfer})
+    expect(page.locator("#upload-status .notice")).to_contain_text(
+        "“dropped shapes” is ready: 6 images"
+    )
+
+
+def test_a_running_job_is_cancelled_from_its_page(page: Page, server: Server) -> None:
+    with server.api() as api:
+        upload = api.post(
+            "/datasets",
+            files={"file": ("cancel me.zip", make_zip(shapes(per_class=8, seed=6)))},
+        )
+        assert upload.status_code == 201, upload.text
+        created = api.post(
+            "/jobs",
+            json={
+                "dataset_id": upload.json()["id"],
+                "base_model": "tiny-clip",
+                "name": "long job",
+                "hyperparameters": {"epochs": 1000, "batch_size": 4},
+            },
+        )
+        assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    page.goto(f"/ui/#/jobs/{job_id}")
+    expect(page.locator("h1 .badge")).to_have_text("running", timeout=TRAINING_TIMEOUT_MS)
+    expect(page.locator("#loss-chart svg")).to_be_visible(timeout=TRAINING_TIMEOUT_MS)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("h1 .badge")).to_have_text("cancelled", timeout=60_000)
+    expect(page.get_by_role("button", name="Retry")).to_be_visible()
+    with server.api() as api:
+        assert api.get(f"/jobs/{job_id}").json()["status"] == "cancelled"

@@ -83,7 +83,11 @@ function header(job, refresh) {
     h("h1", null, job.name, badge(job.status), h("span", { class: "spacer" }),
       job.model_id ? h("a", { class: "button", href: `#/models/${job.model_id}` }, "Try the model") : null,
       ACTIVE.has(job.status) && !job.cancel_requested
-        ? act("Cancel", () => post(`/jobs/${job.id}/cancel`), "danger") : null,
+        ? act("Cancel", async () => {
+          if (confirm(`Cancel job “${job.name}”? It stops at its next progress point.`)) {
+            await post(`/jobs/${job.id}/cancel`);
+          }
+        }, "danger") : null,
       job.status === "failed" || job.status === "cancelled"
         ? act("Retry", () => post(`/jobs/${job.id}/retry`)) : null,
       !ACTIVE.has(job.status)
