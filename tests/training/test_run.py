@@ -104,6 +104,31 @@ def test_a_second_run_resumes_from_the_latest_checkpoint(
     assert read_trainer_state(tmp_path / "epoch-3").step == 3 * 4
 
 
+def test_only_an_unfinished_runs_checkpoints_keep_the_optimizer_state(
+    classification_dir: Path, tmp_path: Path
+) -> None:
+    # Stopped in epoch 3 of 3: the checkpoints of epochs 1 and 2 are resume points.
+    run(tiny_config(classification_dir, epochs=3), tmp_path, Recorder(stop_after_steps=9))
+    assert (tmp_path / "epoch-2" / "optimizer.safetensors").is_file()
+    assert not read_trainer_state(tmp_path / "epoch-2").complete
+    recorder = Recorder()
+    result = run(tiny_config(classification_dir, epochs=3), tmp_path, recorder)
+    assert recorder.steps[0].step == 2 * 4 + 1
+    # The last epoch's checkpoint: nothing would ever load AdamW's state from it.
+    last = tmp_path / "epoch-3"
+    assert read_trainer_state(last).complete
+    assert not (last / "optimizer.safetensors").exists()
+    assert not (last / "optimizer_groups.json").exists()
+    assert result.report is not None
+
+    # A run that dies after its last checkpoint concludes from it, training nothing again.
+    again = Recorder()
+    concluded = run(tiny_config(classification_dir, epochs=3), tmp_path, again)
+    assert again.steps == [] and again.evaluations == []
+    assert concluded.report is not None
+    assert concluded.report["fine_tuned"]["metrics"] == result.report["fine_tuned"]["metrics"]
+
+
 def test_same_seed_gives_same_weights(classification_dir: Path, tmp_path: Path) -> None:
     first = run(tiny_config(classification_dir, epochs=1, augment="none"), tmp_path / "a")
     second = run(tiny_config(classification_dir, epochs=1, augment="none"), tmp_path / "b")

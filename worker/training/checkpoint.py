@@ -41,6 +41,9 @@ class TrainerState:
     stopped_early: str | None = None
     # How many parameters each phase trained, by phase name.
     trainable_parameters: dict[str, int] = field(default_factory=dict)
+    # No epoch is left to train (the last one, or an early stop): such a checkpoint holds no
+    # optimizer state, since nothing would ever load it.
+    complete: bool = False
 
     def entry_for(self, folder_name: str) -> dict[str, Any]:
         """The history entry of the epoch a checkpoint folder (`epoch-N`) holds, or {}."""
@@ -81,7 +84,7 @@ class CheckpointSnapshot:
     """All a checkpoint folder holds, copied out of the live run: writable from any thread."""
 
     model: ModelSnapshot
-    optimizer: OptimizerSnapshot
+    optimizer: OptimizerSnapshot | None
     trainer_state: str
     config: str
 
@@ -91,7 +94,8 @@ class CheckpointSnapshot:
         staging = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
         try:
             self.model.write(staging)
-            self.optimizer.write(staging)
+            if self.optimizer is not None:
+                self.optimizer.write(staging)
             (staging / TRAINER_STATE_NAME).write_text(self.trainer_state)
             (staging / CONFIG_NAME).write_text(self.config)
             if folder.exists():
@@ -111,13 +115,22 @@ def snapshot_checkpoint(
     state: TrainerState,
     config: TrainingConfig,
 ) -> CheckpointSnapshot:
-    """Copy the run's state out now; training may change every live tensor afterwards."""
+    """Copy the run's state out now; training may change every live tensor afterwards.
+
+    A complete run's checkpoint leaves the optimizer out: AdamW's state is twice the weights,
+    and copying and writing it was most of the wait for the last checkpoint before the run
+    could conclude.
+    """
     return CheckpointSnapshot(
         model=method.snapshot_model(metadata),
-        optimizer=OptimizerSnapshot.take(optimizer),
+        optimizer=None if state.complete else OptimizerSnapshot.take(optimizer),
         trainer_state=json.dumps(asdict(state), indent=2),
         config=config.to_json_text(),
     )
+
+
+def has_optimizer_state(folder: Path) -> bool:
+    return (folder / OPTIMIZER_TENSORS_NAME).is_file()
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, folder: Path) -> None:

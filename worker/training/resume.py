@@ -27,7 +27,7 @@ from worker.training.checkpoint import (
 )
 from worker.training.evaluate import PRIMARY_METRIC
 
-REQUIRED_JSON = (TRAINER_STATE_NAME, METADATA_NAME, OPTIMIZER_GROUPS_NAME, "config.json")
+REQUIRED_JSON = (TRAINER_STATE_NAME, METADATA_NAME, "config.json")
 
 
 @dataclass
@@ -39,13 +39,28 @@ class ResumePoint:
 
 
 def checkpoint_problem(folder: Path) -> str | None:
-    """Why `folder` cannot be resumed from, or None when every file it needs reads back."""
+    """Why `folder` cannot be resumed from, or None when every file it needs reads back.
+
+    A complete run's checkpoint has no optimizer state (nothing is left to train); any other
+    needs its own.
+    """
     for name in REQUIRED_JSON:
         try:
             json.loads((folder / name).read_text())
         except (OSError, ValueError) as error:
             return f"{name} does not read back ({type(error).__name__})"
-    for tensors in sorted({OPTIMIZER_TENSORS_NAME, *_weight_files(folder)}):
+    try:
+        state = read_trainer_state(folder)
+    except TypeError as error:
+        return f"{TRAINER_STATE_NAME} is not a trainer state ({error})"
+    tensor_files = set(_weight_files(folder))
+    if not state.complete:
+        try:
+            json.loads((folder / OPTIMIZER_GROUPS_NAME).read_text())
+        except (OSError, ValueError) as error:
+            return f"{OPTIMIZER_GROUPS_NAME} does not read back ({type(error).__name__})"
+        tensor_files.add(OPTIMIZER_TENSORS_NAME)
+    for tensors in sorted(tensor_files):
         try:
             # Reads the header and the offsets, which a truncated file no longer matches.
             with safe_open(str(folder / tensors), framework="pt") as opened:

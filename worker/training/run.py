@@ -18,6 +18,7 @@ from app.ml.class_head import HEAD_FILE_NAME
 from app.ml.model_files import ModelMetadata
 from worker.training.checkpoint import (
     TrainerState,
+    has_optimizer_state,
     load_optimizer_state,
     prune_checkpoints,
     read_trainer_state,
@@ -145,9 +146,11 @@ def phase_context(
         parameter.numel() for group in groups for _, parameter in group.parameters
     )
     optimizer = build_optimizer(groups, config, session.device)
-    if session.resume_from is not None and state.epoch in phase:
-        # The checkpoint was written inside this phase: its optimizer state is this optimizer's.
-        load_optimizer_state(optimizer, session.resume_from)
+    resumed = session.resume_from
+    # A checkpoint written inside this phase holds this optimizer's state, unless it was a
+    # complete run's last (kept without it): a run asked for more epochs starts AdamW afresh.
+    if resumed is not None and state.epoch in phase and has_optimizer_state(resumed):
+        load_optimizer_state(optimizer, resumed)
     return EpochContext(
         method=session.method,
         optimizer=optimizer,
@@ -194,6 +197,7 @@ def write_epoch_checkpoint(
     if value is None or state.best_metric is None or value > state.best_metric:
         state.best_metric = value
         state.best_checkpoint = folder.name
+    state.complete = state.stopped_early is not None or state.epoch >= session.config.epochs
     # The previous write first: its host copies are freed, and this snapshot reuses them.
     session.checkpoints.finish()
     snapshot = snapshot_checkpoint(

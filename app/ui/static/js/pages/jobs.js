@@ -27,7 +27,7 @@ function jobsTable(page) {
     return h("p", { class: "muted" }, "No jobs yet. ", h("a", { href: "#/jobs/new" }, "Start one"), ".");
   }
   return h("table", { id: "job-table" },
-    h("thead", null, h("tr", null, ["Job", "Status", "Progress", "Best val", "Method", "Base model", "Created"]
+    h("thead", null, h("tr", null, ["Job", "Status", "Progress", "Val", "Method", "Base model", "Created"]
       .map((name) => h("th", null, name)))),
     h("tbody", null, page.items.map((job) => {
       const [metricName, metricValue] = primaryMetric(job.metrics);
