@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,8 +14,9 @@ import httpx
 from app.core.config import Settings
 from app.core.migrate import upgrade_to_head
 from app.ml.synthetic import photo_like
+from tests.clipft_process import start_clipft, wait_until_answering
 from tests.model_factory import register_model
-from tests.test_cli import free_tcp_port, group_is_gone
+from tests.test_cli import group_is_gone
 
 
 def children_of(pid: int) -> list[int]:
@@ -46,35 +44,20 @@ def test_two_api_workers_both_serve_predictions_and_stop_with_the_api(tmp_path: 
     )
     upgrade_to_head(settings.resolved_database_url)
     model_id = register_model(settings=settings)
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CLIPFT_")}
-    env.update(
-        CLIPFT_DATA_DIR=str(data_dir),
-        CLIPFT_DATABASE_URL=settings.resolved_database_url,
-        CLIPFT_API_WORKERS="2",
-        CLIPFT_DEVICE="cpu",
-    )
-    port = free_tcp_port()
     log_path = tmp_path / "api.log"
-    with log_path.open("wb") as log:
-        api = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "api", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base_url = f"http://127.0.0.1:{port}"
+    api, base_url = start_clipft(
+        "api",
+        env={
+            "CLIPFT_DATA_DIR": str(data_dir),
+            "CLIPFT_DATABASE_URL": settings.resolved_database_url,
+            "CLIPFT_API_WORKERS": "2",
+            "CLIPFT_DEVICE": "cpu",
+        },
+        log_path=log_path,
+        new_session=True,
+    )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert api.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, "the api never answered"
-            try:
-                if httpx.get(f"{base_url}/models/{model_id}", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
+        wait_until_answering(api, f"{base_url}/models/{model_id}", log_path)
         # uvicorn's supervisor runs the two workers as its children (spawned processes).
         workers = [
             pid

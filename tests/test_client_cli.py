@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -19,11 +15,12 @@ from app.auth.keys import create_key
 from app.cli import app as cli_app
 from app.core.config import Settings
 from app.core.db import session_scope
-from app.core.embedded_redis import free_tcp_port
 from app.core.migrate import upgrade_to_head
 from app.jobs import lifecycle
+from app.local_stack import stop_process
 from app.ml.synthetic import photo_like
 from app.orm.base import utcnow
+from tests.clipft_process import start_clipft, wait_until_answering
 from tests.datasets_helpers import class_entries
 from tests.model_factory import register_model
 
@@ -43,38 +40,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings,
     upgrade_to_head(settings.resolved_database_url)
     with session_scope(settings.resolved_database_url) as session:
         key = create_key(session=session, name="cli", tenant=TENANT, admin=False).key
-    port = free_tcp_port()
-    env = {name: value for name, value in os.environ.items() if not name.startswith("CLIPFT_")}
-    env.update(
-        CLIPFT_DATA_DIR=str(data_dir),
-        CLIPFT_DATABASE_URL=settings.resolved_database_url,
-        CLIPFT_AUTH_DISABLED="false",
-        CLIPFT_VAL_FRACTION="0.25",
-        CLIPFT_DEVICE="cpu",
+    log_path = data_dir / "api.log"
+    api, url = start_clipft(
+        "api",
+        env={
+            "CLIPFT_DATA_DIR": str(data_dir),
+            "CLIPFT_DATABASE_URL": settings.resolved_database_url,
+            "CLIPFT_AUTH_DISABLED": "false",
+            "CLIPFT_VAL_FRACTION": "0.25",
+            "CLIPFT_DEVICE": "cpu",
+        },
+        log_path=log_path,
     )
-    log = (data_dir / "api.log").open("wb")
-    api = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "api", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert api.poll() is None, (data_dir / "api.log").read_text()
-            try:
-                if httpx.get(f"{url}/openapi.json", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the api did not start"
-            time.sleep(0.2)
+        wait_until_answering(api, f"{url}/openapi.json", log_path, timeout=60)
         yield settings, url, key
     finally:
-        api.terminate()
-        api.wait(timeout=30)
+        stop_process(api, timeout_seconds=30)
 
 
 def run(url: str, key: str, *args: str) -> tuple[int, str]:

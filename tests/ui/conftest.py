@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +18,9 @@ import pytest
 
 from app.auth.keys import create_key
 from app.core.db import session_scope
-from app.core.embedded_redis import free_tcp_port
 from app.core.migrate import upgrade_to_head
+from app.local_stack import stop_process
+from tests.clipft_process import start_clipft, wait_until_answering
 from tests.conftest import empty_database
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,44 +80,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     upgrade_to_head(database_url)
     with session_scope(database_url) as session:
         key = create_key(session=session, name="dashboard", tenant="browser", admin=False).key
-    port = free_tcp_port()
-    env = {name: value for name, value in os.environ.items() if not name.startswith("CLIPFT_")}
-    env.update(
-        CLIPFT_DATA_DIR=str(data_dir),
-        CLIPFT_DATABASE_URL=database_url,
-        CLIPFT_AUTH_DISABLED="false",
-        CLIPFT_DEVICE="cpu",
-        CLIPFT_VAL_FRACTION="0.25",
-    )
     log_path = data_dir / "serve.log"
-    with log_path.open("wb") as log:
-        stack = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
+    stack, url = start_clipft(
+        "serve",
+        env={
+            "CLIPFT_DATA_DIR": str(data_dir),
+            "CLIPFT_DATABASE_URL": database_url,
+            "CLIPFT_AUTH_DISABLED": "false",
+            "CLIPFT_DEVICE": "cpu",
+            "CLIPFT_VAL_FRACTION": "0.25",
+        },
+        log_path=log_path,
+    )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert stack.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, (
-                "clipft serve did not start:\n" + log_path.read_text()
-            )
-            time.sleep(0.3)
+        wait_until_answering(stack, f"{url}/health", log_path)
         yield Server(url=url, key=key, data_dir=data_dir)
     finally:
-        stack.terminate()
-        try:
-            stack.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            stack.kill()
+        stop_process(stack, timeout_seconds=30)
         database.close()
 
 
