@@ -250,3 +250,28 @@ def test_a_running_job_is_cancelled_from_its_page(page: Page, server: Server) ->
     expect(page.get_by_role("button", name="Retry")).to_be_visible()
     with server.api() as api:
         assert api.get(f"/jobs/{job_id}").json()["status"] == "cancelled"
+
+
+def test_a_base_model_classifies_zero_shot_from_the_models_page(
+    page: Page, server: Server, tmp_path: Path, screenshots_dir: Path
+) -> None:
+    image = make_images(classes=CLASSES, per_class=1, seed=5)[0]
+    path = tmp_path / "zero-shot.png"
+    path.write_bytes(png_bytes(image.image))
+    page.goto("/ui/#/models")
+    card = page.locator("#zero-shot")
+    card.locator("input[type=file]").set_input_files(str(path))
+    expect(card.locator(".notice.bad")).to_contain_text("type the labels")
+    card.locator("#zero-shot-labels").fill("cat\ndog\nred circle")
+    card.locator("#zero-shot-run").click()
+    expect(card.locator(".thumb")).to_have_count(1)
+    with server.api() as api:
+        answer = api.post(
+            "/predict",
+            data={"base_model": "tiny-clip", "labels": ["cat", "dog", "red circle"], "top_k": "5"},
+            files=[("files", (path.name, path.read_bytes(), "image/png"))],
+        )
+    assert answer.status_code == 200, answer.text
+    expected = answer.json()["predictions"][0]
+    assert card.locator(".bar-label").all_inner_texts() == [item["label"] for item in expected]
+    page.screenshot(path=screenshots_dir / "zero-shot.png", full_page=True)
