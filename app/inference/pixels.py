@@ -7,7 +7,7 @@ the model's lock is held: a bad image fails its own request and nobody else's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -21,10 +21,6 @@ from app.ml.preprocess import PixelSpec, resize_and_crop
 # it reached three; tests/inference/test_pixels.py checks), and a 12-megapixel photo takes
 # about a third of the time.
 DRAFT_MARGIN = 6
-
-# An image's encoded bytes, or a function that returns them, called on a pool thread: JSON's
-# base64 is decoded there, each image's while other images decode, not all before any begins.
-EncodedImage = bytes | Callable[[], bytes]
 
 
 class BadImage(Exception):
@@ -42,11 +38,6 @@ def image_pixels(payload: bytes, *, limits: ImageLimits, spec: PixelSpec) -> tor
     return resize_and_crop(image, spec)
 
 
-def _source_pixels(source: EncodedImage, *, limits: ImageLimits, spec: PixelSpec) -> torch.Tensor:
-    payload = source() if callable(source) else source
-    return image_pixels(payload, limits=limits, spec=spec)
-
-
 class PixelPool:
     """A bounded pool of threads shared by every request for decoding and preprocessing."""
 
@@ -54,15 +45,12 @@ class PixelPool:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pixels")
 
     def batch(
-        self, sources: Sequence[EncodedImage], *, limits: ImageLimits, spec: PixelSpec
+        self, payloads: Sequence[bytes], *, limits: ImageLimits, spec: PixelSpec
     ) -> torch.Tensor:
-        """N x 3 x H x W uint8 pixels in request order; `BadImage` names the first bad one.
-
-        Whatever else a source's function raises reaches the caller as it is, in order too.
-        """
+        """N x 3 x H x W uint8 pixels in request order; `BadImage` names the first bad one."""
         futures = [
-            self._executor.submit(_source_pixels, source, limits=limits, spec=spec)
-            for source in sources
+            self._executor.submit(image_pixels, payload, limits=limits, spec=spec)
+            for payload in payloads
         ]
         try:
             rows = [_result(index, future).numpy() for index, future in enumerate(futures)]

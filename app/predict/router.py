@@ -234,7 +234,7 @@ def _parse_json(body: bytes, settings: Settings) -> PredictInput:
         base_model=request_in.base_model,
         labels=request_in.labels,
         prompt_templates=request_in.prompt_templates,
-        images=service.base64_uploads(images=request_in.images),
+        images=service.decode_base64_images(images=request_in.images),
         texts=request_in.texts,
         top_k=request_in.top_k,
     )

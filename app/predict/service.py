@@ -9,7 +9,6 @@ from __future__ import annotations
 import binascii
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -44,17 +43,7 @@ from app.predict.schemas import (
 class ImageUpload:
     # How error messages name the image: `images[2]` (JSON) or `file 'cat.png'` (multipart).
     name: str
-    # The encoded image (multipart), or JSON's base64 text of it: decoded on a pixel thread.
-    payload: bytes | str
-
-    def encoded_bytes(self, *, max_bytes: int) -> bytes:
-        """The image's bytes, from base64 if need be; a 422 or 413 that names the image."""
-        if isinstance(self.payload, bytes):
-            payload = self.payload
-        else:
-            payload = _decode_base64(self.payload, name=self.name)
-        check_image_size(name=self.name, size=len(payload), max_bytes=max_bytes)
-        return payload
+    payload: bytes
 
 
 @dataclass(frozen=True)
@@ -111,10 +100,12 @@ def check_image_size(*, name: str, size: int, max_bytes: int) -> None:
         raise PayloadTooLarge(f"{name} is {size} bytes, over the limit of {max_bytes}")
 
 
-def base64_uploads(*, images: list[str]) -> list[ImageUpload]:
-    """JSON's base64 images (a `data:` URL prefix is allowed), named by index, still encoded:
-    `prepare_images` decodes each on a pixel thread."""
-    return [ImageUpload(name=f"images[{index}]", payload=text) for index, text in enumerate(images)]
+def decode_base64_images(*, images: list[str]) -> list[ImageUpload]:
+    """Decode JSON's base64 images (a `data:` URL prefix is allowed), naming any bad one."""
+    return [
+        ImageUpload(name=f"images[{index}]", payload=_decode_base64(text, name=f"images[{index}]"))
+        for index, text in enumerate(images)
+    ]
 
 
 def _decode_base64(text: str, *, name: str) -> bytes:
@@ -185,13 +176,13 @@ def check_can_classify(served_models: list[ServedModel]) -> None:
 def prepare_images(
     *, uploads: list[ImageUpload], spec: PixelSpec, pixel_pool: PixelPool, settings: Settings
 ) -> torch.Tensor:
-    """Decode (base64 too) and preprocess every image in parallel; a 422 or 413 names the first
-    image that does not decode or is too large."""
+    """Decode and preprocess every image in parallel; a 422 names the first that does not decode."""
     max_bytes = settings.predict_max_image_bytes
+    for upload in uploads:
+        check_image_size(name=upload.name, size=len(upload.payload), max_bytes=max_bytes)
     limits = ImageLimits(max_pixels=settings.max_image_pixels, max_bytes=max_bytes)
-    sources = [partial(upload.encoded_bytes, max_bytes=max_bytes) for upload in uploads]
     try:
-        return pixel_pool.batch(sources, limits=limits, spec=spec)
+        return pixel_pool.batch([upload.payload for upload in uploads], limits=limits, spec=spec)
     except BadImage as error:
         raise Unprocessable(f"{uploads[error.index].name}: {error.reason}") from None
 
@@ -384,7 +375,7 @@ def embed(
         )
     pixels = (
         prepare_images(
-            uploads=base64_uploads(images=request.images),
+            uploads=decode_base64_images(images=request.images),
             spec=cached.pixel_spec,
             pixel_pool=pixel_pool,
             settings=settings,

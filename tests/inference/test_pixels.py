@@ -4,9 +4,7 @@ own image processor, and a bad image is named by its index."""
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Iterator
-from functools import partial
 
 import pytest
 import torch
@@ -93,31 +91,3 @@ def test_the_first_bad_image_is_named_by_index(pool: PixelPool) -> None:
     assert raised.value.reason.startswith("corrupt image")
     # The pool is still usable afterwards.
     assert pool.batch([good], limits=LIMITS, spec=SPEC).shape == (1, 3, 224, 224)
-
-
-def test_a_source_given_as_a_function_is_read_on_a_pool_thread(pool: PixelPool) -> None:
-    good = encode(photo_like(64, 48), "PNG")
-    read_on: list[str] = []
-
-    def read() -> bytes:
-        read_on.append(threading.current_thread().name)
-        return good
-
-    batch = pool.batch([good, read], limits=LIMITS, spec=SPEC)
-
-    assert torch.equal(batch[0], batch[1])
-    assert len(read_on) == 1 and read_on[0].startswith("pixels")
-
-
-def test_a_source_functions_own_error_reaches_the_caller_in_request_order(
-    pool: PixelPool,
-) -> None:
-    good = encode(photo_like(64, 48), "PNG")
-
-    def refuse(message: str) -> bytes:
-        raise ValueError(message)
-
-    sources = [good, partial(refuse, "second"), b"not an image", partial(refuse, "fourth")]
-
-    with pytest.raises(ValueError, match="second"):
-        pool.batch(sources, limits=LIMITS, spec=SPEC)
