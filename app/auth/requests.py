@@ -14,8 +14,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from app.auth.keys import Principal, verify_key
+from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.errors import Unauthorized
 from app.deps import SettingsDep
@@ -52,11 +54,13 @@ bearer_scheme = HTTPBearer(
 )
 
 
-def get_principal(
+async def get_principal(
     request: Request,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Principal:
+    # Async, so that a remembered key costs no hop to a worker thread (FastAPI runs a plain `def`
+    # dependency in one); only a key not seen lately goes to the database, in a thread.
     if not settings.auth_required:
         return OPEN_ACCESS
     if credentials is None or not credentials.credentials.strip():
@@ -66,13 +70,17 @@ def get_principal(
     digest = hashlib.sha256(key.encode()).hexdigest()
     principal = cache.get(digest)
     if principal is None:
-        with session_scope(settings.resolved_database_url, settings.database_pool) as session:
-            principal = verify_key(session=session, key=key)
+        principal = await run_in_threadpool(_look_up_key, settings, key)
         if principal is None:
             raise Unauthorized("this API key is unknown or revoked")
         if settings.auth_cache_seconds > 0:
             cache.put(digest, principal, settings.auth_cache_seconds)
     return principal
+
+
+def _look_up_key(settings: Settings, key: str) -> Principal | None:
+    with session_scope(settings.resolved_database_url, settings.database_pool) as session:
+        return verify_key(session=session, key=key)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
@@ -162,11 +163,13 @@ async def _predict(
     principal: Principal,
 ) -> PredictResponse:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    read_input: Callable[[], PredictInput]
     if media_type == "multipart/form-data":
         predict_input = await _read_multipart(request, settings)
+        read_input = partial(_as_is, predict_input)
     elif media_type == "application/json" or media_type.endswith("+json"):
         body = await _read_body(request, max_bytes=_max_json_bytes(settings))
-        predict_input = await run_in_threadpool(_parse_json, body, settings)
+        read_input = partial(_parse_json, body, settings)
     else:
         raise ClientError(
             f"unsupported content type {media_type or '(none)'!r}: send application/json or "
@@ -175,15 +178,37 @@ async def _predict(
         )
     # No database session here: the service reads the model's row in a session of its own and
     # returns the connection before the model runs. Everything runs in a worker thread, so the
-    # event loop never waits on decoding or on the model.
+    # event loop never waits on parsing, decoding or the model; one hop there and back, since
+    # each hop wakes two threads and costs the event loop a round of its own.
     return await run_in_threadpool(
-        service.predict,
+        _read_and_predict,
+        read_input,
         model_cache=model_cache,
         pixel_pool=pixel_pool,
         settings=settings,
-        predict_input=predict_input,
         principal=principal,
     )
+
+
+def _read_and_predict(
+    read_input: Callable[[], PredictInput],
+    *,
+    model_cache: ModelCache,
+    pixel_pool: PixelPool,
+    settings: Settings,
+    principal: Principal,
+) -> PredictResponse:
+    return service.predict(
+        model_cache=model_cache,
+        pixel_pool=pixel_pool,
+        settings=settings,
+        predict_input=read_input(),
+        principal=principal,
+    )
+
+
+def _as_is(predict_input: PredictInput) -> PredictInput:
+    return predict_input
 
 
 def _max_json_bytes(settings: Settings) -> int:
