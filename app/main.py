@@ -21,7 +21,9 @@ from app.health.router import router as health_router
 from app.jobs.reconcile import reconcile_once
 from app.jobs.router import router as jobs_router
 from app.models.router import router as models_router
+from app.predict.model_lookup import ModelLookup
 from app.predict.router import router as predict_router
+from app.predict.service import ServedModel
 from app.ui import mount_dashboard
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
     )
     app.state.settings = settings
     app.state.key_cache = KeyCache()
+    app.state.model_lookup = ModelLookup[ServedModel](settings.model_lookup_seconds)
     app.state.predict_rate = PredictRateLimiter()
 
     install_error_handlers(app)

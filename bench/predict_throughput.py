@@ -92,6 +92,12 @@ def parse_args() -> argparse.Namespace:
         help="bound on the images one cell sends (default: 256 on a CPU, 8192 on a GPU)",
     )
     parser.add_argument(
+        "--body",
+        choices=sorted(BODIES),
+        default="json",
+        help="how the HTTP side sends its images: base64 in JSON, or multipart/form-data",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=Settings().predict_threads,
@@ -144,30 +150,47 @@ def request_images(payloads: list[bytes], cell: Cell, index: int) -> list[bytes]
     return [payloads[(start + offset) % len(payloads)] for offset in range(cell.images_per_request)]
 
 
+def json_body(model_id: str, images: list[bytes]) -> tuple[bytes, str]:
+    body = {
+        "model_id": model_id,
+        "images": [base64.b64encode(payload).decode() for payload in images],
+        "top_k": TOP_K,
+    }
+    return json.dumps(body).encode(), "application/json"
+
+
+def multipart_body(model_id: str, images: list[bytes]) -> tuple[bytes, str]:
+    """The same request as multipart/form-data: the images' own bytes, no base64."""
+    boundary = "clipft-bench-boundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in (("model_id", model_id), ("top_k", str(TOP_K)))
+    ]
+    for index, payload in enumerate(images):
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
+            f'filename="{index}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        )
+        parts.append(head.encode() + payload + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+BODIES = {"json": json_body, "multipart": multipart_body}
+
+
 def http_sender(
-    client: httpx.Client, model_id: str, payloads: list[bytes], cell: Cell
+    client: httpx.Client, model_id: str, payloads: list[bytes], body: str, cell: Cell
 ) -> Callable[[int], None]:
     # Bodies are encoded before the clock starts: the client's own cost stays out of the numbers.
-    bodies = [
-        json.dumps(
-            {
-                "model_id": model_id,
-                "images": [
-                    base64.b64encode(payload).decode()
-                    for payload in request_images(payloads, cell, index)
-                ],
-                "top_k": TOP_K,
-            }
-        ).encode()
+    encoded = [
+        BODIES[body](model_id, request_images(payloads, cell, index))
         for index in range(min(cell.requests, DISTINCT_IMAGES))
     ]
 
     def send(index: int) -> None:
-        response = client.post(
-            "/predict",
-            content=bodies[index % len(bodies)],
-            headers={"content-type": "application/json"},
-        )
+        content, content_type = encoded[index % len(encoded)]
+        response = client.post("/predict", content=content, headers={"content-type": content_type})
         if response.status_code != 200:
             raise RuntimeError(f"/predict answered {response.status_code}: {response.text[:200]}")
 
@@ -283,7 +306,13 @@ def main() -> None:
                 base_url=base_url,
                 timeout=httpx.Timeout(600.0),
                 transport=httpx.HTTPTransport(
-                    limits=httpx.Limits(max_connections=max(cell.clients for cell in cells)),
+                    # One kept-alive connection per client: httpx keeps 20 by default, so with
+                    # 32 clients a dozen connections were closed and opened again per round,
+                    # and the api paid a TCP accept and a new protocol object per request.
+                    limits=httpx.Limits(
+                        max_connections=max(cell.clients for cell in cells),
+                        max_keepalive_connections=max(cell.clients for cell in cells),
+                    ),
                     # As curl and urllib3 do: without it, Nagle holds a body's last segment
                     # until the server's delayed ACK of the headers, ~40-200 ms per request.
                     socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
@@ -293,25 +322,57 @@ def main() -> None:
             results = run_cells(
                 cells,
                 api_workers=args.api_workers,
-                http=partial(http_sender, client, model_id, payloads),
+                http=partial(http_sender, client, model_id, payloads, args.body),
                 bare=partial(bare_sender, cached, pixel_pool, limits, payloads),
             )
+            floor = http_floor(client, clients=max(cell.clients for cell in cells))
         pixel_pool.shutdown()
     autocast_dtype = cached.autocast.dtype
     print(
         f"/predict, HTTP vs bare pipeline: {args.model}, {device}, "
         f"{'bf16' if autocast_dtype == torch.bfloat16 else 'fp32'} ({args.precision}), "
         f"{os.cpu_count()} CPUs, {args.threads} pixel threads, "
-        f"{args.api_workers} api worker(s) sharing them, "
+        f"{args.api_workers} api worker(s) sharing them, {args.body} bodies, "
         f"{IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} photo-like JPEG+PNG, top-{TOP_K} of {len(LABELS)} labels"
     )
     print_table(results)
+    print_floor(floor, results)
     print_targets(results)
     print(
         "rerun: .venv/bin/python -m bench.predict_throughput "
         f"--device {args.device} --model {args.model} --precision {args.precision} "
-        f"--api-workers {args.api_workers}"
+        f"--api-workers {args.api_workers} --body {args.body} --min-requests {args.min_requests}"
+        + (f" --max-images-per-cell {args.max_images_per_cell}" if args.max_images_per_cell else "")
     )
+
+
+def http_floor(client: httpx.Client, *, clients: int) -> LoadResult:
+    """The HTTP stack alone at the highest concurrency: a GET that no route answers (uvicorn,
+    the middleware and the router, then a 404), with the same clients on the same cores."""
+
+    def send(_index: int) -> None:
+        if client.get("/no-such-route").status_code != 404:
+            raise RuntimeError("expected a 404 from an unknown route")
+
+    run_load(send, requests=4 * clients, clients=clients, images_per_request=1)  # warm up
+    return run_load(send, requests=32 * clients, clients=clients, images_per_request=1)
+
+
+def print_floor(floor: LoadResult, results: list[tuple[Cell, LoadResult, LoadResult]]) -> None:
+    """What the HTTP stack's own cost leaves possible: with nothing on top of it, a one-image
+    request would take the bare pipeline's time per image plus the floor's time per request."""
+    most_clients = max(cell.clients for cell, _, _ in results)
+    print(
+        f"HTTP floor: an unknown route's 404 at {most_clients} clients, "
+        f"{floor.images_per_second:.0f} requests/s"
+    )
+    for cell, _http, bare in results:
+        if cell.clients == most_clients and cell.images_per_request == 1:
+            best = floor.images_per_second / (floor.images_per_second + bare.images_per_second)
+            print(
+                f"  so at most {best:.2f}x bare for one image per request at {most_clients} "
+                "clients, were /predict to cost nothing over that floor"
+            )
 
 
 def run_cells(

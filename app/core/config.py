@@ -133,6 +133,13 @@ class Settings(BaseSettings):
         description="Serve without API keys, everything in one tenant (local demos); unset "
         "means off in `dev` and on in `production`, which refuses to turn it off.",
     )
+    model_lookup_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How long /predict trusts a model's row without reading it again (a model "
+        "deleted through another api process is served at most this long after; 0: always "
+        "read).",
+    )
     auth_cache_seconds: float = Field(
         10.0,
         ge=0,

@@ -100,6 +100,7 @@ def delete_model(
     model_id = model_record.id
     service.delete_model(session=session, model_record=model_record)
     session.commit()
+    request.app.state.model_lookup.forget(model_id)
     model_cache = getattr(request.app.state, "model_cache", None)
     if model_cache is not None:
         model_cache.evict(model_id)

@@ -25,6 +25,7 @@ from app.inference.cache import ModelCache
 from app.inference.pixels import PixelPool
 from app.ml.encode import pick_device
 from app.predict import service
+from app.predict.model_lookup import ModelLookup
 from app.predict.schemas import (
     MAX_ENSEMBLE_MODELS,
     MAX_TOP_K,
@@ -34,7 +35,7 @@ from app.predict.schemas import (
     PredictOptions,
     PredictResponse,
 )
-from app.predict.service import ImageUpload, PredictInput
+from app.predict.service import ImageUpload, PredictInput, ServedModel
 from app.request_body import refuse_declared_oversize, stream_within
 
 router = APIRouter(tags=["predict"])
@@ -128,8 +129,15 @@ async def get_pixel_pool(request: Request, settings: SettingsDep) -> PixelPool:
     return pixel_pool
 
 
+async def get_model_lookup(request: Request) -> ModelLookup[ServedModel]:
+    """The app's memory of served models' rows (`app.state.model_lookup`, made by create_app)."""
+    model_lookup: ModelLookup[ServedModel] = request.app.state.model_lookup
+    return model_lookup
+
+
 ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]
 PixelPoolDep = Annotated[PixelPool, Depends(get_pixel_pool)]
+ModelLookupDep = Annotated[ModelLookup[ServedModel], Depends(get_model_lookup)]
 
 
 @router.post("/predict", openapi_extra=_OPENAPI_EXTRA, responses=_ERROR_RESPONSES)
@@ -138,6 +146,7 @@ async def predict(
     settings: SettingsDep,
     model_cache: ModelCacheDep,
     pixel_pool: PixelPoolDep,
+    model_lookup: ModelLookupDep,
     principal: PrincipalDep,
 ) -> PredictResponse:
     """Classify images over a model's labels (top-k with probabilities), or, given `texts`,
@@ -152,7 +161,7 @@ async def predict(
     """
     request.app.state.predict_rate.take(settings=settings, principal=principal)
     with PREDICT_SECONDS.labels(route="predict").time():
-        return await _predict(request, settings, model_cache, pixel_pool, principal)
+        return await _predict(request, settings, model_cache, pixel_pool, model_lookup, principal)
 
 
 async def _predict(
@@ -160,6 +169,7 @@ async def _predict(
     settings: Settings,
     model_cache: ModelCache,
     pixel_pool: PixelPool,
+    model_lookup: ModelLookup[ServedModel],
     principal: Principal,
 ) -> PredictResponse:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -185,6 +195,7 @@ async def _predict(
         read_input,
         model_cache=model_cache,
         pixel_pool=pixel_pool,
+        model_lookup=model_lookup,
         settings=settings,
         principal=principal,
     )
@@ -195,6 +206,7 @@ def _read_and_predict(
     *,
     model_cache: ModelCache,
     pixel_pool: PixelPool,
+    model_lookup: ModelLookup[ServedModel],
     settings: Settings,
     principal: Principal,
 ) -> PredictResponse:
@@ -204,6 +216,7 @@ def _read_and_predict(
         settings=settings,
         predict_input=read_input(),
         principal=principal,
+        model_lookup=model_lookup,
     )
 
 
@@ -343,6 +356,7 @@ async def embed(
     settings: SettingsDep,
     model_cache: ModelCacheDep,
     pixel_pool: PixelPoolDep,
+    model_lookup: ModelLookupDep,
     principal: PrincipalDep,
 ) -> EmbedResponse:
     """Unit-length vectors for images and/or texts, from a trained model (`model_id`) or a base
@@ -359,4 +373,5 @@ async def embed(
             settings=settings,
             request=embed_in,
             principal=principal,
+            model_lookup=model_lookup,
         )

@@ -24,6 +24,7 @@ from app.ml.base_models import BaseModelRefused, check_base_model
 from app.ml.images import ImageLimits
 from app.ml.preprocess import PixelSpec
 from app.models.service import get_models
+from app.predict.model_lookup import ModelLookup
 from app.predict.schemas import (
     DEFAULT_ZERO_SHOT_TEMPLATE,
     ClassificationResponse,
@@ -136,22 +137,28 @@ class ServedModel:
 
 
 def find_models(
-    *, settings: Settings, model_ids: list[str], principal: Principal
+    *,
+    settings: Settings,
+    model_ids: list[str],
+    principal: Principal,
+    lookup: ModelLookup[ServedModel] | None = None,
 ) -> list[ServedModel]:
-    """The models' rows, in order, read in a short session of their own; `NotFound` if any is
-    unknown (or another tenant's)."""
-    with session_scope(settings.resolved_database_url, settings.database_pool) as session:
-        return [
-            ServedModel(
-                id=model_record.id,
-                path=model_record.path,
-                kind=model_record.kind,
-                labels=list(model_record.labels),
-            )
-            for model_record in get_models(
-                session=session, model_ids=model_ids, principal=principal
-            )
-        ]
+    """The models' rows, in order: remembered by `lookup`, or read in a short session of their
+    own; `NotFound` if any is unknown (or another tenant's)."""
+
+    def read(ids: list[str]) -> list[ServedModel]:
+        with session_scope(settings.resolved_database_url, settings.database_pool) as session:
+            return [
+                ServedModel(
+                    id=model_record.id,
+                    path=model_record.path,
+                    kind=model_record.kind,
+                    labels=list(model_record.labels),
+                )
+                for model_record in get_models(session=session, model_ids=ids, principal=principal)
+            ]
+
+    return read(model_ids) if lookup is None else lookup.find(model_ids, principal, read)
 
 
 def check_can_classify(served_models: list[ServedModel]) -> None:
@@ -194,6 +201,7 @@ def predict(
     settings: Settings,
     predict_input: PredictInput,
     principal: Principal,
+    model_lookup: ModelLookup[ServedModel] | None = None,
 ) -> PredictResponse:
     """Classify the images over the labels, or compare them with the given texts; an ensemble
     answers the mean of its models' probabilities (and cosines)."""
@@ -205,7 +213,10 @@ def predict(
             predict_input=predict_input,
         )
     served_models = find_models(
-        settings=settings, model_ids=predict_input.model_ids, principal=principal
+        settings=settings,
+        model_ids=predict_input.model_ids,
+        principal=principal,
+        lookup=model_lookup,
     )
     if predict_input.texts is None:
         check_can_classify(served_models)
@@ -355,6 +366,7 @@ def embed(
     settings: Settings,
     request: EmbedRequest,
     principal: Principal,
+    model_lookup: ModelLookup[ServedModel] | None = None,
 ) -> EmbedResponse:
     """Unit-length image and text vectors from a trained model or a base model."""
     if len(request.images) > settings.predict_max_images:
@@ -364,7 +376,12 @@ def embed(
         )
     check_texts(request.texts, settings)
     if request.model_id is not None:
-        served = find_models(settings=settings, model_ids=[request.model_id], principal=principal)
+        served = find_models(
+            settings=settings,
+            model_ids=[request.model_id],
+            principal=principal,
+            lookup=model_lookup,
+        )
         cached = _serving_model(
             model_cache=model_cache, served=served[0], data_dir=settings.data_dir
         )
