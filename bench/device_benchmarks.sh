@@ -22,7 +22,7 @@ timeout "${TRAIN_SECONDS:-300}" python3 -m bench.train_throughput --device cuda 
     --bare-steps 40 --rounds 3 2>&1 | tee "$out/train.log"
 timeout "${PREDICT_SECONDS:-200}" python3 -m bench.predict_throughput --device cuda \
     --model vit-b-32 --min-requests 256 --max-images-per-cell 4096 \
-    --api-workers "${API_WORKERS:-4}" 2>&1 | tee "$out/predict.log"
+    --api-workers "${API_WORKERS:-4}" --body "${BODY:-multipart}" 2>&1 | tee "$out/predict.log"
 # Longer runs show how the per-epoch costs (evaluation, checkpoint snapshot) amortise.
 if [ -n "${LONG_EPOCHS:-}" ]; then
     timeout "${TRAIN_SECONDS:-300}" python3 -m bench.train_throughput --device cuda \
