@@ -146,12 +146,17 @@ def follow(client: httpx.Client, job: dict[str, Any]) -> dict[str, Any]:
             bar.n = progress["fraction"]
             bar.set_description_str(
                 f"{job['status']} epoch {progress['epoch']}/{progress['epochs']}"
-                f" | loss {metrics.get('train_loss', float('nan')):.3f}"
-                f" | val acc {metrics.get('val_accuracy', float('nan')):.2f}"
+                f" | loss {shown(metrics.get('train_loss'), '.3f')}"
+                f" | val acc {shown(metrics.get('val_accuracy'), '.2f')}"
                 f" | {progress.get('samples_per_second') or 0:.0f} img/s"
                 f" | eta {progress.get('eta_seconds') or 0:.0f}s"
             )
     return job
+
+
+def shown(value: float | None, spec: str) -> str:
+    """A metric for the progress line; a dash until the run has reported it."""
+    return "-" if value is None else format(value, spec)
 
 
 def held_out_accuracy(client: httpx.Client, model_id: str, held_out: list[SyntheticImage]) -> float:
