@@ -8,8 +8,6 @@ pay a database round trip per request.
 from __future__ import annotations
 
 import hashlib
-import threading
-import time
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -20,31 +18,15 @@ from app.auth.keys import Principal, verify_key
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.errors import Unauthorized
+from app.core.expiring import ExpiringCache
 from app.deps import SettingsDep
 from app.orm.models import DEFAULT_TENANT
 
 OPEN_ACCESS = Principal(tenant=DEFAULT_TENANT, admin=True)
 
 
-class KeyCache:
-    """Principals of recently checked keys, by the key's SHA-256; only good keys are kept."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: dict[str, tuple[Principal, float]] = {}
-
-    def get(self, digest: str) -> Principal | None:
-        with self._lock:
-            entry = self._entries.get(digest)
-        if entry is None or entry[1] < time.monotonic():
-            return None
-        return entry[0]
-
-    def put(self, digest: str, principal: Principal, seconds: float) -> None:
-        with self._lock:
-            if len(self._entries) > 10_000:
-                self._entries.clear()
-            self._entries[digest] = (principal, time.monotonic() + seconds)
+# Principals of recently checked keys, by the key's SHA-256; only good keys are kept.
+KeyCache = ExpiringCache[str, Principal]
 
 
 # Declares the scheme in the OpenAPI schema; the check itself is below (auto_error=False), so

@@ -55,7 +55,6 @@ class UnusableFiles(Unprocessable):
         first_file, first_error = failures[0]
         more = f" (and {len(failures) - 1} more: see `errors`)" if len(failures) > 1 else ""
         super().__init__(f"{first_file}: {first_error}{more}")
-        self.failures = failures
         self.extra = {
             "errors": [{"file": name, "error": error} for name, error in failures[:listed]],
             "files_checked": total,

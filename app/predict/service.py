@@ -141,7 +141,7 @@ def find_models(
     settings: Settings,
     model_ids: list[str],
     principal: Principal,
-    lookup: ModelLookup[ServedModel] | None = None,
+    lookup: ModelLookup[ServedModel],
 ) -> list[ServedModel]:
     """The models' rows, in order: remembered by `lookup`, or read in a short session of their
     own; `NotFound` if any is unknown (or another tenant's)."""
@@ -158,7 +158,7 @@ def find_models(
                 for model_record in get_models(session=session, model_ids=ids, principal=principal)
             ]
 
-    return read(model_ids) if lookup is None else lookup.find(model_ids, principal, read)
+    return lookup.find(model_ids, principal, read)
 
 
 def check_can_classify(served_models: list[ServedModel]) -> None:
@@ -201,7 +201,7 @@ def predict(
     settings: Settings,
     predict_input: PredictInput,
     principal: Principal,
-    model_lookup: ModelLookup[ServedModel] | None = None,
+    model_lookup: ModelLookup[ServedModel],
 ) -> PredictResponse:
     """Classify the images over the labels, or compare them with the given texts; an ensemble
     answers the mean of its models' probabilities (and cosines)."""
@@ -366,7 +366,7 @@ def embed(
     settings: Settings,
     request: EmbedRequest,
     principal: Principal,
-    model_lookup: ModelLookup[ServedModel] | None = None,
+    model_lookup: ModelLookup[ServedModel],
 ) -> EmbedResponse:
     """Unit-length image and text vectors from a trained model or a base model."""
     if len(request.images) > settings.predict_max_images:

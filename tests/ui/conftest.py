@@ -56,7 +56,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 class Server:
     url: str
     key: str
-    data_dir: Path
 
     def api(self) -> httpx.Client:
         return httpx.Client(
@@ -94,7 +93,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     )
     try:
         wait_until_answering(stack, f"{url}/health", log_path)
-        yield Server(url=url, key=key, data_dir=data_dir)
+        yield Server(url=url, key=key)
     finally:
         stop_process(stack, timeout_seconds=30)
         database.close()

@@ -14,6 +14,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from safetensors import safe_open
 
@@ -44,21 +45,20 @@ def checkpoint_problem(folder: Path) -> str | None:
     A complete run's checkpoint has no optimizer state (nothing is left to train); any other
     needs its own.
     """
+    documents: dict[str, Any] = {}
     for name in REQUIRED_JSON:
-        try:
-            json.loads((folder / name).read_text())
-        except (OSError, ValueError) as error:
-            return f"{name} does not read back ({type(error).__name__})"
+        documents[name], problem = _read_json(folder / name)
+        if problem is not None:
+            return problem
     try:
-        state = read_trainer_state(folder)
+        state = TrainerState(**documents[TRAINER_STATE_NAME])
     except TypeError as error:
         return f"{TRAINER_STATE_NAME} is not a trainer state ({error})"
     tensor_files = set(_weight_files(folder))
     if not state.complete:
-        try:
-            json.loads((folder / OPTIMIZER_GROUPS_NAME).read_text())
-        except (OSError, ValueError) as error:
-            return f"{OPTIMIZER_GROUPS_NAME} does not read back ({type(error).__name__})"
+        _, problem = _read_json(folder / OPTIMIZER_GROUPS_NAME)
+        if problem is not None:
+            return problem
         tensor_files.add(OPTIMIZER_TENSORS_NAME)
     for tensors in sorted(tensor_files):
         try:
@@ -71,6 +71,14 @@ def checkpoint_problem(folder: Path) -> str | None:
         except Exception as error:
             return f"{tensors} does not read back ({type(error).__name__}: {error})"
     return None
+
+
+def _read_json(path: Path) -> tuple[Any, str | None]:
+    """The file's JSON, or why it does not read back."""
+    try:
+        return json.loads(path.read_text()), None
+    except (OSError, ValueError) as error:
+        return None, f"{path.name} does not read back ({type(error).__name__})"
 
 
 def _weight_files(folder: Path) -> list[str]:
