@@ -9,19 +9,17 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 
 from app.core.errors import ClientError, PayloadTooLarge, Unprocessable
+from app.multipart_parts import PartReader, multipart_boundary
 from app.request_body import refuse_declared_oversize, stream_within
-
-if TYPE_CHECKING:
-    from python_multipart.multipart import MultipartCallbacks
 
 FILE_FIELD = "file"
 TEXT_FIELDS = frozenset({"name"})
@@ -38,73 +36,42 @@ class ReceivedUpload:
     fields: dict[str, str]
 
 
-class _PartWriter:
-    """Multipart callbacks: the `file` part goes to disk, known text fields to memory."""
+class _PartWriter(PartReader):
+    """The `file` part goes to disk, known text fields to memory."""
 
     def __init__(self, target: Path) -> None:
+        super().__init__()
         self.target = target
         self.filename: str | None = None
         self.fields: dict[str, str] = {}
         self.saw_file = False
-        self.finished = False
-        self._header_name = b""
-        self._header_value = b""
-        self._disposition = b""
         self._field: str | None = None
         self._text = bytearray()
         self._file: BinaryIO | None = None
-
-    def callbacks(self) -> MultipartCallbacks:
-        return {
-            "on_part_begin": self._on_part_begin,
-            "on_header_field": self._on_header_field,
-            "on_header_value": self._on_header_value,
-            "on_header_end": self._on_header_end,
-            "on_headers_finished": self._on_headers_finished,
-            "on_part_data": self._on_part_data,
-            "on_part_end": self._on_part_end,
-            "on_end": self._on_end,
-        }
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
 
-    def _on_part_begin(self) -> None:
-        self._disposition, self._field, self._text = b"", None, bytearray()
-
-    def _on_header_field(self, data: bytes, start: int, end: int) -> None:
-        self._header_name += data[start:end]
-
-    def _on_header_value(self, data: bytes, start: int, end: int) -> None:
-        self._header_value += data[start:end]
-
-    def _on_header_end(self) -> None:
-        if self._header_name.strip().lower() == b"content-disposition":
-            self._disposition = self._header_value
-        self._header_name, self._header_value = b"", b""
-
-    def _on_headers_finished(self) -> None:
-        _, options = parse_options_header(self._disposition)
-        self._field = options.get(b"name", b"").decode("utf-8", errors="replace")
-        if self._field == FILE_FIELD:
+    def start_part(self, name: str, filename: str | None) -> None:
+        self._field, self._text = name, bytearray()
+        if name == FILE_FIELD:
             if self.saw_file:
                 raise Unprocessable(f"{FILE_FIELD}: sent more than once; send one zip")
             self.saw_file = True
-            if b"filename" in options:
-                self.filename = options[b"filename"].decode("utf-8", errors="replace")
+            self.filename = filename
             self._file = self.target.open("wb")
 
-    def _on_part_data(self, data: bytes, start: int, end: int) -> None:
+    def part_data(self, data: memoryview) -> None:
         if self._file is not None:
-            self._file.write(data[start:end])
+            self._file.write(data)
         elif self._field in TEXT_FIELDS:
-            self._text += data[start:end]
+            self._text += data
             if len(self._text) > MAX_TEXT_FIELD_BYTES:
                 raise Unprocessable(f"{self._field}: over {MAX_TEXT_FIELD_BYTES} bytes")
 
-    def _on_part_end(self) -> None:
+    def end_part(self) -> None:
         if self._file is not None:
             self.close()
         elif self._field in TEXT_FIELDS:
@@ -112,9 +79,6 @@ class _PartWriter:
                 self.fields[self._field] = self._text.decode("utf-8")
             except UnicodeDecodeError:
                 raise Unprocessable(f"{self._field}: not UTF-8 text") from None
-
-    def _on_end(self) -> None:
-        self.finished = True
 
 
 async def receive_upload(request: Request, *, folder: Path, max_bytes: int) -> ReceivedUpload:
@@ -146,9 +110,8 @@ async def receive_upload(request: Request, *, folder: Path, max_bytes: int) -> R
 
 
 def _multipart_boundary(headers: Headers) -> bytes:
-    content_type, options = parse_options_header(headers.get("content-type"))
-    boundary = options.get(b"boundary")
-    if content_type != b"multipart/form-data" or not boundary:
+    boundary = multipart_boundary(headers)
+    if boundary is None:
         raise Unprocessable(
             f"{FILE_FIELD}: field required; send multipart/form-data with the zip in `{FILE_FIELD}`"
         )

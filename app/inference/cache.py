@@ -235,6 +235,10 @@ class ModelCache:
             lambda: load_cached_base_model(name, base_models_dir, self.device, self.precision),
         )
 
+    def loaded(self, model_id: str) -> CachedModel | None:
+        """The model if it is loaded already (a base model under `BASE_MODEL_KEY`); never loads."""
+        return self._lookup(model_id)
+
     def _get(self, model_id: str, load: Callable[[], CachedModel]) -> CachedModel:
         cached = self._lookup(model_id)
         if cached is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -38,6 +39,14 @@ def image_pixels(payload: bytes, *, limits: ImageLimits, spec: PixelSpec) -> tor
     return resize_and_crop(image, spec)
 
 
+@dataclass(frozen=True)
+class PendingPixels:
+    """A request's images already decoding for one pixel spec, in request order."""
+
+    spec: PixelSpec
+    futures: list[Future[torch.Tensor]]
+
+
 class PixelPool:
     """A bounded pool of threads shared by every request for decoding and preprocessing."""
 
@@ -48,22 +57,33 @@ class PixelPool:
         self, payloads: Sequence[bytes], *, limits: ImageLimits, spec: PixelSpec
     ) -> torch.Tensor:
         """N x 3 x H x W uint8 pixels in request order; `BadImage` names the first bad one."""
-        futures = [
-            self._executor.submit(image_pixels, payload, limits=limits, spec=spec)
-            for payload in payloads
-        ]
-        try:
-            rows = [_result(index, future).numpy() for index, future in enumerate(futures)]
-            # Stacked by numpy: a torch op here would start one more OpenMP team in this
-            # request's thread (see CachedModel.forward_thread).
-            return torch.from_numpy(np.stack(rows))
-        finally:
-            # After a bad image the rest of this request is wasted work: drop what has not begun.
-            for future in futures:
-                future.cancel()
+        return gather([self.submit(payload, limits=limits, spec=spec) for payload in payloads])
+
+    def submit(
+        self, payload: bytes, *, limits: ImageLimits, spec: PixelSpec
+    ) -> Future[torch.Tensor]:
+        """Start decoding one image; `gather` collects a request's images in order."""
+        return self._executor.submit(image_pixels, payload, limits=limits, spec=spec)
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def gather(futures: Sequence[Future[torch.Tensor]]) -> torch.Tensor:
+    """The decoded images stacked in order; `BadImage` names the first bad one."""
+    try:
+        rows = [_result(index, future).numpy() for index, future in enumerate(futures)]
+        # Stacked by numpy: a torch op here would start one more OpenMP team in this request's
+        # thread (see CachedModel.forward_thread).
+        return torch.from_numpy(np.stack(rows))
+    finally:
+        cancel(futures)
+
+
+def cancel(futures: Sequence[Future[torch.Tensor]]) -> None:
+    """Drop the decoding that has not begun: after a bad image, or a request that failed."""
+    for future in futures:
+        future.cancel()
 
 
 def _result(index: int, future: Future[torch.Tensor]) -> torch.Tensor:

@@ -45,6 +45,12 @@ class ModelLookup(Generic[Row]):
                 found[key] = row
         return [found[key] for key in keys]
 
+    def remembered(self, model_id: str, principal: Principal) -> Row | None:
+        """The row if this principal's lookup of it is remembered and fresh; never reads."""
+        if self.seconds <= 0:
+            return None
+        return self._rows.get((principal.tenant, principal.admin, model_id))
+
     def forget(self, model_id: str) -> None:
         """A deleted model: no principal finds it here again."""
         self._rows.forget(lambda key: key[2] == model_id)

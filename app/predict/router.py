@@ -12,8 +12,6 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData, UploadFile
-from starlette.exceptions import HTTPException
 
 from app.auth.keys import Principal
 from app.auth.requests import PrincipalDep
@@ -24,7 +22,11 @@ from app.deps import SettingsDep
 from app.inference.cache import ModelCache
 from app.inference.pixels import PixelPool
 from app.ml.encode import pick_device
+from app.ml.images import ImageLimits
+from app.multipart_parts import multipart_boundary
 from app.predict import service
+from app.predict.early_decode import EarlyDecode
+from app.predict.form_reader import FormLimits, read_form
 from app.predict.model_lookup import ModelLookup
 from app.predict.schemas import (
     MAX_ENSEMBLE_MODELS,
@@ -35,7 +37,7 @@ from app.predict.schemas import (
     PredictOptions,
     PredictResponse,
 )
-from app.predict.service import ImageUpload, PredictInput, ServedModel
+from app.predict.service import PredictInput, ServedModel
 from app.request_body import refuse_declared_oversize, stream_within
 
 router = APIRouter(tags=["predict"])
@@ -47,6 +49,10 @@ JSON_FIELDS_ALLOWANCE = 16 * 1024**2
 # Room in a multipart body for form fields besides `texts`: model_id or model_ids, top_k and a
 # few spare.
 EXTRA_FORM_FIELDS = MAX_ENSEMBLE_MODELS + 8
+# Room per image in a multipart body for its part's boundary and headers.
+MULTIPART_PART_ALLOWANCE = 4096
+# A text field's limit, as Starlette's form parser sets it.
+MAX_FORM_FIELD_BYTES = 1024**2
 # Form fields that carry a list: the field repeated, or once holding a JSON array of strings.
 LIST_FORM_FIELDS = ("texts", "model_ids", "labels", "prompt_templates")
 
@@ -174,8 +180,19 @@ async def _predict(
 ) -> PredictResponse:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     read_input: Callable[[], PredictInput]
+    early = EarlyDecode(
+        pixel_pool=pixel_pool,
+        limits=ImageLimits(settings.max_image_pixels, settings.predict_max_image_bytes),
+        model_cache=model_cache,
+        model_lookup=model_lookup,
+        principal=principal,
+    )
     if media_type == "multipart/form-data":
-        predict_input = await _read_multipart(request, settings)
+        try:
+            predict_input = await _read_multipart(request, settings, early)
+        except BaseException:
+            early.cancel()
+            raise
         read_input = partial(_as_is, predict_input)
     elif media_type == "application/json" or media_type.endswith("+json"):
         body = await _read_body(request, max_bytes=_max_json_bytes(settings))
@@ -190,15 +207,18 @@ async def _predict(
     # returns the connection before the model runs. Everything runs in a worker thread, so the
     # event loop never waits on parsing, decoding or the model; one hop there and back, since
     # each hop wakes two threads and costs the event loop a round of its own.
-    return await run_in_threadpool(
-        _read_and_predict,
-        read_input,
-        model_cache=model_cache,
-        pixel_pool=pixel_pool,
-        model_lookup=model_lookup,
-        settings=settings,
-        principal=principal,
-    )
+    try:
+        return await run_in_threadpool(
+            _read_and_predict,
+            read_input,
+            model_cache=model_cache,
+            pixel_pool=pixel_pool,
+            model_lookup=model_lookup,
+            settings=settings,
+            principal=principal,
+        )
+    finally:
+        early.cancel()
 
 
 def _read_and_predict(
@@ -253,57 +273,55 @@ def _parse_json(body: bytes, settings: Settings) -> PredictInput:
     )
 
 
-async def _read_multipart(request: Request, settings: Settings) -> PredictInput:
-    try:
-        async with request.form(
-            max_files=settings.predict_max_images,
-            max_fields=settings.predict_max_texts + EXTRA_FORM_FIELDS,
-        ) as form:
-            options = _form_options(form)
-            files = form.getlist("files")
-            service.check_request(num_images=len(files), texts=options.texts, settings=settings)
-            images = [await _read_upload(item, index, settings) for index, item in enumerate(files)]
-    except HTTPException as error:
-        raise _form_limit_error(error, settings) from None
+async def _read_multipart(request: Request, settings: Settings, early: EarlyDecode) -> PredictInput:
+    boundary = multipart_boundary(request.headers)
+    if boundary is None:
+        raise ClientError("multipart/form-data needs a boundary parameter in its content type")
+    max_bytes = _max_multipart_bytes(settings)
+
+    def too_large(_declared: int | None = None) -> PayloadTooLarge:
+        return PayloadTooLarge(f"request body is over the limit of {max_bytes} bytes")
+
+    refuse_declared_oversize(request.headers, max_bytes, too_large)
+    form = await read_form(
+        stream_within(request, max_bytes, too_large),
+        boundary=boundary,
+        limits=FormLimits(
+            max_images=settings.predict_max_images,
+            max_image_bytes=settings.predict_max_image_bytes,
+            max_texts=settings.predict_max_texts,
+            max_other_fields=EXTRA_FORM_FIELDS,
+            max_field_bytes=MAX_FORM_FIELD_BYTES,
+        ),
+        on_image=early.image_arrived,
+    )
+    options = _form_options(form.fields)
+    service.check_request(num_images=len(form.images), texts=options.texts, settings=settings)
     return PredictInput(
         model_ids=options.requested_model_ids,
         base_model=options.base_model,
         labels=options.labels,
         prompt_templates=options.prompt_templates,
-        images=images,
+        images=form.images,
         texts=options.texts,
         top_k=options.top_k,
+        pending_pixels=early.pending(),
     )
 
 
-def _form_limit_error(error: HTTPException, settings: Settings) -> HTTPException | ClientError:
-    # Starlette answers 400 when the form breaks its limits; too many or too large is a 413 here.
-    if error.detail.startswith("Too many files"):
-        return PayloadTooLarge(
-            f"too many images: at most {settings.predict_max_images} per request"
-        )
-    if error.detail.startswith("Too many fields"):
-        return PayloadTooLarge(
-            f"too many form fields: at most {settings.predict_max_texts} texts per request"
-        )
-    if "exceeded maximum size" in error.detail:
-        return PayloadTooLarge(f"a form field is too large: {error.detail}")
-    return error
+def _max_multipart_bytes(settings: Settings) -> int:
+    per_image = settings.predict_max_image_bytes + MULTIPART_PART_ALLOWANCE
+    return settings.predict_max_images * per_image + JSON_FIELDS_ALLOWANCE
 
 
-def _form_options(form: FormData) -> PredictOptions:
-    fields: dict[str, Any] = {}
-    for key in form:
-        if key == "files":
-            continue
-        values = form.getlist(key)
-        if not all(isinstance(value, str) for value in values):
-            raise Unprocessable(f"{key} must be a text field, not a file")
-        if key in LIST_FORM_FIELDS:
-            fields[key] = _form_list(key, [str(value) for value in values])
-        else:
-            fields[key] = values[0] if len(values) == 1 else values
-    return _validated(lambda: PredictOptions.model_validate(fields))
+def _form_options(fields: dict[str, list[str]]) -> PredictOptions:
+    form_fields: dict[str, Any] = {
+        key: _form_list(key, values)
+        if key in LIST_FORM_FIELDS
+        else (values[0] if len(values) == 1 else values)
+        for key, values in fields.items()
+    }
+    return _validated(lambda: PredictOptions.model_validate(form_fields))
 
 
 def _form_list(key: str, values: list[str]) -> Any:
@@ -316,17 +334,6 @@ def _form_list(key: str, values: list[str]) -> Any:
         raise Unprocessable(
             f"{key} looks like a JSON array but is not valid JSON: {error}"
         ) from None
-
-
-async def _read_upload(item: str | UploadFile, index: int, settings: Settings) -> ImageUpload:
-    if not isinstance(item, UploadFile):
-        raise Unprocessable(f"files[{index}] must be a file upload, not a text field")
-    name = f"file {item.filename!r}" if item.filename else f"files[{index}]"
-    max_bytes = settings.predict_max_image_bytes
-    # Check the size the parser counted before reading, so an oversized file never fills memory.
-    service.check_image_size(name=name, size=item.size or 0, max_bytes=max_bytes)
-    payload = await item.read(max_bytes + 1)
-    return ImageUpload(name=name, payload=payload)
 
 
 def _validated(validate: Callable[[], SchemaT]) -> SchemaT:

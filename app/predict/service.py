@@ -19,7 +19,7 @@ from app.core.db import session_scope
 from app.core.errors import Conflict, PayloadTooLarge, Unprocessable
 from app.inference import engine, ensemble
 from app.inference.cache import CachedModel, ModelCache, ModelUnavailable, with_labels
-from app.inference.pixels import BadImage, PixelPool
+from app.inference.pixels import BadImage, PendingPixels, PixelPool, gather
 from app.ml.base_models import BaseModelRefused, check_base_model
 from app.ml.images import ImageLimits
 from app.ml.preprocess import PixelSpec
@@ -58,6 +58,8 @@ class PredictInput:
     base_model: str | None = None
     labels: list[str] | None = None
     prompt_templates: list[str] | None = None
+    # Images already decoding for one model's pixel spec while the body arrived (multipart).
+    pending_pixels: PendingPixels | None = None
 
     @property
     def is_ensemble(self) -> bool:
@@ -181,14 +183,22 @@ def check_can_classify(served_models: list[ServedModel]) -> None:
 
 
 def prepare_images(
-    *, uploads: list[ImageUpload], spec: PixelSpec, pixel_pool: PixelPool, settings: Settings
+    *,
+    uploads: list[ImageUpload],
+    spec: PixelSpec,
+    pixel_pool: PixelPool,
+    settings: Settings,
+    pending: PendingPixels | None = None,
 ) -> torch.Tensor:
-    """Decode and preprocess every image in parallel; a 422 names the first that does not decode."""
+    """Decode and preprocess every image in parallel, or collect those already decoding for
+    `spec`; a 422 names the first that does not decode."""
     max_bytes = settings.predict_max_image_bytes
     for upload in uploads:
         check_image_size(name=upload.name, size=len(upload.payload), max_bytes=max_bytes)
     limits = ImageLimits(max_pixels=settings.max_image_pixels, max_bytes=max_bytes)
     try:
+        if pending is not None and pending.spec == spec and len(pending.futures) == len(uploads):
+            return gather(pending.futures)
         return pixel_pool.batch([upload.payload for upload in uploads], limits=limits, spec=spec)
     except BadImage as error:
         raise Unprocessable(f"{uploads[error.index].name}: {error.reason}") from None
@@ -222,7 +232,7 @@ def predict(
         check_can_classify(served_models)
     runs = _each_model(
         served_models=served_models,
-        uploads=predict_input.images,
+        predict_input=predict_input,
         model_cache=model_cache,
         pixel_pool=pixel_pool,
         settings=settings,
@@ -249,7 +259,7 @@ def predict(
 def _each_model(
     *,
     served_models: list[ServedModel],
-    uploads: list[ImageUpload],
+    predict_input: PredictInput,
     model_cache: ModelCache,
     pixel_pool: PixelPool,
     settings: Settings,
@@ -266,7 +276,11 @@ def _each_model(
         spec = cached.pixel_spec
         if spec not in pixels_by_spec:
             pixels_by_spec[spec] = prepare_images(
-                uploads=uploads, spec=spec, pixel_pool=pixel_pool, settings=settings
+                uploads=predict_input.images,
+                spec=spec,
+                pixel_pool=pixel_pool,
+                settings=settings,
+                pending=predict_input.pending_pixels,
             )
         yield cached, pixels_by_spec[spec]
 
@@ -321,6 +335,7 @@ def zero_shot(
         spec=cached.pixel_spec,
         pixel_pool=pixel_pool,
         settings=settings,
+        pending=predict_input.pending_pixels,
     )
     if predict_input.texts is not None:
         similarity = engine.compare(cached, pixels, predict_input.texts)
