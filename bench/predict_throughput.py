@@ -86,6 +86,12 @@ def parse_args() -> argparse.Namespace:
         help="requests per one-image cell, at least (more give steadier percentiles on a GPU)",
     )
     parser.add_argument(
+        "--min-large-requests",
+        type=int,
+        default=3,
+        help="requests per many-image cell, at least (its p50 at one client is noise-bound at 3)",
+    )
+    parser.add_argument(
         "--max-images-per-cell",
         type=int,
         default=None,
@@ -138,7 +144,9 @@ def plan_cells(args: argparse.Namespace, max_images: int) -> list[Cell]:
             # Enough requests for percentiles when they are cheap; at least one per client
             # unless the cell's image bound says otherwise.
             wanted = (
-                max(2 * clients, args.min_requests) if images_per_request == 1 else max(clients, 3)
+                max(2 * clients, args.min_requests)
+                if images_per_request == 1
+                else max(clients, args.min_large_requests)
             )
             requests = max(1, min(wanted, max_images // images_per_request))
             cells.append(Cell(images_per_request, clients, requests))
@@ -341,7 +349,8 @@ def main() -> None:
     print(
         "rerun: .venv/bin/python -m bench.predict_throughput "
         f"--device {args.device} --model {args.model} --precision {args.precision} "
-        f"--api-workers {args.api_workers} --body {args.body} --min-requests {args.min_requests}"
+        f"--api-workers {args.api_workers} --body {args.body} --min-requests {args.min_requests} "
+        f"--min-large-requests {args.min_large_requests}"
         + (f" --max-images-per-cell {args.max_images_per_cell}" if args.max_images_per_cell else "")
     )
 

@@ -113,6 +113,12 @@ class Settings(BaseSettings):
         "model cache and pixel threads; on a GPU machine several keep one process's GIL from "
         "capping /predict (the reconciler's updates are conditional, so each may run one).",
     )
+    predict_early_decode: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Decode a multipart request's images while the rest of its body arrives. "
+        "`auto`: on when the machine has at least twice as many cores as `predict_threads`, "
+        "since with fewer the early decoding only contends with receiving the body.",
+    )
     predict_precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
         description="`auto`: bf16 autocast on a GPU or a CPU with bf16 instructions, else fp32.",
@@ -159,6 +165,13 @@ class Settings(BaseSettings):
         description="/predict requests per second one tenant may send to one api process, "
         "with bursts of as many (unset: no limit).",
     )
+
+    @property
+    def decodes_early(self) -> bool:
+        """Whether /predict decodes multipart images as they arrive (`predict_early_decode`)."""
+        if self.predict_early_decode == "auto":
+            return (os.cpu_count() or 1) >= 2 * self.predict_threads
+        return self.predict_early_decode == "on"
 
     @property
     def auth_required(self) -> bool:

@@ -186,6 +186,7 @@ async def _predict(
         model_cache=model_cache,
         model_lookup=model_lookup,
         principal=principal,
+        enabled=settings.decodes_early,
     )
     if media_type == "multipart/form-data":
         try:

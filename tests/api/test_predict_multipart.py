@@ -56,14 +56,28 @@ def classifier_id(settings: Settings) -> str:
 
 
 @pytest.fixture(scope="module")
-def known_model(client: TestClient, classifier_id: str) -> str:
+def early_client(settings: Settings) -> Iterator[TestClient]:
+    """An api that decodes early whatever the machine's cores (`auto` is off on two)."""
+    early = settings.model_copy(update={"predict_early_decode": "on"})
+    with TestClient(create_app(early, run_reconciler=False)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def known_model(early_client: TestClient, classifier_id: str) -> str:
     """A model this api process has served once: its row remembered, its weights loaded."""
-    response = post_multipart(client, [("warm.png", shape_png())], model_id=classifier_id)
+    response = post_multipart(early_client, [("warm.png", shape_png())], model_id=classifier_id)
     assert response.status_code == 200, response.text
     return classifier_id
 
 
-def early_decode(client: TestClient, settings: Settings) -> EarlyDecode:
+def early_decode(
+    client: TestClient,
+    settings: Settings,
+    *,
+    principal: Principal = OPEN_ACCESS,
+    enabled: bool = True,
+) -> EarlyDecode:
     """An EarlyDecode over the api's own pixel pool, model cache and model lookup."""
     state = client.app.state  # type: ignore[attr-defined]
     return EarlyDecode(
@@ -71,7 +85,8 @@ def early_decode(client: TestClient, settings: Settings) -> EarlyDecode:
         limits=ImageLimits(settings.max_image_pixels, settings.predict_max_image_bytes),
         model_cache=state.model_cache,
         model_lookup=state.model_lookup,
-        principal=OPEN_ACCESS,
+        principal=principal,
+        enabled=enabled,
     )
 
 
@@ -85,8 +100,9 @@ def read(chunks: AsyncIterator[bytes], early: EarlyDecode) -> ReceivedForm:
 
 
 def test_a_known_models_first_image_decodes_before_the_body_ends(
-    client: TestClient, settings: Settings, known_model: str
+    early_client: TestClient, settings: Settings, known_model: str
 ) -> None:
+    client = early_client
     images = [shape_png(seed=seed) for seed in range(3)]
     head = text_part("model_id", known_model.encode()) + file_part("0.png", images[0])
     # The first part ends where the parser sees the next boundary: send that much, then hold
@@ -122,8 +138,9 @@ def test_a_known_models_first_image_decodes_before_the_body_ends(
 
 
 def test_a_model_not_yet_known_decodes_after_the_body(
-    client: TestClient, settings: Settings
+    early_client: TestClient, settings: Settings
 ) -> None:
+    client = early_client
     unknown = register_model(settings=settings, name="never served")
     early = early_decode(client, settings)
 
@@ -137,9 +154,9 @@ def test_a_model_not_yet_known_decodes_after_the_body(
 
 
 def test_a_model_named_after_the_images_decodes_after_the_body(
-    client: TestClient, settings: Settings, known_model: str
+    early_client: TestClient, settings: Settings, known_model: str
 ) -> None:
-    early = early_decode(client, settings)
+    early = early_decode(early_client, settings)
 
     async def chunks() -> AsyncIterator[bytes]:
         yield file_part("a.png", shape_png()) + text_part("model_id", known_model.encode())
@@ -152,8 +169,9 @@ def test_a_model_named_after_the_images_decodes_after_the_body(
 
 
 def test_answers_are_the_same_with_and_without_early_decoding(
-    client: TestClient, settings: Settings, known_model: str
+    early_client: TestClient, known_model: str
 ) -> None:
+    client = early_client
     images = [shape_png("red circle"), shape_png("blue triangle", seed=1)]
     from_json = client.post(
         "/predict", json={"model_id": known_model, "images": [encoded(image) for image in images]}
@@ -167,7 +185,8 @@ def test_answers_are_the_same_with_and_without_early_decoding(
     assert_same_answer(early.json()["predictions"], from_json.json()["predictions"])
 
 
-def test_a_bad_image_decoding_early_is_named(client: TestClient, known_model: str) -> None:
+def test_a_bad_image_decoding_early_is_named(early_client: TestClient, known_model: str) -> None:
+    client = early_client
     body = text_part("model_id", known_model.encode()) + file_part("ok.png", shape_png())
     body += file_part("notes.png", b"plain text, not a picture") + CLOSING
 
@@ -178,17 +197,10 @@ def test_a_bad_image_decoding_early_is_named(client: TestClient, known_model: st
 
 
 def test_another_tenants_model_is_not_decoded_early(
-    client: TestClient, settings: Settings, known_model: str
+    early_client: TestClient, settings: Settings, known_model: str
 ) -> None:
     outsider = Principal(tenant="someone-else", admin=False)
-    state = client.app.state  # type: ignore[attr-defined]
-    early = EarlyDecode(
-        pixel_pool=state.pixel_pool,
-        limits=ImageLimits(settings.max_image_pixels, settings.predict_max_image_bytes),
-        model_cache=state.model_cache,
-        model_lookup=state.model_lookup,
-        principal=outsider,
-    )
+    early = early_decode(early_client, settings, principal=outsider)
 
     async def chunks() -> AsyncIterator[bytes]:
         yield text_part("model_id", known_model.encode()) + file_part("a.png", shape_png())
@@ -197,6 +209,47 @@ def test_another_tenants_model_is_not_decoded_early(
     read(chunks(), early)
 
     assert early.pending() is None
+
+
+def test_nothing_decodes_early_when_it_is_off(
+    early_client: TestClient, settings: Settings, known_model: str
+) -> None:
+    early = early_decode(early_client, settings, enabled=False)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield text_part("model_id", known_model.encode()) + file_part("a.png", shape_png())
+        yield CLOSING
+
+    form = read(chunks(), early)
+
+    assert len(form.images) == 1
+    assert early.pending() is None
+
+
+@pytest.mark.parametrize(
+    ("setting", "threads", "cores", "expected"),
+    [
+        ("auto", 2, 2, False),
+        ("auto", 8, 16, True),
+        ("auto", 2, 3, False),
+        ("on", 2, 2, True),
+        ("off", 2, 16, False),
+    ],
+)
+def test_early_decoding_runs_where_cores_are_spare(
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    setting: str,
+    threads: int,
+    cores: int,
+    expected: bool,
+) -> None:
+    monkeypatch.setattr("app.core.config.os.cpu_count", lambda: cores)
+    chosen = settings.model_copy(
+        update={"predict_early_decode": setting, "predict_threads": threads}
+    )
+
+    assert chosen.decodes_early is expected
 
 
 # Malformed and oversized bodies.
