@@ -1,4 +1,5 @@
-"""The real api (`clipft api` under uvicorn) in a subprocess on a free loopback port."""
+"""The real api (`clipft api` under uvicorn), or another server, in a subprocess on a free
+loopback port."""
 
 from __future__ import annotations
 
@@ -26,19 +27,26 @@ def running_api(
     *, env: Mapping[str, str], ready_path: str, log_file: Path, timeout: float = 120
 ) -> Iterator[str]:
     """Start `clipft api`, wait until `ready_path` answers 200, yield its base URL, stop it."""
-    port = free_port()
     # `python -m app.cli` rather than the `clipft` script: the benchmark also runs from a source
     # tree on PYTHONPATH (the GPU machine), where no script is installed.
-    command = [
-        sys.executable,
-        "-m",
-        "app.cli",
-        "api",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    with running_server(
+        ["-m", "app.cli", "api"], env=env, ready_path=ready_path, log_file=log_file, timeout=timeout
+    ) as base_url:
+        yield base_url
+
+
+@contextmanager
+def running_server(
+    module_args: list[str],
+    *,
+    env: Mapping[str, str],
+    ready_path: str,
+    log_file: Path,
+    timeout: float = 120,
+) -> Iterator[str]:
+    """Run `python <module_args> --host 127.0.0.1 --port <free port>` until the block ends."""
+    port = free_port()
+    command = [sys.executable, *module_args, "--host", "127.0.0.1", "--port", str(port)]
     base_url = f"http://127.0.0.1:{port}"
     with log_file.open("wb") as log:
         process = subprocess.Popen(
@@ -60,11 +68,11 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, timeout: float, log:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the api exited with {process.returncode}; see {log}")
+            raise RuntimeError(f"the server exited with {process.returncode}; see {log}")
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.2)
-    raise TimeoutError(f"the api did not answer {url} within {timeout} s; see {log}")
+    raise TimeoutError(f"the server did not answer {url} within {timeout} s; see {log}")

@@ -21,8 +21,16 @@ timeout "${TRAIN_SECONDS:-300}" python3 -m bench.train_throughput --device cuda 
     --model vit-b-32 --images 4096 --batch-size 256 --epochs "${EPOCHS:-4}" \
     --bare-steps 40 --rounds 3 2>&1 | tee "$out/train.log"
 timeout "${PREDICT_SECONDS:-200}" python3 -m bench.predict_throughput --device cuda \
-    --model vit-b-32 --min-requests 256 --max-images-per-cell 4096 \
+    --model vit-b-32 --min-requests 256 --min-large-requests 16 --max-images-per-cell 4096 \
     --api-workers "${API_WORKERS:-4}" --body "${BODY:-multipart}" 2>&1 | tee "$out/predict.log"
+# The same with multipart images decoded only once the body is in (auto turns early decoding on
+# with 16 cores): the A/B that says whether decoding while the body arrives pays there.
+if [ -n "${EARLY_DECODE_AB:-}" ]; then
+    CLIPFT_PREDICT_EARLY_DECODE=off timeout "${PREDICT_SECONDS:-200}" python3 -m \
+        bench.predict_throughput --device cuda --model vit-b-32 --min-requests 256 \
+        --min-large-requests 16 --max-images-per-cell 4096 --api-workers "${API_WORKERS:-4}" \
+        --body "${BODY:-multipart}" --clients 1 2>&1 | tee "$out/predict-no-early.log"
+fi
 # Longer runs show how the per-epoch costs (evaluation, checkpoint snapshot) amortise.
 if [ -n "${LONG_EPOCHS:-}" ]; then
     timeout "${TRAIN_SECONDS:-300}" python3 -m bench.train_throughput --device cuda \

@@ -40,7 +40,7 @@ from app.inference.pixels import PixelPool
 from app.ml.encode import pick_device
 from app.ml.images import ImageLimits
 from app.ml.synthetic import photo_like
-from bench.api_server import running_api
+from bench.api_server import running_api, running_server
 from bench.clip_models import MODEL_CHOICES, VIT_B32_NAME
 from bench.concurrent_load import LoadResult, run_load
 from bench.predict_batching import LABELS, write_full_size_model
@@ -188,7 +188,12 @@ BODIES = {"json": json_body, "multipart": multipart_body}
 
 
 def http_sender(
-    client: httpx.Client, model_id: str, payloads: list[bytes], body: str, cell: Cell
+    client: httpx.Client,
+    model_id: str,
+    payloads: list[bytes],
+    body: str,
+    cell: Cell,
+    path: str = "/predict",
 ) -> Callable[[int], None]:
     # Bodies are encoded before the clock starts: the client's own cost stays out of the numbers.
     encoded = [
@@ -198,9 +203,9 @@ def http_sender(
 
     def send(index: int) -> None:
         content, content_type = encoded[index % len(encoded)]
-        response = client.post("/predict", content=content, headers={"content-type": content_type})
+        response = client.post(path, content=content, headers={"content-type": content_type})
         if response.status_code != 200:
-            raise RuntimeError(f"/predict answered {response.status_code}: {response.text[:200]}")
+            raise RuntimeError(f"{path} answered {response.status_code}: {response.text[:200]}")
 
     return send
 
@@ -313,18 +318,7 @@ def main() -> None:
             httpx.Client(
                 base_url=base_url,
                 timeout=httpx.Timeout(600.0),
-                transport=httpx.HTTPTransport(
-                    # One kept-alive connection per client: httpx keeps 20 by default, so with
-                    # 32 clients a dozen connections were closed and opened again per round,
-                    # and the api paid a TCP accept and a new protocol object per request.
-                    limits=httpx.Limits(
-                        max_connections=max(cell.clients for cell in cells),
-                        max_keepalive_connections=max(cell.clients for cell in cells),
-                    ),
-                    # As curl and urllib3 do: without it, Nagle holds a body's last segment
-                    # until the server's delayed ACK of the headers, ~40-200 ms per request.
-                    socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-                ),
+                transport=_transport(max(cell.clients for cell in cells)),
             ) as client,
         ):
             results = run_cells(
@@ -334,6 +328,7 @@ def main() -> None:
                 bare=partial(bare_sender, cached, pixel_pool, limits, payloads),
             )
             floor = http_floor(client, clients=max(cell.clients for cell in cells))
+        body_floors = measure_body_floors(cells, payloads, args.body, data_dir)
         pixel_pool.shutdown()
     autocast_dtype = cached.autocast.dtype
     print(
@@ -345,13 +340,27 @@ def main() -> None:
     )
     print_table(results)
     print_floor(floor, results)
+    print_body_floors(body_floors, results)
     print_targets(results)
     print(
         "rerun: .venv/bin/python -m bench.predict_throughput "
         f"--device {args.device} --model {args.model} --precision {args.precision} "
-        f"--api-workers {args.api_workers} --body {args.body} --min-requests {args.min_requests} "
+        f"--api-workers {args.api_workers} --body {args.body} --clients {args.clients} "
+        f"--images-per-request {args.images_per_request} --min-requests {args.min_requests} "
         f"--min-large-requests {args.min_large_requests}"
         + (f" --max-images-per-cell {args.max_images_per_cell}" if args.max_images_per_cell else "")
+    )
+
+
+def _transport(clients: int) -> httpx.HTTPTransport:
+    return httpx.HTTPTransport(
+        # One kept-alive connection per client: httpx keeps 20 by default, so with 32 clients
+        # a dozen connections were closed and opened again per round, and the api paid a TCP
+        # accept and a new protocol object per request.
+        limits=httpx.Limits(max_connections=clients, max_keepalive_connections=clients),
+        # As curl and urllib3 do: without it, Nagle holds a body's last segment until the
+        # server's delayed ACK of the headers, ~40-200 ms per request.
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
     )
 
 
@@ -382,6 +391,49 @@ def print_floor(floor: LoadResult, results: list[tuple[Cell, LoadResult, LoadRes
                 f"  so at most {best:.2f}x bare for one image per request at {most_clients} "
                 "clients, were /predict to cost nothing over that floor"
             )
+
+
+def measure_body_floors(
+    cells: list[Cell], payloads: list[bytes], body: str, data_dir: Path
+) -> dict[Cell, LoadResult]:
+    """For each many-image cell with one client: the same bodies sent, as many times, to a bare
+    ASGI app that only reads them (`bench.body_floor`), on the same stack and cores."""
+    floor_cells = [cell for cell in cells if cell.clients == 1 and cell.images_per_request > 1]
+    if not floor_cells:
+        return {}
+    floors = {}
+    with (
+        running_server(
+            ["-m", "bench.body_floor"], env={}, ready_path="/", log_file=data_dir / "floor.log"
+        ) as base_url,
+        httpx.Client(
+            base_url=base_url, timeout=httpx.Timeout(600.0), transport=_transport(1)
+        ) as client,
+    ):
+        for cell in floor_cells:
+            send = http_sender(client, "no-model", payloads, body, cell, path="/")
+            send(0)  # warm up
+            floors[cell] = measure(send, cell)
+    return floors
+
+
+def print_body_floors(
+    floors: dict[Cell, LoadResult], results: list[tuple[Cell, LoadResult, LoadResult]]
+) -> None:
+    """What taking in the body costs by itself, and the p50 it leaves possible for a /predict
+    that starts decoding only once its body is in."""
+    for cell, _http, bare in results:
+        if cell not in floors:
+            continue
+        floor_p50 = floors[cell].latency_ms(50)
+        print(
+            f"HTTP body floor: uvicorn alone taking in a {cell.images_per_request}-image "
+            f"body at 1 client, p50 {floor_p50:.1f} ms over {cell.requests} requests"
+        )
+        print(
+            f"  so at best bare + {floor_p50:.1f} ms (p50 {bare.latency_ms(50) + floor_p50:.0f} "
+            "ms) for that cell, were /predict to decode only once the body is in"
+        )
 
 
 def run_cells(

@@ -179,7 +179,6 @@ async def _predict(
     principal: Principal,
 ) -> PredictResponse:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    read_input: Callable[[], PredictInput]
     early = EarlyDecode(
         pixel_pool=pixel_pool,
         limits=ImageLimits(settings.max_image_pixels, settings.predict_max_image_bytes),
@@ -188,27 +187,12 @@ async def _predict(
         principal=principal,
         enabled=settings.decodes_early,
     )
-    if media_type == "multipart/form-data":
-        try:
-            predict_input = await _read_multipart(request, settings, early)
-        except BaseException:
-            early.cancel()
-            raise
-        read_input = partial(_as_is, predict_input)
-    elif media_type == "application/json" or media_type.endswith("+json"):
-        body = await _read_body(request, max_bytes=_max_json_bytes(settings))
-        read_input = partial(_parse_json, body, settings)
-    else:
-        raise ClientError(
-            f"unsupported content type {media_type or '(none)'!r}: send application/json or "
-            "multipart/form-data",
-            status_code=415,
-        )
-    # No database session here: the service reads the model's row in a session of its own and
-    # returns the connection before the model runs. Everything runs in a worker thread, so the
-    # event loop never waits on parsing, decoding or the model; one hop there and back, since
-    # each hop wakes two threads and costs the event loop a round of its own.
     try:
+        read_input = await _input_reader(request, settings, media_type, early)
+        # No database session here: the service reads the model's row in a session of its own
+        # and returns the connection before the model runs. Everything runs in a worker
+        # thread, so the event loop never waits on parsing, decoding or the model; one hop
+        # there and back, since each hop wakes two threads and costs the event loop a round.
         return await run_in_threadpool(
             _read_and_predict,
             read_input,
@@ -219,7 +203,25 @@ async def _predict(
             principal=principal,
         )
     finally:
+        # Answered or refused, images still waiting to be decoded early are no longer wanted.
         early.cancel()
+
+
+async def _input_reader(
+    request: Request, settings: Settings, media_type: str, early: EarlyDecode
+) -> Callable[[], PredictInput]:
+    """What parses the request in the worker thread: the read multipart form as it is, or the
+    JSON body's validation and base64 decoding."""
+    if media_type == "multipart/form-data":
+        return partial(_as_is, await _read_multipart(request, settings, early))
+    if media_type == "application/json" or media_type.endswith("+json"):
+        body = await _read_body(request, max_bytes=_max_json_bytes(settings))
+        return partial(_parse_json, body, settings)
+    raise ClientError(
+        f"unsupported content type {media_type or '(none)'!r}: send application/json or "
+        "multipart/form-data",
+        status_code=415,
+    )
 
 
 def _read_and_predict(
