@@ -11,7 +11,7 @@ import math
 import threading
 import time
 
-from sqlalchemy import func, select
+from sqlalchemy import false, func, select, update
 from sqlalchemy.orm import Session
 
 from app.auth.keys import Principal
@@ -29,18 +29,23 @@ UPLOAD_RETRY_SECONDS = 3600
 def check_active_jobs(*, session: Session, settings: Settings, principal: Principal) -> None:
     """429 when the tenant already has its limit of queued and running jobs.
 
-    On PostgreSQL the count runs under a lock per tenant, held until the caller's transaction
-    (which inserts or requeues the job) ends: two requests at once cannot both pass with one
-    place left. SQLite serialises every write transaction, but two reads may still pass
-    together there (a single machine's demo database).
+    The count runs under a lock held until the caller's transaction (which inserts or requeues
+    the job) ends, so two requests at once cannot both pass with one place left: on PostgreSQL
+    a lock per tenant, on SQLite the database's one write lock.
     """
     limit = settings.tenant_max_active_jobs
     if limit is None or principal.admin:
         return
-    if session.get_bind().dialect.name == "postgresql":
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
         session.execute(
             select(func.pg_advisory_xact_lock(func.hashtext(f"clipft-jobs:{principal.tenant}")))
         )
+    elif dialect == "sqlite":
+        # A write that changes nothing still starts SQLite's write transaction, and with it the
+        # lock that every other writer waits for (busy_timeout); a plain SELECT takes none, so
+        # two requests could both count one place left and both insert.
+        session.execute(update(Job).where(false()).values(status=Job.status))
     active = session.scalar(
         select(func.count())
         .select_from(Job)

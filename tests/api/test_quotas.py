@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -114,10 +113,6 @@ def test_predictions_over_the_tenants_rate_answer_429_and_other_tenants_go_on(
     assert predict(other_model, other_key) == 200
 
 
-@pytest.mark.skipif(
-    not os.environ.get("CLIPFT_TEST_POSTGRES_URL"),
-    reason="needs PostgreSQL, whose per-tenant lock serialises concurrent job creation",
-)
 def test_concurrent_job_requests_never_pass_the_limit_together(
     limited: Settings, limited_client: TestClient
 ) -> None:
