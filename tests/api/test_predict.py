@@ -10,7 +10,7 @@ import random
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -66,14 +66,6 @@ def classifier_id(settings: Settings) -> str:
 @pytest.fixture(scope="module")
 def captions_id(settings: Settings) -> str:
     return register_model(settings=settings, kind="captions", name="shapes captions")
-
-
-@pytest.fixture(scope="module")
-def strict_client(settings: Settings) -> Iterator[TestClient]:
-    """An app with small limits, so that going over them is cheap to test."""
-    limits = {"predict_max_images": 2, "predict_max_texts": 2, "predict_max_image_bytes": 5000}
-    with TestClient(create_app(settings.model_copy(update=limits))) as test_client:
-        yield test_client
 
 
 def assert_same_answer(actual: Any, expected: Any) -> None:

@@ -255,13 +255,6 @@ def test_early_decoding_runs_where_cores_are_spare(
 # Malformed and oversized bodies.
 
 
-@pytest.fixture(scope="module")
-def small_client(settings: Settings) -> Iterator[TestClient]:
-    limits = {"predict_max_images": 2, "predict_max_texts": 2, "predict_max_image_bytes": 5000}
-    with TestClient(create_app(settings.model_copy(update=limits))) as test_client:
-        yield test_client
-
-
 def test_a_body_cut_short_is_400(client: TestClient, known_model: str) -> None:
     body = text_part("model_id", known_model.encode()) + file_part("a.png", shape_png())
 
@@ -304,10 +297,10 @@ def test_a_text_field_over_a_mebibyte_is_413(client: TestClient, known_model: st
     assert response.json() == {"detail": "a form field is too large: texts is over 1048576 bytes"}
 
 
-def test_too_many_form_fields_is_413(small_client: TestClient) -> None:
+def test_too_many_form_fields_is_413(strict_client: TestClient) -> None:
     body = b"".join(text_part("texts", b"a cat") for _ in range(40)) + CLOSING
 
-    response = post_body(small_client, body)
+    response = post_body(strict_client, body)
 
     assert response.status_code == 413
     assert response.json() == {"detail": "too many form fields: at most 2 texts per request"}
@@ -324,12 +317,12 @@ def test_a_file_in_a_text_field_is_422(client: TestClient, known_model: str) -> 
 
 
 def test_a_declared_body_over_the_limit_is_413_before_it_is_read(
-    small_client: TestClient,
+    strict_client: TestClient,
 ) -> None:
     # Two images of 5000 bytes with their part headers, and 16 MiB for the text fields.
     limit = 2 * (5000 + 4096) + 16 * 1024**2
 
-    response = small_client.post(
+    response = strict_client.post(
         "/predict",
         content=b"-" * (limit + 1),
         headers={"content-type": CONTENT_TYPE},
