@@ -14,6 +14,7 @@ import httpx
 from app.core.config import Settings
 from app.core.migrate import upgrade_to_head
 from app.ml.synthetic import photo_like
+from tests.api.test_predict import assert_same_answer
 from tests.clipft_process import start_clipft, wait_until_answering
 from tests.model_factory import register_model
 from tests.test_cli import group_is_gone
@@ -78,8 +79,12 @@ def test_two_api_workers_both_serve_predictions_and_stop_with_the_api(tmp_path: 
             with ThreadPoolExecutor(8) as pool:
                 responses = list(pool.map(predict, range(24)))
         assert {response.status_code for response in responses} == {200}
-        answers = {str(response.json()["predictions"]) for response in responses}
-        assert len(answers) == 1, "every worker serves the same model the same way"
+        # Every worker serves the same model the same way: the same labels, and scores equal up
+        # to float rounding (a request that shared a forward pass with others went through
+        # matrix products of another batch size, which round differently in the last bits).
+        first = responses[0].json()["predictions"]
+        for response in responses[1:]:
+            assert_same_answer(response.json()["predictions"], first)
         served_by = log_path.read_text().count("POST /predict")
         assert served_by == 24
         # /metrics sums the workers' counters, whichever worker answers the scrape.
