@@ -8,10 +8,16 @@ upload goes straight to disk and a `/predict` image can be decoding while the ne
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from python_multipart.multipart import parse_options_header
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
+
+from app.core.errors import ClientError
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -86,3 +92,36 @@ class PartReader:
 
     def _on_end(self) -> None:
         self.finished = True
+
+
+async def feed_parts(
+    parts: PartReader,
+    chunks: AsyncIterator[bytes],
+    *,
+    boundary: bytes,
+    in_thread: bool,
+    disconnected: str,
+) -> None:
+    """Parse the body's chunks into `parts` as they come; a malformed body is a 400, and so is a
+    client that leaves before the end (`disconnected` says it). With `in_thread`, each chunk is
+    parsed in a worker thread, for hooks that block (file writes)."""
+    parser = MultipartParser(boundary, parts.callbacks())
+    try:
+        async for chunk in chunks:
+            if not chunk:
+                continue
+            if in_thread:
+                await run_in_threadpool(parser.write, chunk)
+            else:
+                parser.write(chunk)
+        parser.finalize()
+    except FormParserError as error:
+        raise ClientError(f"malformed multipart body: {error}") from None
+    except ClientDisconnect:
+        raise ClientError(disconnected) from None
+
+
+def require_closing_boundary(parts: PartReader) -> None:
+    """400 for a body that ended before its closing boundary (python-multipart accepts it)."""
+    if not parts.finished:
+        raise ClientError("malformed multipart body: it ends before its closing boundary")

@@ -40,6 +40,7 @@ from app.inference.pixels import PixelPool
 from app.ml.encode import pick_device
 from app.ml.images import ImageLimits
 from app.ml.synthetic import photo_like
+from app.predict.service import image_limits
 from bench.api_server import running_api, running_server
 from bench.clip_models import MODEL_CHOICES, VIT_B32_NAME
 from bench.concurrent_load import LoadResult, run_load
@@ -309,17 +310,13 @@ def main() -> None:
             model_id, storage.model_dir(data_dir, model_id), device, args.precision
         )
         pixel_pool = PixelPool(args.threads)
-        limits = ImageLimits(settings.max_image_pixels, settings.predict_max_image_bytes)
+        limits = image_limits(settings)
         cells = plan_cells(args, max_images)
         with (
             running_api(
                 env=env, ready_path=f"/models/{model_id}", log_file=data_dir / "api.log"
             ) as base_url,
-            httpx.Client(
-                base_url=base_url,
-                timeout=httpx.Timeout(600.0),
-                transport=_transport(max(cell.clients for cell in cells)),
-            ) as client,
+            _client(base_url, clients=max(cell.clients for cell in cells)) as client,
         ):
             results = run_cells(
                 cells,
@@ -352,8 +349,8 @@ def main() -> None:
     )
 
 
-def _transport(clients: int) -> httpx.HTTPTransport:
-    return httpx.HTTPTransport(
+def _client(base_url: str, *, clients: int) -> httpx.Client:
+    transport = httpx.HTTPTransport(
         # One kept-alive connection per client: httpx keeps 20 by default, so with 32 clients
         # a dozen connections were closed and opened again per round, and the api paid a TCP
         # accept and a new protocol object per request.
@@ -362,6 +359,7 @@ def _transport(clients: int) -> httpx.HTTPTransport:
         # server's delayed ACK of the headers, ~40-200 ms per request.
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
     )
+    return httpx.Client(base_url=base_url, timeout=httpx.Timeout(600.0), transport=transport)
 
 
 def http_floor(client: httpx.Client, *, clients: int) -> LoadResult:
@@ -406,9 +404,7 @@ def measure_body_floors(
         running_server(
             ["-m", "bench.body_floor"], env={}, ready_path="/", log_file=data_dir / "floor.log"
         ) as base_url,
-        httpx.Client(
-            base_url=base_url, timeout=httpx.Timeout(600.0), transport=_transport(1)
-        ) as client,
+        _client(base_url, clients=1) as client,
     ):
         for cell in floor_cells:
             send = http_sender(client, "no-model", payloads, body, cell, path="/")

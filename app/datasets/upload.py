@@ -11,14 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MultipartParser
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
-from app.core.errors import ClientError, PayloadTooLarge, Unprocessable
-from app.multipart_parts import PartReader, multipart_boundary
+from app.core.errors import PayloadTooLarge, Unprocessable
+from app.multipart_parts import (
+    PartReader,
+    feed_parts,
+    multipart_boundary,
+    require_closing_boundary,
+)
 from app.request_body import refuse_declared_oversize, stream_within
 
 FILE_FIELD = "file"
@@ -94,11 +96,10 @@ async def receive_upload(request: Request, *, folder: Path, max_bytes: int) -> R
     folder.mkdir(parents=True)
     writer = _PartWriter(folder / UPLOAD_FILE_NAME)
     try:
-        await _feed(request, MultipartParser(boundary, writer.callbacks()), max_bytes)
+        await _feed(request, writer, boundary, max_bytes)
         if not writer.saw_file:
             raise Unprocessable(f"{FILE_FIELD}: field required (a zip archive)")
-        if not writer.finished:
-            raise ClientError("malformed multipart body: it ends before its closing boundary")
+        require_closing_boundary(writer)
     except BaseException:
         writer.close()
         # Nothing but the partial upload is in the folder yet, so this is quick.
@@ -118,19 +119,15 @@ def _multipart_boundary(headers: Headers) -> bytes:
     return boundary
 
 
-async def _feed(request: Request, parser: MultipartParser, max_bytes: int) -> None:
+async def _feed(request: Request, writer: _PartWriter, boundary: bytes, max_bytes: int) -> None:
     def too_large() -> PayloadTooLarge:
         return PayloadTooLarge(f"{FILE_FIELD}: upload is over the limit of {max_bytes} bytes")
 
-    try:
-        async for chunk in stream_within(request, max_bytes, too_large):
-            if chunk:
-                # Parsing calls back into file writes: keep that blocking work off the loop.
-                await run_in_threadpool(parser.write, chunk)
-        parser.finalize()
-    except FormParserError as error:
-        raise ClientError(f"malformed multipart body: {error}") from None
-    except ClientDisconnect:
-        raise ClientError(
-            f"{FILE_FIELD}: the client disconnected before the upload ended"
-        ) from None
+    await feed_parts(
+        writer,
+        stream_within(request, max_bytes, too_large),
+        boundary=boundary,
+        # Parsing calls back into file writes: keep that blocking work off the loop.
+        in_thread=True,
+        disconnected=f"{FILE_FIELD}: the client disconnected before the upload ended",
+    )

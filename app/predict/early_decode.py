@@ -18,40 +18,33 @@ answers its errors as usual, and decoded pixels a refused request leaves behind 
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 
 import torch
 
 from app.auth.keys import Principal
+from app.core.errors import Unprocessable
 from app.inference.cache import BASE_MODEL_KEY, CachedModel, ModelCache
 from app.inference.pixels import PendingPixels, PixelPool, cancel
 from app.ml.images import ImageLimits
 from app.ml.preprocess import PixelSpec
+from app.predict.form_reader import form_list
 from app.predict.model_lookup import ModelLookup
 from app.predict.service import ImageUpload, ServedModel
 
 
+@dataclass
 class EarlyDecode:
-    def __init__(
-        self,
-        *,
-        pixel_pool: PixelPool,
-        limits: ImageLimits,
-        model_cache: ModelCache,
-        model_lookup: ModelLookup[ServedModel],
-        principal: Principal,
-        enabled: bool = True,
-    ) -> None:
-        self.enabled = enabled
-        self.pixel_pool = pixel_pool
-        self.limits = limits
-        self.model_cache = model_cache
-        self.model_lookup = model_lookup
-        self.principal = principal
-        self._spec: PixelSpec | None = None
-        self._decided = False
-        self._futures: list[Future[torch.Tensor]] = []
+    pixel_pool: PixelPool
+    limits: ImageLimits
+    model_cache: ModelCache
+    model_lookup: ModelLookup[ServedModel]
+    principal: Principal
+    enabled: bool = True
+    _spec: PixelSpec | None = field(default=None, init=False)
+    _decided: bool = field(default=False, init=False)
+    _futures: list[Future[torch.Tensor]] = field(default_factory=list, init=False)
 
     def image_arrived(self, image: ImageUpload, fields: dict[str, list[str]]) -> None:
         """Queue this image's decoding if the model is known; the first image decides that."""
@@ -94,11 +87,9 @@ def _first_model_id(fields: dict[str, list[str]]) -> str | None:
     is there yet or either is malformed (the service names the problem)."""
     if fields.get("model_id"):
         return fields["model_id"][0]
-    model_ids = fields.get("model_ids", [])
-    if len(model_ids) == 1 and model_ids[0].lstrip().startswith("["):
-        try:
-            model_ids = json.loads(model_ids[0])
-        except json.JSONDecodeError:
-            return None
+    try:
+        model_ids = form_list("model_ids", fields.get("model_ids", []))
+    except Unprocessable:
+        return None
     first = model_ids[0] if isinstance(model_ids, list) and model_ids else None
     return first if isinstance(first, str) else None

@@ -8,15 +8,13 @@ and fields is capped, and a text field is capped at `max_field_bytes`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MultipartParser
-from starlette.requests import ClientDisconnect
-
-from app.core.errors import ClientError, PayloadTooLarge, Unprocessable
-from app.multipart_parts import PartReader
+from app.core.errors import PayloadTooLarge, Unprocessable
+from app.multipart_parts import PartReader, feed_parts, require_closing_boundary
 from app.predict.service import ImageUpload, check_image_size
 
 FILES_FIELD = "files"
@@ -117,17 +115,26 @@ async def read_form(
 ) -> ReceivedForm:
     """Parse the body's chunks as they come; `on_image` is called for each image in order."""
     parts = _FormParts(limits, on_image)
-    parser = MultipartParser(boundary, parts.callbacks())
-    try:
-        async for chunk in chunks:
-            # On the event loop: parsing only slices and appends bytes, and handing an image on
-            # only queues its decoding; a thread hop per chunk would cost more than both.
-            parser.write(chunk)
-        parser.finalize()
-    except FormParserError as error:
-        raise ClientError(f"malformed multipart body: {error}") from None
-    except ClientDisconnect:
-        raise ClientError("the client disconnected before the body ended") from None
-    if not parts.finished:
-        raise ClientError("malformed multipart body: it ends before its closing boundary")
+    await feed_parts(
+        parts,
+        chunks,
+        boundary=boundary,
+        # On the event loop: parsing only slices and appends bytes, and handing an image on
+        # only queues its decoding; a thread hop per chunk would cost more than both.
+        in_thread=False,
+        disconnected="the client disconnected before the body ended",
+    )
+    require_closing_boundary(parts)
     return parts.form
+
+
+def form_list(key: str, values: list[str]) -> Any:
+    """A repeated field's values as they are, or one field holding a JSON array of strings."""
+    if len(values) != 1 or not values[0].lstrip().startswith("["):
+        return values
+    try:
+        return json.loads(values[0])
+    except json.JSONDecodeError as error:
+        raise Unprocessable(
+            f"{key} looks like a JSON array but is not valid JSON: {error}"
+        ) from None

@@ -36,7 +36,7 @@ class ModelLookup(Generic[Row]):
         rest (which raises for an unknown id, as the database answers)."""
         if self.seconds <= 0:
             return read(model_ids)
-        keys = [(principal.tenant, principal.admin, model_id) for model_id in model_ids]
+        keys = [_key(model_id, principal) for model_id in model_ids]
         found = {key: row for key in keys if (row := self._rows.get(key)) is not None}
         missing = [key for key in keys if key not in found]
         if missing:
@@ -49,8 +49,12 @@ class ModelLookup(Generic[Row]):
         """The row if this principal's lookup of it is remembered and fresh; never reads."""
         if self.seconds <= 0:
             return None
-        return self._rows.get((principal.tenant, principal.admin, model_id))
+        return self._rows.get(_key(model_id, principal))
 
     def forget(self, model_id: str) -> None:
         """A deleted model: no principal finds it here again."""
         self._rows.forget(lambda key: key[2] == model_id)
+
+
+def _key(model_id: str, principal: Principal) -> LookupKey:
+    return (principal.tenant, principal.admin, model_id)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Annotated, Any, TypeVar
 
@@ -16,17 +15,16 @@ from starlette.concurrency import run_in_threadpool
 from app.auth.keys import Principal
 from app.auth.requests import PrincipalDep
 from app.core.config import Settings
-from app.core.errors import ClientError, PayloadTooLarge, Unprocessable
+from app.core.errors import ClientError, PayloadTooLarge
 from app.core.metrics import PREDICT_SECONDS
 from app.deps import SettingsDep
 from app.inference.cache import ModelCache
 from app.inference.pixels import PixelPool
 from app.ml.encode import pick_device
-from app.ml.images import ImageLimits
 from app.multipart_parts import multipart_boundary
 from app.predict import service
 from app.predict.early_decode import EarlyDecode
-from app.predict.form_reader import FormLimits, read_form
+from app.predict.form_reader import FormLimits, form_list, read_form
 from app.predict.model_lookup import ModelLookup
 from app.predict.schemas import (
     MAX_ENSEMBLE_MODELS,
@@ -181,7 +179,7 @@ async def _predict(
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     early = EarlyDecode(
         pixel_pool=pixel_pool,
-        limits=ImageLimits(settings.max_image_pixels, settings.predict_max_image_bytes),
+        limits=service.image_limits(settings),
         model_cache=model_cache,
         model_lookup=model_lookup,
         principal=principal,
@@ -253,11 +251,18 @@ def _max_json_bytes(settings: Settings) -> int:
 
 
 async def _read_body(request: Request, *, max_bytes: int) -> bytes:
+    return b"".join([chunk async for chunk in _body_chunks(request, max_bytes=max_bytes)])
+
+
+def _body_chunks(request: Request, *, max_bytes: int) -> AsyncIterator[bytes]:
+    """The body as it arrives: a 413 before reading when its declared length is over
+    `max_bytes`, and as soon as the bytes received are."""
+
     def too_large(_declared: int | None = None) -> PayloadTooLarge:
         return PayloadTooLarge(f"request body is over the limit of {max_bytes} bytes")
 
     refuse_declared_oversize(request.headers, max_bytes, too_large)
-    return b"".join([chunk async for chunk in stream_within(request, max_bytes, too_large)])
+    return stream_within(request, max_bytes, too_large)
 
 
 def _parse_json(body: bytes, settings: Settings) -> PredictInput:
@@ -280,14 +285,8 @@ async def _read_multipart(request: Request, settings: Settings, early: EarlyDeco
     boundary = multipart_boundary(request.headers)
     if boundary is None:
         raise ClientError("multipart/form-data needs a boundary parameter in its content type")
-    max_bytes = _max_multipart_bytes(settings)
-
-    def too_large(_declared: int | None = None) -> PayloadTooLarge:
-        return PayloadTooLarge(f"request body is over the limit of {max_bytes} bytes")
-
-    refuse_declared_oversize(request.headers, max_bytes, too_large)
     form = await read_form(
-        stream_within(request, max_bytes, too_large),
+        _body_chunks(request, max_bytes=_max_multipart_bytes(settings)),
         boundary=boundary,
         limits=FormLimits(
             max_images=settings.predict_max_images,
@@ -319,24 +318,12 @@ def _max_multipart_bytes(settings: Settings) -> int:
 
 def _form_options(fields: dict[str, list[str]]) -> PredictOptions:
     form_fields: dict[str, Any] = {
-        key: _form_list(key, values)
+        key: form_list(key, values)
         if key in LIST_FORM_FIELDS
         else (values[0] if len(values) == 1 else values)
         for key, values in fields.items()
     }
     return _validated(lambda: PredictOptions.model_validate(form_fields))
-
-
-def _form_list(key: str, values: list[str]) -> Any:
-    """A repeated field's values as they are, or one field holding a JSON array of strings."""
-    if len(values) != 1 or not values[0].lstrip().startswith("["):
-        return values
-    try:
-        return json.loads(values[0])
-    except json.JSONDecodeError as error:
-        raise Unprocessable(
-            f"{key} looks like a JSON array but is not valid JSON: {error}"
-        ) from None
 
 
 def _validated(validate: Callable[[], SchemaT]) -> SchemaT:

@@ -182,6 +182,13 @@ def check_can_classify(served_models: list[ServedModel]) -> None:
         raise Unprocessable(differences)
 
 
+def image_limits(settings: Settings) -> ImageLimits:
+    """What a /predict image may be: its pixels and its bytes."""
+    return ImageLimits(
+        max_pixels=settings.max_image_pixels, max_bytes=settings.predict_max_image_bytes
+    )
+
+
 def prepare_images(
     *,
     uploads: list[ImageUpload],
@@ -192,14 +199,16 @@ def prepare_images(
 ) -> torch.Tensor:
     """Decode and preprocess every image in parallel, or collect those already decoding for
     `spec`; a 422 names the first that does not decode."""
-    max_bytes = settings.predict_max_image_bytes
     for upload in uploads:
-        check_image_size(name=upload.name, size=len(upload.payload), max_bytes=max_bytes)
-    limits = ImageLimits(max_pixels=settings.max_image_pixels, max_bytes=max_bytes)
+        check_image_size(
+            name=upload.name, size=len(upload.payload), max_bytes=settings.predict_max_image_bytes
+        )
     try:
         if pending is not None and pending.spec == spec and len(pending.futures) == len(uploads):
             return gather(pending.futures)
-        return pixel_pool.batch([upload.payload for upload in uploads], limits=limits, spec=spec)
+        return pixel_pool.batch(
+            [upload.payload for upload in uploads], limits=image_limits(settings), spec=spec
+        )
     except BadImage as error:
         raise Unprocessable(f"{uploads[error.index].name}: {error.reason}") from None
 

@@ -17,9 +17,9 @@ from app.auth.requests import OPEN_ACCESS
 from app.core.config import Settings
 from app.inference.pixels import PixelPool, gather
 from app.main import create_app
-from app.ml.images import ImageLimits
 from app.predict.early_decode import EarlyDecode
 from app.predict.form_reader import FormLimits, ReceivedForm, read_form
+from app.predict.service import image_limits
 from tests.api.test_predict import assert_same_answer, encoded, post_multipart, shape_png
 from tests.model_factory import register_model
 
@@ -82,7 +82,7 @@ def early_decode(
     state = client.app.state  # type: ignore[attr-defined]
     return EarlyDecode(
         pixel_pool=state.pixel_pool,
-        limits=ImageLimits(settings.max_image_pixels, settings.predict_max_image_bytes),
+        limits=image_limits(settings),
         model_cache=state.model_cache,
         model_lookup=state.model_lookup,
         principal=principal,
@@ -131,7 +131,7 @@ def test_a_known_models_first_image_decodes_before_the_body_ends(
     pool: PixelPool = client.app.state.pixel_pool  # type: ignore[attr-defined]
     decoded_after = pool.batch(
         images,
-        limits=ImageLimits(settings.max_image_pixels, settings.predict_max_image_bytes),
+        limits=image_limits(settings),
         spec=pending.spec,
     )
     assert torch.equal(gather(pending.futures), decoded_after)
