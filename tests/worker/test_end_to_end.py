@@ -156,6 +156,7 @@ def test_upload_train_and_predict_held_out_images(
     assert sorted(model_record["labels"]) == sorted(DEFAULT_CLASSES)
 
 
+@pytest.mark.backend_independent  # the captions objective; the path is the classification one's
 def test_a_captions_set_trains_and_matches_images_with_texts(e2e_client: TestClient) -> None:
     archive = captions_zip(make_images(per_class=30, seed=5))
     upload = e2e_client.post("/datasets", files={"file": ("captions.zip", archive)})
@@ -185,6 +186,7 @@ def test_a_captions_set_trains_and_matches_images_with_texts(e2e_client: TestCli
     assert sum(hits) / len(hits) >= 0.8
 
 
+@pytest.mark.backend_independent  # the error's text and the worker's next job
 def test_a_failing_job_fails_clearly_and_the_worker_takes_the_next(
     e2e_client: TestClient, uploaded_dataset: str
 ) -> None:
@@ -199,6 +201,7 @@ def test_a_failing_job_fails_clearly_and_the_worker_takes_the_next(
 
 
 @pytest.mark.faults
+@pytest.mark.backend_independent  # a crash of the training process, not of a server
 def test_a_crashed_training_process_fails_its_job_and_the_same_worker_takes_the_next(
     e2e_client: TestClient, uploaded_dataset: str, worker: WorkerProcess, crash_file: Path
 ) -> None:
