@@ -7,6 +7,7 @@ else is a 500 whose detail says nothing about the server, with the whole story i
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,11 +25,27 @@ DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 def public_validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Pydantic's errors, with inputs that are not text (raw body bytes) made printable."""
-    return jsonable_encoder(
+    """Pydantic's errors, with whatever they echo made printable as strict JSON: raw body bytes,
+    NaN and infinities (JSON has no such numbers) and lone surrogates (UTF-8 has no such
+    characters), which the client may send and the errors then repeat."""
+    encoded = jsonable_encoder(
         [{key: value for key, value in error.items() if key != "ctx"} for error in errors],
         custom_encoder={bytes: lambda raw: raw.decode("utf-8", errors="replace")},
     )
+    return [_json_safe(error) for error in encoded]
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, str):
+        # A lone surrogate cannot be encoded as UTF-8; it becomes U+FFFD.
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {_json_safe(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -31,6 +31,61 @@ def test_a_predict_body_that_is_not_utf8_is_422(client: TestClient) -> None:
     assert error["type"] == "json_invalid" and error["loc"] == ["body"]
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "loc", "echoed"),
+    [
+        (
+            "/jobs",
+            b'{"dataset_id": "d", "base_model": "tiny-clip", "hyperparameters": '
+            b'{"learning_rate": NaN}}',
+            ["body", "hyperparameters", "learning_rate"],
+            "NaN",
+        ),
+        (
+            "/jobs",
+            b'{"dataset_id": "d", "base_model": "tiny-clip", "hyperparameters": '
+            b'{"learning_rate": Infinity}}',
+            ["body", "hyperparameters", "learning_rate"],
+            "Infinity",
+        ),
+        (
+            "/jobs",
+            b'{"dataset_id": "d", "base_model": "tiny-clip", "hyperparameters": '
+            b'{"weight_decay": -Infinity}}',
+            ["body", "hyperparameters", "weight_decay"],
+            "-Infinity",
+        ),
+        ("/predict", b'{"model_id": "m", "images": [], "top_k": NaN}', ["body", "top_k"], "NaN"),
+        (
+            "/jobs",
+            b'{"dataset_id": "a\\ud800", "base_model": "tiny-clip"}',
+            ["body", "dataset_id"],
+            "a\ufffd",
+        ),
+    ],
+)
+def test_numbers_json_lacks_and_lone_surrogates_are_422_echoed_printably(
+    client: TestClient, path: str, body: bytes, loc: list[str], echoed: str
+) -> None:
+    # JSON has no NaN or infinities and UTF-8 no lone surrogates, yet Python's JSON reader
+    # takes them: the error that repeats them must still be strict JSON.
+    response = client.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == loc and error["input"] == echoed
+
+
+def test_a_lone_surrogate_in_a_field_name_is_422(client: TestClient) -> None:
+    response = client.post(
+        "/jobs",
+        content=b'{"dataset_id": "d", "base_model": "tiny-clip", "\\udc00": 1}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body"] and "\ufffd" in error["input"]
+
+
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
