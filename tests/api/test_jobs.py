@@ -94,6 +94,12 @@ def test_create_job_commits_it_queued_with_defaults_and_sends_it(
         ({"warmup_ratio": 0.9}, "warmup_ratio", "less than or equal to 0.5"),
         ({"seed": -1}, "seed", "greater than or equal to 0"),
         ({"epochs": "ten"}, "epochs", "valid integer"),
+        # Strict: no coercion of strings, booleans or fractions.
+        ({"epochs": "3"}, "epochs", "valid integer"),
+        ({"epochs": True}, "epochs", "valid integer"),
+        ({"epochs": 3.0}, "epochs", "valid integer"),
+        ({"learning_rate": "0.001"}, "learning_rate", "valid number"),
+        ({"weight_decay": False}, "weight_decay", "valid number"),
         ({"prompt_template": "no placeholder"}, "prompt_templates", "exactly one '{}'"),
         ({"prompt_templates": ["a {}", "{} and {}"]}, "prompt_templates", "exactly one '{}'"),
         ({"prompt_templates": ["a {name}"]}, "prompt_templates", "exactly one '{}'"),
@@ -142,6 +148,14 @@ def test_bad_hyperparameters_are_422_naming_the_field_and_the_problem(
     # Rules that tie several fields together are reported on the hyperparameters object.
     location = ("body", "hyperparameters", *([field] if field else []))
     assert message in errors[location], errors
+
+
+def test_json_integers_fill_float_hyperparameters(client: TestClient, ready_dataset: str) -> None:
+    job = create_job(
+        client, ready_dataset, hyperparameters={"learning_rate": 1, "wise_ft_alphas": [0, 1]}
+    )
+    assert job["hyperparameters"]["learning_rate"] == 1.0
+    assert job["hyperparameters"]["wise_ft_alphas"] == [0.0, 1.0]
 
 
 def test_missing_fields_are_422_naming_them(client: TestClient) -> None:
