@@ -287,6 +287,24 @@ def test_cancel_a_queued_job_ends_it_at_once_then_409(
     ]
 
 
+def test_the_retry_event_names_the_status_the_job_had(
+    client: TestClient, settings: Settings, ready_dataset: str
+) -> None:
+    cancelled = create_job(client, ready_dataset)
+    client.post(f"/jobs/{cancelled['id']}/cancel")
+    failed = create_job(client, ready_dataset)
+    set_status(settings, failed["id"], status="failed", error="boom")
+    for job, previous in ((cancelled, "cancelled"), (failed, "failed")):
+        response = client.post(f"/jobs/{job['id']}/retry")
+        assert response.status_code == 200 and response.json()["status"] == "queued"
+        events = client.get(f"/jobs/{job['id']}/events").json()
+        assert (events[-1]["type"], events[-1]["message"]) == (
+            "retry",
+            f"retried after {previous}; queued",
+        )
+        assert client.post(f"/jobs/{job['id']}/retry").status_code == 409
+
+
 def test_cancel_a_running_job_flags_it_for_the_worker(
     client: TestClient, settings: Settings, ready_dataset: str
 ) -> None:
