@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     model_cache_size: int = Field(2, ge=1, description="Models kept loaded for /predict.")
     predict_max_images: int = Field(64, ge=1)
     predict_max_texts: int = Field(256, ge=1)
+    predict_max_text_chars: int = Field(
+        1000,
+        ge=1,
+        description="Characters in one text of /predict or /embed. CLIP reads only its first "
+        "77 tokens, but the tokenizer goes through the whole text first.",
+    )
     predict_max_image_bytes: int = Field(20 * 1024**2, gt=0)
     predict_threads: int = Field(
         default_factory=lambda: min(8, os.cpu_count() or 1),
