@@ -56,6 +56,16 @@ class Settings(BaseSettings):
     max_archive_entries: int = Field(100_000, gt=0)
     max_uncompressed_bytes: int = Field(8 * 1024**3, gt=0)
     max_compression_ratio: float = Field(200.0, gt=1)
+    max_archive_entry_bytes: int = Field(
+        256 * 1024**2,
+        gt=0,
+        description="Unpacked size one zip entry may declare: each is read whole into memory, "
+        "so one larger than any acceptable image is refused before it is read (an uncompressed "
+        "RGBA image of max_image_pixels is 200 MB).",
+    )
+    max_metadata_bytes: int = Field(
+        64 * 1024**2, gt=0, description="Unpacked size of a metadata.csv or metadata.jsonl."
+    )
     max_image_pixels: int = Field(50_000_000, gt=0)
     stored_image_max_side: int = Field(
         512, ge=64, description="Uploaded images are stored downscaled to this longest side."

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.config import Settings
-from app.core.errors import Unprocessable
+from app.core.errors import PayloadTooLarge, Unprocessable
 from app.core.storage import atomic_write_json
 from app.datasets.archive import ArchiveEntry, ArchiveLimits, SafeArchive, open_archive
 from app.datasets.image_store import store_images
@@ -57,9 +57,10 @@ def ingest_archive(
         max_entries=settings.max_archive_entries,
         max_uncompressed_bytes=settings.max_uncompressed_bytes,
         max_compression_ratio=settings.max_compression_ratio,
+        max_entry_bytes=settings.max_archive_entry_bytes,
     )
     with open_archive(archive_path, archive_name=archive_name, limits=limits) as archive:
-        plan = plan_items(archive, archive_name)
+        plan = plan_items(archive, archive_name, max_metadata_bytes=settings.max_metadata_bytes)
         files = store_images(
             archive,
             [item.entry for item in plan.items],
@@ -76,7 +77,7 @@ def ingest_archive(
     return manifest
 
 
-def plan_items(archive: SafeArchive, archive_name: str) -> Plan:
+def plan_items(archive: SafeArchive, archive_name: str, *, max_metadata_bytes: int) -> Plan:
     """Find the layout and list the images with their labels or captions, sorted by path."""
     entries = [entry for entry in archive.entries if not _ignored(entry)]
     depth = _wrapper_depth(entries)
@@ -88,7 +89,7 @@ def plan_items(archive: SafeArchive, archive_name: str) -> Plan:
             f"{archive_name}: has both metadata.csv and metadata.jsonl at its root; keep one"
         )
     if metadata:
-        plan = _plan_from_metadata(archive, metadata[0], relative)
+        plan = _plan_from_metadata(archive, metadata[0], relative, max_metadata_bytes)
     else:
         plan = _plan_from_folders(relative)
     if not plan.items:
@@ -139,9 +140,12 @@ def _plan_from_folders(relative: dict[ArchiveEntry, tuple[str, ...]]) -> Plan:
 
 
 def _plan_from_metadata(
-    archive: SafeArchive, metadata: ArchiveEntry, relative: dict[ArchiveEntry, tuple[str, ...]]
+    archive: SafeArchive,
+    metadata: ArchiveEntry,
+    relative: dict[ArchiveEntry, tuple[str, ...]],
+    max_metadata_bytes: int,
 ) -> Plan:
-    rows, columns = _read_metadata(archive, metadata)
+    rows, columns = _read_metadata(archive, metadata, max_metadata_bytes)
     column = _value_column(metadata.name, columns)
     files = {path: e for e, path in relative.items() if not e.is_dir and e is not metadata}
     listed: dict[ArchiveEntry, PlannedItem] = {}
@@ -164,8 +168,14 @@ def _plan_from_metadata(
 
 
 def _read_metadata(
-    archive: SafeArchive, metadata: ArchiveEntry
+    archive: SafeArchive, metadata: ArchiveEntry, max_bytes: int
 ) -> tuple[list[MetadataRow], set[str]]:
+    # By the declared size, before reading: the text and its rows are held several times over.
+    if metadata.info.file_size > max_bytes:
+        raise PayloadTooLarge(
+            f"{metadata.name}: declares {metadata.info.file_size} bytes unpacked, over the "
+            f"limit of {max_bytes} for a metadata file"
+        )
     try:
         # utf-8-sig: spreadsheet programs often start a UTF-8 CSV with a byte order mark.
         text = archive.read(metadata).decode("utf-8-sig")

@@ -790,6 +790,42 @@ def test_an_entry_that_outgrows_its_declared_size_is_cut_off() -> None:
     )
 
 
+def test_an_entry_larger_than_any_image_is_refused_by_its_declared_size_unread(
+    settings: Settings,
+) -> None:
+    # The header claims 1 GiB for a tiny image. Read, it would be accepted (the ratio limit is
+    # loosened here to let it through), so a refusal can only come from the declared size.
+    lying = patch_central_header(class_zip({"cat": 2}), file_size=2**30)
+    loose = settings.model_copy(update={"max_compression_ratio": 1e12})
+    root = datasets_root(settings.data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    before = set(root.iterdir())
+    with TestClient(create_app(loose, run_reconciler=False)) as loose_client:
+        response = upload(loose_client, lying)
+    assert_detail(
+        response,
+        413,
+        f"cat/000.png: declares {2**30} bytes unpacked, over the limit of "
+        f"{settings.max_archive_entry_bytes} for one file",
+    )
+    assert set(root.iterdir()) == before
+
+
+def test_a_metadata_file_over_its_limit_is_refused_by_its_declared_size(
+    settings: Settings,
+) -> None:
+    metadata = "file_name,label\na.png,cat\nb.png,dog\n"
+    tight = settings.model_copy(update={"max_metadata_bytes": len(metadata) - 1})
+    with TestClient(create_app(tight, run_reconciler=False)) as tight_client:
+        response = upload(tight_client, metadata_zip("metadata.csv", metadata))
+    assert_detail(
+        response,
+        413,
+        f"metadata.csv: declares {len(metadata)} bytes unpacked, over the limit of "
+        f"{len(metadata) - 1} for a metadata file",
+    )
+
+
 @pytest.mark.faults
 def test_an_upload_is_refused_with_507_when_the_disk_is_nearly_full(settings: Settings) -> None:
     # A floor above any real disk's free space stands in for a full disk.
