@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import socket
+import sqlite3
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 
 from app.core.config import Settings
+from app.core.error_handlers import is_disk_full
 from app.main import create_app
 
 
@@ -84,6 +89,22 @@ def test_a_lone_surrogate_in_a_field_name_is_422(client: TestClient) -> None:
     assert response.status_code == 422
     [error] = response.json()["detail"]
     assert error["loc"] == ["body"] and "\ufffd" in error["input"]
+
+
+def test_postgresql_and_sqlite_disk_full_errors_read_as_a_full_disk() -> None:
+    # A full PostgreSQL disk cannot be made in a test; its error, as psycopg and SQLAlchemy
+    # raise it, can. SQLite's is made for real in tests/api/test_disk_full.py.
+    def wrapped(driver_error: Exception) -> OperationalError:
+        return OperationalError("INSERT INTO job ...", {}, driver_error)
+
+    full_sqlite = sqlite3.OperationalError("database or disk is full")
+    full_sqlite.sqlite_errorcode = sqlite3.SQLITE_FULL  # type: ignore[attr-defined]
+    assert is_disk_full(wrapped(psycopg.errors.DiskFull("could not extend file")))
+    assert is_disk_full(wrapped(full_sqlite))
+    assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert not is_disk_full(wrapped(psycopg.errors.ConnectionTimeout("timeout")))
+    assert not is_disk_full(wrapped(sqlite3.OperationalError("database is locked")))
+    assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))
 
 
 def closed_port() -> int:
