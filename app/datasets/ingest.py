@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import random
+import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from app.ml.manifest import MANIFEST_NAME, DatasetKind, Manifest, ManifestItem, 
 
 METADATA_NAMES = ("metadata.csv", "metadata.jsonl")
 _COLUMN_KIND: dict[str, DatasetKind] = {"label": "classification", "text": "captions"}
+# As long as a zero-shot label may be on /predict.
+MAX_CLASS_NAME_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ def plan_items(archive: SafeArchive, archive_name: str, *, max_metadata_bytes: i
     depth = _wrapper_depth(entries)
     # Drop the wrapper folder itself (and anything else that becomes the root).
     relative = {entry: entry.parts[depth:] for entry in entries if entry.parts[depth:]}
+    _refuse_files_that_share_a_path(relative)
     metadata = [e for e, path in relative.items() if len(path) == 1 and path[0] in METADATA_NAMES]
     if len(metadata) > 1:
         raise Unprocessable(
@@ -94,7 +98,37 @@ def plan_items(archive: SafeArchive, archive_name: str, *, max_metadata_bytes: i
         plan = _plan_from_folders(relative)
     if not plan.items:
         raise Unprocessable(f"{archive_name}: the archive contains no images")
+    for item in plan.items:
+        if item.label is not None:
+            _check_class_name(item.label, item.entry.name)
     return Plan(plan.kind, sorted(plan.items, key=lambda item: item.entry.name))
+
+
+def _refuse_files_that_share_a_path(relative: dict[ArchiveEntry, tuple[str, ...]]) -> None:
+    # `img/2.png` and `img//2.png` are one path once empty and `.` parts are dropped: keeping
+    # both would let one silently stand for the other.
+    seen: dict[tuple[str, ...], ArchiveEntry] = {}
+    for entry, path in relative.items():
+        if entry.is_dir:
+            continue
+        first = seen.setdefault(path, entry)
+        if first is not entry:
+            raise Unprocessable(f"{entry.name}: the same path as {first.name}; keep one")
+
+
+def _check_class_name(label: str, source: str) -> None:
+    """A class name becomes a prompt and a label in every answer: printable text of a sane
+    length."""
+    if not label.strip():
+        problem = "is only white space"
+    elif any(unicodedata.category(char) == "Cc" for char in label):
+        problem = "holds a control character (a newline, a tab, ...)"
+    elif len(label) > MAX_CLASS_NAME_CHARS:
+        problem = f"is {len(label)} characters, over the limit of {MAX_CLASS_NAME_CHARS}"
+    else:
+        return
+    shown = label if len(label) <= 40 else f"{label[:40]}..."
+    raise Unprocessable(f"{source}: class name {shown!r} {problem}")
 
 
 def _ignored(entry: ArchiveEntry) -> bool:

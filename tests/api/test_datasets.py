@@ -367,6 +367,7 @@ def jsonl(*rows: object) -> str:
     return "".join(json.dumps(row) + "\n" for row in rows)
 
 
+CONTROL_CHARACTER = "holds a control character (a newline, a tab, ...)"
 ZERO_ZIP = make_zip([("cat/000.png", image_bytes()), ("cat/zeros.png", b"\0" * 400_000)])
 ZERO_RATIO = max(
     info.file_size / info.compress_size for info in zipfile.ZipFile(io.BytesIO(ZERO_ZIP)).infolist()
@@ -489,6 +490,43 @@ BAD_UPLOADS = [
         422,
         "set.zip: the archive contains no images",
         id="no-images",
+    ),
+    pytest.param(
+        make_zip([*TWO_CLASSES, ("   /000.png", image_bytes())]),
+        422,
+        "   /000.png: class name '   ' is only white space",
+        id="class-name-of-spaces",
+    ),
+    pytest.param(
+        make_zip([*TWO_CLASSES, ("big\ncat/000.png", image_bytes())]),
+        422,
+        f"big\ncat/000.png: class name 'big\\ncat' {CONTROL_CHARACTER}",
+        id="class-name-with-a-newline",
+    ),
+    pytest.param(
+        metadata_zip("metadata.csv", 'file_name,label\na.png,"big\tcat"\nb.png,dog\n'),
+        422,
+        f"a.png: class name 'big\\tcat' {CONTROL_CHARACTER}",
+        id="metadata-label-with-a-tab",
+    ),
+    pytest.param(
+        make_zip([*TWO_CLASSES, ("c" * 4000 + "/000.png", image_bytes())]),
+        422,
+        "c" * 4000 + "/000.png: class name '" + "c" * 40 + "...' is 4000 characters, over "
+        "the limit of 200",
+        id="class-name-of-4000-characters",
+    ),
+    pytest.param(
+        make_zip(
+            [
+                ("img/2.png", image_bytes()),
+                ("img//2.png", image_bytes(colour=(0, 0, 255))),
+                ("metadata.csv", "file_name,label\nimg/2.png,cat\n"),
+            ]
+        ),
+        422,
+        "img//2.png: the same path as img/2.png; keep one",
+        id="two-spellings-of-one-path",
     ),
     pytest.param(
         metadata_zip("metadata.csv", "name,label\na.png,cat\nb.png,dog\n"),
