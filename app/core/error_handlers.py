@@ -67,7 +67,7 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def disk_full(error: Exception) -> JSONResponse:
+def disk_full_answer(error: Exception) -> JSONResponse:
     logger.error("disk full: %s", error)
     return JSONResponse(status_code=507, content={"detail": DISK_FULL_DETAIL})
 
@@ -89,14 +89,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OSError)
     async def os_error(request: Request, error: OSError) -> JSONResponse:
         if is_disk_full(error):
-            return disk_full(error)
+            return disk_full_answer(error)
         return await unexpected_error(request, error)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeoutError)
     async def database_unavailable(_request: Request, error: Exception) -> JSONResponse:
         if is_disk_full(error):
-            return disk_full(error)
+            return disk_full_answer(error)
         logger.error("database unavailable: %s", error)
         return JSONResponse(
             status_code=503,
