@@ -6,6 +6,7 @@ import shutil
 from pathlib import PurePosixPath, PureWindowsPath
 
 from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth.keys import Principal
@@ -125,5 +126,12 @@ def delete(*, session: Session, dataset: Dataset) -> None:
     if users:
         named = ", ".join(users[:MAX_NAMED_JOBS]) + (", …" if len(users) > MAX_NAMED_JOBS else "")
         raise Conflict(f"dataset {dataset.id} is used by job(s) {named}: delete them first")
+    dataset_id = dataset.id
     session.delete(dataset)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:
+        # A job created since the check above, and committed before this delete ran.
+        raise Conflict(
+            f"dataset {dataset_id} is used by a job created meanwhile: delete that job first"
+        ) from None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from app.ml.model_files import read_metadata
 from app.ml.synthetic import make_images, png_bytes
 from app.orm import Checkpoint, Job, Model
 from tests.conftest import make_ready_dataset
+from tests.small_filesystem import can_mount_a_small_filesystem
 from worker import job_runner
 from worker.job_runner import claim
 from worker.training.config import TrainingConfig
@@ -322,26 +322,10 @@ def test_a_full_disk_fails_the_job_clearly_and_a_retry_resumes_it_from_its_check
     assert client.post(f"/jobs/{job_id}/retry").status_code == 409
 
 
-def _can_mount_a_small_filesystem() -> bool:
-    probe = Path(tempfile.mkdtemp(prefix="clipft-mount-probe-"))
-    try:
-        mounted = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(probe)], capture_output=True
-        )
-        if mounted.returncode != 0:
-            return False
-        subprocess.run(["umount", str(probe)], check=True)
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.rmdir()
-
-
 @pytest.mark.faults
 @pytest.mark.backend_independent  # a fault of the data disk, not of the database
 @pytest.mark.skipif(
-    not _can_mount_a_small_filesystem(), reason="needs to mount a small tmpfs (root)"
+    not can_mount_a_small_filesystem(), reason="needs to mount a small tmpfs (root)"
 )
 def test_a_checkpoint_filesystem_that_fills_up_fails_the_job_and_a_retry_resumes_it(
     client: TestClient, settings: Settings, ready_dataset: str
