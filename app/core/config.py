@@ -173,7 +173,10 @@ class Settings(BaseSettings):
         None, ge=1, description="Queued and running jobs one tenant may have (unset: no limit)."
     )
     tenant_max_upload_bytes: int | None = Field(
-        None, ge=1, description="Uploaded archive bytes one tenant may keep (unset: no limit)."
+        None,
+        ge=1,
+        description="Bytes one tenant's datasets may keep on disk, their stored images and "
+        "manifests, plus what its uploads in progress reserved (unset: no limit).",
     )
     tenant_predict_per_second: float | None = Field(
         None,

@@ -10,9 +10,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth.keys import Principal
+from app.auth.quotas import settle_upload
 from app.core.config import Settings
 from app.core.errors import Conflict, Unprocessable
 from app.core.queries import get_or_404, newest_first_page
+from app.core.storage import folder_bytes
 from app.datasets.ingest import ingest_archive
 from app.datasets.upload import FILE_FIELD, ReceivedUpload
 from app.ml.manifest import Manifest
@@ -30,9 +32,10 @@ def create(
     settings: Settings,
     dataset_id: str,
     upload: ReceivedUpload,
-    tenant: str = DEFAULT_TENANT,
+    principal: Principal,
 ) -> Dataset:
-    """Check, normalise and split an uploaded zip, then record it as a ready dataset."""
+    """Check, normalise and split an uploaded zip, then record it as a ready dataset whose
+    stored files, not its zip, count against the tenant's upload quota."""
     try:
         name = dataset_name(upload)
         manifest = ingest_archive(
@@ -43,8 +46,19 @@ def create(
         )
         upload_bytes = upload.path.stat().st_size
         upload.path.unlink()
-        dataset = dataset_row(dataset_id=dataset_id, name=name, manifest=manifest, tenant=tenant)
+        stored_bytes = folder_bytes(upload.folder)
+        settle_upload(
+            session=session,
+            settings=settings,
+            principal=principal,
+            dataset_id=dataset_id,
+            stored_bytes=stored_bytes,
+        )
+        dataset = dataset_row(
+            dataset_id=dataset_id, name=name, manifest=manifest, tenant=principal.tenant
+        )
         dataset.upload_bytes = upload_bytes
+        dataset.stored_bytes = stored_bytes
         session.add(dataset)
         session.flush()
     except BaseException:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -33,6 +34,7 @@ from app.ml.manifest import read_manifest
 from tests.datasets_helpers import (
     class_entries,
     class_zip,
+    grey_ramp_bytes,
     image_bytes,
     make_zip,
     patch_central_header,
@@ -170,6 +172,42 @@ def test_exif_orientation_is_applied_before_storing(client: TestClient, settings
     folder = dataset_dir(settings.data_dir, response.json()["id"])
     with Image.open(folder / "images/0.png") as stored:
         assert stored.size == (20, 40)
+
+
+def test_16_bit_and_float_images_are_scaled_not_clipped(
+    client: TestClient, settings: Settings
+) -> None:
+    entries = [
+        ("slides/16-bit.png", grey_ramp_bytes("uint16", 65535, "PNG")),
+        ("slides/16-bit-big-endian.tif", grey_ramp_bytes(">u2", 65535, "TIFF")),
+        ("slides/float.tif", grey_ramp_bytes("float32", 1.0, "TIFF")),
+        ("photos/8-bit.png", grey_ramp_bytes("uint8", 255, "PNG")),
+    ]
+    response = upload(client, make_zip(entries))
+    assert response.status_code == 201, response.text
+
+    folder = dataset_dir(settings.data_dir, response.json()["id"])
+    rows = []
+    for number in range(len(entries)):
+        with Image.open(folder / f"images/{number}.png") as stored:
+            rows.append(np.asarray(stored)[0, :, 0].astype(int))
+    eight_bit = rows[3]
+    for row in rows[:3]:
+        # The ramp black to white that was uploaded, as its 8-bit copy stores it.
+        assert row[0] == 0 and row[-1] == 255 and (np.diff(row) >= 0).all()
+        assert (row == eight_bit).all()
+
+
+def test_a_float_image_outside_0_to_1_is_refused_naming_its_mode(client: TestClient) -> None:
+    entries = [
+        ("slides/float.tif", grey_ramp_bytes("float32", 1000.0, "TIFF")),
+        ("photos/8-bit.png", grey_ramp_bytes("uint8", 255, "PNG")),
+    ]
+    response = upload(client, make_zip(entries))
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith(
+        "slides/float.tif: float image (mode F) with values 0..1000: only 0..1 is read"
+    )
 
 
 def test_metadata_csv_with_labels_is_a_classification_set(
