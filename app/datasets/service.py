@@ -8,9 +8,9 @@ from pathlib import PurePosixPath, PureWindowsPath
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from app.auth.keys import Principal
 from app.core.config import Settings
 from app.core.errors import Conflict, Unprocessable
+from app.core.principal import Principal
 from app.core.queries import get_or_404, newest_first_page
 from app.datasets.ingest import ingest_archive
 from app.datasets.upload import FILE_FIELD, ReceivedUpload

@@ -8,14 +8,14 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.auth.keys import Principal
-from app.auth.quotas import check_active_jobs
 from app.core.config import Settings
 from app.core.errors import Conflict, Unprocessable
+from app.core.principal import Principal
 from app.core.queries import get_or_404, newest_first_page
 from app.core.storage import new_id
 from app.jobs import lifecycle
 from app.jobs.lifecycle import JobStatus
+from app.jobs.quota import check_active_jobs
 from app.jobs.schemas import JobCreate, JobProgress
 from app.ml.base_models import BaseModelRefused, check_base_model
 from app.ml.hyperparameters import HEAD_METHODS

@@ -12,11 +12,11 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from app.auth.keys import Principal
 from app.auth.requests import PrincipalDep
 from app.core.config import Settings
 from app.core.errors import ClientError, PayloadTooLarge
 from app.core.metrics import PREDICT_SECONDS
+from app.core.principal import Principal
 from app.deps import SettingsDep
 from app.inference.cache import ModelCache
 from app.inference.pixels import PixelPool

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from app.auth.keys import Principal
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.errors import Conflict, PayloadTooLarge, Unprocessable
+from app.core.principal import Principal
 from app.inference import engine, ensemble
 from app.inference.cache import CachedModel, ModelCache, ModelUnavailable, with_labels
 from app.inference.pixels import BadImage, PendingPixels, PixelPool, gather
