@@ -14,7 +14,7 @@ from app.core.storage import dataset_dir, discard_dir, new_id, require_free_disk
 from app.datasets import service
 from app.datasets.schemas import DatasetList, DatasetPublic
 from app.datasets.upload import receive_upload
-from app.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
+from app.http.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
 from app.orm.models import Dataset
 
 router = APIRouter(tags=["datasets"])

@@ -31,7 +31,7 @@ from app.core.db import session_scope
 from app.core.error_responses import error_responses
 from app.core.errors import ClientError
 from app.core.principal import Principal
-from app.deps import SettingsDep
+from app.http.deps import SettingsDep
 from app.jobs.lifecycle import JobStatus
 from app.orm import Job
 

@@ -13,7 +13,7 @@ from app.auth.requests import PrincipalDep
 from app.core import storage
 from app.core.config import Settings
 from app.core.queue import send_train_task
-from app.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
+from app.http.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
 from app.jobs import service
 from app.jobs.lifecycle import JobStatus
 from app.jobs.schemas import JobCreate, JobEventPublic, JobList, JobPublic
