@@ -1,4 +1,4 @@
-"""Job logic: create, read, list, cancel. Routes commit; enqueueing happens after the commit."""
+"""Job logic: create, read, list, cancel. Routes commit; a queued job is sent after the commit."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from app.core.principal import Principal
 from app.core.queries import get_or_404, newest_first_page
 from app.core.storage import new_id
 from app.jobs import lifecycle
+from app.jobs.dispatch import send_after_commit
 from app.jobs.lifecycle import JobStatus
 from app.jobs.quota import check_active_jobs
 from app.jobs.schemas import JobCreate, JobProgress
@@ -24,7 +25,8 @@ from app.orm.base import utcnow
 
 
 def create(*, session: Session, settings: Settings, job_in: JobCreate, principal: Principal) -> Job:
-    """Check the dataset and base model, then record the job as `queued` (not yet sent).
+    """Check the dataset and base model, then record the job as `queued`, sent to the workers
+    once the caller commits.
 
     The job belongs to its dataset's tenant (the caller's own, unless an admin acts for one).
     """
@@ -63,6 +65,7 @@ def create(*, session: Session, settings: Settings, job_in: JobCreate, principal
     session.add(job)
     session.flush()
     lifecycle.record_queued(session, job)
+    send_after_commit(session, settings, job.id)
     return job
 
 
@@ -147,7 +150,7 @@ def delete(*, session: Session, job: Job) -> None:
 
 
 def retry(*, session: Session, settings: Settings, job: Job, principal: Principal) -> Job:
-    """Queue a failed or cancelled job again (409 otherwise); the caller commits, then sends."""
+    """Queue a failed or cancelled job again (409 otherwise), sent once the caller commits."""
     if job.status not in lifecycle.RETRYABLE:
         raise Conflict(f"job {job.id} is {job.status}: only a failed or cancelled job is retried")
     owner = Principal(tenant=job.tenant, admin=principal.admin)
@@ -157,4 +160,5 @@ def retry(*, session: Session, settings: Settings, job: Job, principal: Principa
         session.refresh(job)
         raise Conflict(f"job {job.id} is {job.status}: only a failed or cancelled job is retried")
     session.refresh(job)
+    send_after_commit(session, settings, job.id)
     return job
