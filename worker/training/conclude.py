@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.jobs.event_types import EventType
 from app.ml.model_files import ModelMetadata, read_metadata, write_metadata
 from worker.training.checkpoint import TrainerState
 from worker.training.control import control_accuracy
@@ -105,7 +106,7 @@ def search_wise_ft(
     ]
     session.callbacks.on_notice(
         Notice(
-            "wise_ft",
+            EventType.WISE_FT,
             f"WiSE-FT: alpha {winner.alpha:g} is the best by {session.metric_name}",
             {"alpha": winner.alpha, "curve": curve},
         )
