@@ -23,10 +23,10 @@ from app.inference.pixels import BadImage, PendingPixels, PixelPool, gather
 from app.ml.base_models import BaseModelRefused, check_base_model
 from app.ml.images import ImageLimits
 from app.ml.preprocess import PixelSpec
+from app.ml.prompts import DEFAULT_PROMPT_TEMPLATE
 from app.models.service import get_models
 from app.predict.model_lookup import ModelLookup
 from app.predict.schemas import (
-    DEFAULT_ZERO_SHOT_TEMPLATE,
     ClassificationResponse,
     EmbedRequest,
     EmbedResponse,
@@ -357,7 +357,7 @@ def zero_shot(
     labelled = with_labels(
         cached,
         predict_input.labels,
-        predict_input.prompt_templates or [DEFAULT_ZERO_SHOT_TEMPLATE],
+        predict_input.prompt_templates or [DEFAULT_PROMPT_TEMPLATE],
     )
     ranked = engine.top_labels(
         engine.label_probabilities(labelled, pixels), top_k=predict_input.top_k
