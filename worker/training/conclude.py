@@ -11,7 +11,10 @@ from app.ml.model_files import ModelMetadata, read_metadata, write_metadata
 from worker.training.checkpoint import TrainerState
 from worker.training.control import control_accuracy
 from worker.training.evaluate import EvalResult
-from worker.training.methods.wise_ft import (
+from worker.training.progress import Notice, RunResult
+from worker.training.report import build_report, result_summary
+from worker.training.session import RunSession, evaluate_served
+from worker.training.wise_ft import (
     WISE_FT_DIR_NAME,
     MixScore,
     ServedModel,
@@ -21,9 +24,6 @@ from worker.training.methods.wise_ft import (
     mix,
     write_mix,
 )
-from worker.training.progress import Notice, RunResult
-from worker.training.report import build_report, result_summary
-from worker.training.session import RunSession, evaluate_served
 
 
 def conclude(session: RunSession, state: TrainerState) -> RunResult:

@@ -20,11 +20,11 @@ from worker.training.control import ControlSet, load_control_set
 from worker.training.data import PreparedLoader
 from worker.training.evaluate import PRIMARY_METRIC, EvalResult, Evaluator, evaluate
 from worker.training.methods import TrainingMethod, build_method
-from worker.training.methods.wise_ft import ServedModel
 from worker.training.prepared import load_prepared
 from worker.training.progress import Notice, TrainingCallbacks
 from worker.training.resume import adopt, find_resume_point
 from worker.training.task import TaskTensors, build_task
+from worker.training.wise_ft import ServedModel
 
 
 @dataclass
