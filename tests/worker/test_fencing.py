@@ -158,7 +158,7 @@ def test_a_hung_training_loop_loses_its_heartbeat_and_the_job_goes_back_to_the_q
 
     from app.jobs.reconcile import reconcile_once
     from worker import job_runner
-    from worker.training.crash_for_tests import CRASH_FILE_VARIABLE
+    from worker.training.fault_injection import CRASH_FILE_VARIABLE
 
     hang_order = tmp_path / "hang"
     hang_order.write_text("HANG")
