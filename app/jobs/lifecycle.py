@@ -1,5 +1,5 @@
-"""The job lifecycle in one place: its statuses, its event types, and one function per status
-change.
+"""The job lifecycle in one place: its statuses and one function per status change (the event
+types it writes are in app/jobs/event_types.py).
 
 Each change is one conditional UPDATE (its fence: the status it leaves and, for a running
 job, the attempt's lease or the staleness that justified taking it away) plus the event that
