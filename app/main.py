@@ -13,11 +13,11 @@ from fastapi import Depends, FastAPI
 from app.auth.quotas import PredictRateLimiter
 from app.auth.requests import KeyCache, get_principal
 from app.core.config import Settings, get_settings
-from app.core.error_handlers import install_error_handlers
 from app.core.error_responses import error_responses
 from app.datasets.router import router as datasets_router
 from app.health.metrics import router as metrics_router
 from app.health.router import router as health_router
+from app.http.error_handlers import install_error_handlers
 from app.jobs.reconcile import reconcile_once
 from app.jobs.router import router as jobs_router
 from app.models.router import router as models_router

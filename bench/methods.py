@@ -29,8 +29,8 @@ from tests.training.synthetic_folder import write_image_folder
 from worker.training.config import TrainingConfig
 from worker.training.control import control_accuracy, load_whole_set
 from worker.training.evaluate import Evaluator
-from worker.training.methods.wise_ft import load_served
 from worker.training.run import run
+from worker.training.wise_ft import load_served
 
 TRAIN_SEED, HELD_OUT_DIGITS_SEED, HELD_OUT_SHAPES_SEED = 0, 7_001, 7_002
 

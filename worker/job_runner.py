@@ -15,6 +15,7 @@ from app.core.config import Settings, get_settings
 from app.core.db import session_scope
 from app.core.public_text import public_message
 from app.core.storage import (
+    atomic_dir,
     checkpoints_dir,
     dataset_dir,
     model_dir,
@@ -138,11 +139,10 @@ def register_model(settings: Settings, job: Job, owner: str, result: RunResult) 
         raise RuntimeError("training finished without writing a checkpoint")
     model_id = new_id()
     target = model_dir(settings.data_dir, model_id)
-    staging = target.with_name(f".{model_id}.tmp")
-    shutil.copytree(
-        result.best_checkpoint, staging, ignore=shutil.ignore_patterns(*TRAINING_ONLY_FILES)
-    )
-    os.replace(staging, target)
+    with atomic_dir(target) as staging:
+        shutil.copytree(
+            result.best_checkpoint, staging, ignore=shutil.ignore_patterns(*TRAINING_ONLY_FILES)
+        )
     metadata = read_metadata(target)
     try:
         with session_scope(settings.resolved_database_url) as session:

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from app.core.db import rows_updated, session_scope
 from app.core.metrics import TRAINING_IMAGES_PER_SECOND, TRAINING_STEPS
 from app.core.storage import new_id
+from app.jobs.event_types import EventType
 from app.jobs.events import add_event
 from app.jobs.lifecycle import JobStatus
 from app.jobs.loss_curve import with_point
@@ -112,7 +113,9 @@ class JobReporter(TrainingCallbacks):
                 time.sleep(delay)
         return action()
 
-    def fenced_event(self, type: str, message: str, data: dict[str, Any], **values: Any) -> bool:
+    def fenced_event(
+        self, type: EventType, message: str, data: dict[str, Any], **values: Any
+    ) -> bool:
         """`fenced`, writing one event of the job."""
         return self.fenced(
             lambda session: add_event(
@@ -166,7 +169,7 @@ class JobReporter(TrainingCallbacks):
     def on_process_started(self, pid: int) -> None:
         """Record which process trains this attempt, for whoever reads the worker's machine."""
         self._last_sign_of_life = time.monotonic()
-        self.fenced_event("process", f"training process {pid} started", {"pid": pid})
+        self.fenced_event(EventType.PROCESS, f"training process {pid} started", {"pid": pid})
 
     def on_step(self, progress: StepProgress) -> None:
         self._last_sign_of_life = time.monotonic()
@@ -210,7 +213,7 @@ class JobReporter(TrainingCallbacks):
         label = "base model" if epoch == 0 else f"epoch {epoch}"
         summary = ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
         self.fenced_event(
-            "evaluation",
+            EventType.EVALUATION,
             f"{label}: {summary or 'no val split'}",
             {"epoch": epoch, **metrics},
             metrics=latest,
@@ -234,7 +237,7 @@ class JobReporter(TrainingCallbacks):
             add_event(
                 session,
                 job_id=self.job_id,
-                type="checkpoint",
+                type=EventType.CHECKPOINT,
                 message=f"checkpoint for epoch {checkpoint.epoch} written",
                 data={"epoch": checkpoint.epoch, "step": checkpoint.step},
             )

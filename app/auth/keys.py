@@ -17,6 +17,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.core.principal import Principal
 from app.core.storage import new_id
 from app.orm import ApiKey
 from app.orm.base import utcnow
@@ -24,18 +25,6 @@ from app.orm.base import utcnow
 KEY_PREFIX = "clipft_"
 KEY_PATTERN = re.compile(r"^clipft_([0-9a-f]{32})_([A-Za-z0-9_-]{20,100})$")
 TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is asking: the tenant whose rows they see, and whether they see every tenant's."""
-
-    tenant: str
-    admin: bool
-    key_id: str | None = None
-
-    def sees(self, tenant: str) -> bool:
-        return self.admin or tenant == self.tenant
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Per-tenant quotas: active jobs, stored upload bytes, and /predict requests per second.
+"""Per-tenant quotas: stored upload bytes and /predict requests per second, and the lock the
+active-jobs limit (app/jobs/quota.py, with its domain) shares.
 
 Admins (and every request while authentication is off) are not limited. Over a quota the api
 answers 429 with `Retry-After`. The predict rate is counted in each api process, so with
@@ -20,16 +21,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, false, func, select, update
 from sqlalchemy.orm import Session
 
-from app.auth.keys import Principal
 from app.core.config import Settings
 from app.core.errors import TooManyRequests
-from app.jobs.lifecycle import JobStatus
+from app.core.principal import Principal
 from app.orm.base import utcnow
 from app.orm.models import Dataset, Job, UploadReservation
 
-ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
-# A job takes minutes or more: asking again sooner than this cannot succeed.
-ACTIVE_JOBS_RETRY_SECONDS = 60
 UPLOAD_RETRY_SECONDS = 3600
 
 
@@ -46,30 +43,6 @@ def lock_tenant_quotas(session: Session, tenant: str) -> None:
         # lock that every other writer waits for (busy_timeout); a plain SELECT takes none, so
         # two requests could both count one place left and both insert.
         session.execute(update(Job).where(false()).values(status=Job.status))
-
-
-def check_active_jobs(*, session: Session, settings: Settings, principal: Principal) -> None:
-    """429 when the tenant already has its limit of queued and running jobs.
-
-    The count runs under a lock held until the caller's transaction (which inserts or requeues
-    the job) ends, so two requests at once cannot both pass with one place left: on PostgreSQL
-    a lock per tenant, on SQLite the database's one write lock.
-    """
-    limit = settings.tenant_max_active_jobs
-    if limit is None or principal.admin:
-        return
-    lock_tenant_quotas(session, principal.tenant)
-    active = session.scalar(
-        select(func.count())
-        .select_from(Job)
-        .where(Job.tenant == principal.tenant, Job.status.in_(ACTIVE_STATUSES))
-    )
-    if (active or 0) >= limit:
-        raise TooManyRequests(
-            f"tenant {principal.tenant} has {active} queued or running jobs, its limit; wait for "
-            "one to finish or cancel one",
-            retry_after_seconds=ACTIVE_JOBS_RETRY_SECONDS,
-        )
 
 
 def reserve_upload(

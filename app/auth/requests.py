@@ -14,12 +14,13 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from app.auth.keys import Principal, verify_key
+from app.auth.keys import verify_key
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.errors import Unauthorized
 from app.core.expiring import ExpiringCache
-from app.deps import SettingsDep
+from app.core.principal import Principal
+from app.http.deps import SettingsDep
 from app.orm.models import DEFAULT_TENANT
 
 OPEN_ACCESS = Principal(tenant=DEFAULT_TENANT, admin=True)

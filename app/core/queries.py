@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from app.auth.keys import Principal
 from app.core.errors import NotFound
+from app.core.principal import Principal
 
 RowT = TypeVar("RowT")
 

@@ -7,6 +7,8 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -70,16 +72,25 @@ def atomic_write_json(path: Path, payload: Any) -> None:
     atomic_write_bytes(path, json.dumps(payload, indent=2, sort_keys=True).encode())
 
 
-def replace_dir(source: Path, target: Path) -> None:
-    """Move a finished folder into place; an older folder at `target` is swapped out first."""
+@contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """A folder to fill in place of `target`: a path beside it that does not exist yet, renamed
+    to `target` when the block ends and removed when it raises, so a reader never finds a half
+    folder under `target`'s name. An older folder there is renamed aside first and removed
+    after the rename (in between, `target` is briefly absent, never half)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        trash = target.with_name(f".{target.name}.old-{new_id()}")
-        os.replace(target, trash)
-        os.replace(source, target)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(source, target)
+    staging = target.with_name(f".{target.name}.tmp-{new_id()[:8]}")
+    try:
+        yield staging
+        if target.exists():
+            trash = target.with_name(f".{target.name}.old-{new_id()[:8]}")
+            os.replace(target, trash)
+            os.replace(staging, target)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def discard_dir(folder: Path) -> None:

@@ -11,15 +11,15 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.auth import quotas
-from app.auth.keys import Principal
 from app.auth.requests import PrincipalDep
 from app.core.config import Settings
 from app.core.errors import PayloadTooLarge
+from app.core.principal import Principal
 from app.core.storage import dataset_dir, discard_dir, new_id, require_free_disk
 from app.datasets import service
 from app.datasets.schemas import DatasetList, DatasetPublic
 from app.datasets.upload import receive_upload
-from app.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
+from app.http.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
 from app.orm.models import Dataset
 from app.request_body import declared_length
 

@@ -9,10 +9,10 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.auth.keys import Principal
 from app.auth.quotas import settle_upload
 from app.core.config import Settings
 from app.core.errors import Conflict, Unprocessable
+from app.core.principal import Principal
 from app.core.queries import get_or_404, newest_first_page
 from app.core.storage import folder_bytes
 from app.datasets.ingest import ingest_archive

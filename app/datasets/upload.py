@@ -15,13 +15,13 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 
 from app.core.errors import PayloadTooLarge, Unprocessable
-from app.multipart_parts import (
+from app.http.multipart_parts import (
     PartReader,
     feed_parts,
     multipart_boundary,
     require_closing_boundary,
 )
-from app.request_body import refuse_declared_oversize, stream_within
+from app.http.request_body import refuse_declared_oversize, stream_within
 
 FILE_FIELD = "file"
 TEXT_FIELDS = frozenset({"name"})

@@ -25,13 +25,13 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from app.auth.keys import Principal
 from app.auth.requests import get_principal
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.error_responses import error_responses
 from app.core.errors import ClientError
-from app.deps import SettingsDep
+from app.core.principal import Principal
+from app.http.deps import SettingsDep
 from app.jobs.lifecycle import JobStatus
 from app.orm import Job
 

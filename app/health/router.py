@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from app.core.config import Settings
 from app.core.db import get_engine
-from app.deps import SettingsDep
+from app.http.deps import SettingsDep
 
 router = APIRouter(tags=["health"])
 

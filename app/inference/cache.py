@@ -265,10 +265,6 @@ class ModelCache:
         with self._lock:
             return self._entries.pop(model_id, None) is not None
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
     def _lookup(self, model_id: str) -> CachedModel | None:
         with self._lock:
             cached = self._entries.get(model_id)

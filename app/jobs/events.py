@@ -6,10 +6,16 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.jobs.event_types import EventType
 from app.orm import JobEvent
 
 
 def add_event(
-    session: Session, *, job_id: str, type: str, message: str, data: dict[str, Any] | None = None
+    session: Session,
+    *,
+    job_id: str,
+    type: EventType,
+    message: str,
+    data: dict[str, Any] | None = None,
 ) -> None:
     session.add(JobEvent(job_id=job_id, type=type, message=message, data=data or {}))

@@ -1,5 +1,5 @@
-"""The job lifecycle in one place: its statuses, its event types, and one function per status
-change.
+"""The job lifecycle in one place: its statuses and one function per status change (the event
+types it writes are in app/jobs/event_types.py).
 
 Each change is one conditional UPDATE (its fence: the status it leaves and, for a running
 job, the attempt's lease or the staleness that justified taking it away) plus the event that
@@ -23,6 +23,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.core.db import rows_updated
+from app.jobs.event_types import EventType
 from app.jobs.events import add_event
 from app.orm import Job
 
@@ -37,22 +38,6 @@ class JobStatus(StrEnum):
 
 FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
-
-
-class EventType(StrEnum):
-    """What a job's event log holds (`GET /jobs/{id}/events`)."""
-
-    STATUS = "status"
-    CANCEL_REQUESTED = "cancel_requested"
-    RETRY = "retry"
-    EVALUATION = "evaluation"
-    CHECKPOINT = "checkpoint"
-    # Notices from the training run.
-    RESUME = "resume"
-    CHECKPOINT_UNUSABLE = "checkpoint_unusable"
-    PHASE = "phase"
-    EARLY_STOP = "early_stop"
-    WISE_FT = "wise_ft"
 
 
 def _change(

@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session
 
 from app.core.config import Settings
 from app.core.db import session_scope
-from app.core.queue import send_train_task, waiting_job_ids
+from app.core.queue import waiting_job_ids
 from app.jobs import lifecycle
+from app.jobs.dispatch import send_after_commit
 from app.jobs.janitor import JanitorReport, sweep
 from app.jobs.lifecycle import JobStatus
 from app.orm import Job
@@ -43,7 +44,7 @@ def reconcile(
     now: datetime,
     in_broker: set[str] | None = None,
 ) -> ReconcileReport:
-    """Fix stale jobs in the session; the caller commits, then sends `report.resend`.
+    """Fix stale jobs in the session; the caller sends `report.resend` once it commits.
 
     `in_broker` holds the ids of jobs the broker still has a message for (None: unknown); a
     queued job that waited long is re-sent only when its message is not there.
@@ -116,11 +117,6 @@ def reconcile_once(settings: Settings) -> ReconcileReport:
         now = utcnow()
         report = reconcile(session=session, settings=settings, now=now, in_broker=in_broker)
         report.janitor = sweep(session=session, settings=settings, now=now)
-    for job_id in report.resend:
-        try:
-            send_train_task(
-                broker_url=str(settings.redis_url), queue=settings.train_queue, job_id=job_id
-            )
-        except Exception:
-            logger.exception("reconciler could not send job %s", job_id)
+        for job_id in report.resend:
+            send_after_commit(session, settings, job_id)
     return report

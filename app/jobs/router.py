@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header
 from fastapi.responses import StreamingResponse
-from sqlalchemy.orm import Session
 
 from app.auth.requests import PrincipalDep
 from app.core import storage
-from app.core.config import Settings
-from app.core.queue import send_train_task
-from app.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
+from app.http.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
 from app.jobs import service
 from app.jobs.lifecycle import JobStatus
 from app.jobs.schemas import JobCreate, JobEventPublic, JobList, JobPublic
 from app.jobs.stream import job_stream
 from app.orm import Job
 
-logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
@@ -36,21 +31,8 @@ def create_job(
     job_in: JobCreate, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
 ) -> Job:
     """Start fine-tuning: the job is recorded as queued, then handed to the workers."""
-    job = service.create(session=session, settings=settings, job_in=job_in, principal=principal)
-    return commit_and_send(job, session, settings)
-
-
-def commit_and_send(job: Job, session: Session, settings: Settings) -> Job:
-    # Commit before sending: a worker must never receive an id the database does not have.
-    session.commit()
-    try:
-        send_train_task(
-            broker_url=str(settings.redis_url), queue=settings.train_queue, job_id=job.id
-        )
-    except Exception:
-        # The job stays queued; the reconciler sends it again once the broker answers.
-        logger.exception("could not send job %s to the broker", job.id)
-    return job
+    # Sent to the workers when the session commits, before the response (app/jobs/dispatch.py).
+    return service.create(session=session, settings=settings, job_in=job_in, principal=principal)
 
 
 @router.get("", response_model=JobList)
@@ -86,8 +68,7 @@ def retry_job(
 ) -> Job:
     """Queue a failed or cancelled job again (after a full disk, say): the next attempt
     resumes from its newest checkpoint. 409 for a job that is queued, running or succeeded."""
-    job = service.retry(session=session, settings=settings, job=job, principal=principal)
-    return commit_and_send(job, session, settings)
+    return service.retry(session=session, settings=settings, job=job, principal=principal)
 
 
 @router.get("/{job_id}/report", response_model=dict[str, Any])

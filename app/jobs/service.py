@@ -1,4 +1,4 @@
-"""Job logic: create, read, list, cancel. Routes commit; enqueueing happens after the commit."""
+"""Job logic: create, read, list, cancel. Routes commit; a queued job is sent after the commit."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.auth.keys import Principal
-from app.auth.quotas import check_active_jobs
 from app.core.config import Settings
 from app.core.errors import Conflict, Unprocessable
+from app.core.principal import Principal
 from app.core.queries import get_or_404, newest_first_page
 from app.core.storage import new_id
 from app.jobs import lifecycle
+from app.jobs.dispatch import send_after_commit
 from app.jobs.lifecycle import JobStatus
+from app.jobs.quota import check_active_jobs
 from app.jobs.schemas import JobCreate, JobProgress
 from app.ml.base_models import BaseModelRefused, check_base_model
 from app.ml.hyperparameters import HEAD_METHODS
@@ -25,7 +26,8 @@ from app.orm.base import utcnow
 
 
 def create(*, session: Session, settings: Settings, job_in: JobCreate, principal: Principal) -> Job:
-    """Check the dataset and base model, then record the job as `queued` (not yet sent).
+    """Check the dataset and base model, then record the job as `queued`, sent to the workers
+    once the caller commits.
 
     The job belongs to its dataset's tenant (the caller's own, unless an admin acts for one).
     """
@@ -71,6 +73,7 @@ def create(*, session: Session, settings: Settings, job_in: JobCreate, principal
         named = ", ".join(filter(None, (job_in.dataset_id, job_in.control_dataset_id)))
         raise Conflict(f"dataset {named} was deleted while the job was being created") from None
     lifecycle.record_queued(session, job)
+    send_after_commit(session, settings, job.id)
     return job
 
 
@@ -155,7 +158,7 @@ def delete(*, session: Session, job: Job) -> None:
 
 
 def retry(*, session: Session, settings: Settings, job: Job, principal: Principal) -> Job:
-    """Queue a failed or cancelled job again (409 otherwise); the caller commits, then sends."""
+    """Queue a failed or cancelled job again (409 otherwise), sent once the caller commits."""
     if job.status not in lifecycle.RETRYABLE:
         raise Conflict(f"job {job.id} is {job.status}: only a failed or cancelled job is retried")
     owner = Principal(tenant=job.tenant, admin=principal.admin)
@@ -165,4 +168,5 @@ def retry(*, session: Session, settings: Settings, job: Job, principal: Principa
         session.refresh(job)
         raise Conflict(f"job {job.id} is {job.status}: only a failed or cancelled job is retried")
     session.refresh(job)
+    send_after_commit(session, settings, job.id)
     return job

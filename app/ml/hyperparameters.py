@@ -7,17 +7,17 @@ stored by an earlier version still loads and resumes.
 
 from __future__ import annotations
 
-from string import Formatter
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from app.ml.prompts import DEFAULT_PROMPT_TEMPLATE, PromptTemplates
 
 Method = Literal["full", "linear_probe", "lp_ft", "flyp", "lora"]
 Freeze = Literal["none", "text", "vision"]
 LrSchedule = Literal["cosine", "linear", "step", "constant"]
 Augment = Literal["none", "light", "standard"]
 
-DEFAULT_PROMPT_TEMPLATE = "a photo of a {}."
 # FLYP's objective beat cross-entropy over the class prompts on held-out classification in
 # every run measured (bench/methods.py, docs/methods.md), so it is the default. Jobs stored
 # before `method` existed trained with `full`, and read back so (`LEGACY_METHOD`).
@@ -29,19 +29,6 @@ FREEZABLE_METHODS = ("full", "lora", "flyp")
 HEAD_METHODS = ("linear_probe", "lp_ft")
 LORA_FIELDS = ("lora_rank", "lora_alpha", "lora_dropout")
 MAX_WISE_FT_ALPHAS = 11
-
-
-def check_prompt_template(template: str) -> str:
-    """A template must hold exactly one `{}`, which becomes the class name."""
-    try:
-        names = [name for _, name, _, _ in Formatter().parse(template) if name is not None]
-    except ValueError as error:
-        raise ValueError(f"prompt template {template!r} is not a valid template: {error}") from None
-    if names != [""]:
-        raise ValueError(
-            f"prompt template {template!r} must contain exactly one '{{}}' placeholder"
-        )
-    return template
 
 
 class Hyperparameters(BaseModel):
@@ -106,13 +93,11 @@ class Hyperparameters(BaseModel):
         "`standard`: wider crops and horizontal flips.",
     )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds shuffling and augmentation.")
-    prompt_templates: list[str] = Field(
+    prompt_templates: PromptTemplates = Field(
         default_factory=lambda: [DEFAULT_PROMPT_TEMPLATE],
         # A factory's value is not in the schema by itself; clients (the dashboard's form)
         # show the schema's default.
         json_schema_extra={"default": [DEFAULT_PROMPT_TEMPLATE]},
-        min_length=1,
-        max_length=32,
         description="Class prompts; `{}` becomes the class name. Each class's text embedding "
         "is the mean over the templates.",
     )
@@ -141,15 +126,6 @@ class Hyperparameters(BaseModel):
                 raise ValueError("give prompt_templates or prompt_template, not both")
             data["prompt_templates"] = [data.pop("prompt_template")]
         return data
-
-    @field_validator("prompt_templates")
-    @classmethod
-    def _templates_have_one_placeholder(cls, templates: list[str]) -> list[str]:
-        for template in templates:
-            if not 2 <= len(template) <= 200:
-                raise ValueError(f"prompt template {template!r} must be 2 to 200 characters")
-            check_prompt_template(template)
-        return templates
 
     @field_validator("wise_ft_alphas")
     @classmethod

@@ -10,8 +10,7 @@ from PIL import Image
 from app.ml.base_models import LoadedClip
 from app.ml.encode import class_prompts, encode_images, encode_texts
 from app.ml.preprocess import eval_transform
-
-DEFAULT_TEMPLATE = "a photo of a {}."
+from app.ml.prompts import DEFAULT_PROMPT_TEMPLATE
 
 
 @torch.no_grad()
@@ -20,7 +19,7 @@ def zero_shot_predictions(
     images: Sequence[Image.Image],
     classes: Sequence[str],
     *,
-    template: str = DEFAULT_TEMPLATE,
+    template: str = DEFAULT_PROMPT_TEMPLATE,
     batch_size: int = 256,
 ) -> list[str]:
     """The predicted class of each image, preprocessed as the model's image processor would."""
@@ -47,7 +46,7 @@ def zero_shot_accuracy(
     labels: Sequence[str],
     *,
     classes: Sequence[str] | None = None,
-    template: str = DEFAULT_TEMPLATE,
+    template: str = DEFAULT_PROMPT_TEMPLATE,
 ) -> float:
     """The share of images whose zero-shot class is their label.
 

@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from app.auth.requests import PrincipalDep
 from app.core import storage
 from app.core.errors import Conflict
-from app.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
+from app.http.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
 from app.ml.model_files import METADATA_NAME
 from app.models import service
 from app.models.export import folder_files, model_card, zip_stream

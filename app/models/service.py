@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.auth.keys import Principal
 from app.core.errors import NotFound
+from app.core.principal import Principal
 from app.core.queries import get_or_404, newest_first_page, visible_to
 from app.orm.models import Job, Model
 

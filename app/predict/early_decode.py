@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from app.auth.keys import Principal
 from app.core.errors import Unprocessable
+from app.core.principal import Principal
 from app.inference.cache import BASE_MODEL_KEY, CachedModel, ModelCache
 from app.inference.pixels import PendingPixels, PixelPool, cancel
 from app.ml.images import ImageLimits

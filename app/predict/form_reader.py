@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.core.errors import PayloadTooLarge, Unprocessable
-from app.multipart_parts import PartReader, feed_parts, require_closing_boundary
+from app.http.multipart_parts import PartReader, feed_parts, require_closing_boundary
 from app.predict.service import ImageUpload, check_image_size
 
 FILES_FIELD = "files"

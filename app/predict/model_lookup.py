@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from app.auth.keys import Principal
 from app.core.expiring import ExpiringCache
+from app.core.principal import Principal
 
 Row = TypeVar("Row")
 

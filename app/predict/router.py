@@ -12,16 +12,17 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from app.auth.keys import Principal
 from app.auth.requests import PrincipalDep
 from app.core.config import Settings
 from app.core.errors import ClientError, PayloadTooLarge
 from app.core.metrics import PREDICT_SECONDS
-from app.deps import SettingsDep
+from app.core.principal import Principal
+from app.http.deps import SettingsDep
+from app.http.multipart_parts import multipart_boundary
+from app.http.request_body import refuse_declared_oversize, stream_within
 from app.inference.cache import ModelCache
 from app.inference.pixels import PixelPool
 from app.ml.encode import pick_device
-from app.multipart_parts import multipart_boundary
 from app.predict import service
 from app.predict.early_decode import EarlyDecode
 from app.predict.form_reader import FormLimits, form_list, read_form
@@ -36,7 +37,6 @@ from app.predict.schemas import (
     PredictResponse,
 )
 from app.predict.service import PredictInput, ServedModel
-from app.request_body import refuse_declared_oversize, stream_within
 
 router = APIRouter(tags=["predict"])
 

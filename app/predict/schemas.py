@@ -7,12 +7,12 @@ from typing import Annotated, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from app.ml.prompts import DEFAULT_PROMPT_TEMPLATE, PromptTemplates
+
 MAX_TOP_K = 1000
 # Models in one ensemble: each runs in turn on the request's images, so latency grows with it.
 MAX_ENSEMBLE_MODELS = 8
 MAX_ZERO_SHOT_LABELS = 1000
-MAX_PROMPT_TEMPLATES = 16
-DEFAULT_ZERO_SHOT_TEMPLATE = "a photo of a {}."
 
 
 class PredictOptions(BaseModel):
@@ -46,13 +46,12 @@ class PredictOptions(BaseModel):
         description="With `base_model`: the classes to choose from (zero-shot).",
         json_schema_extra={"minItems": 2, "maxItems": MAX_ZERO_SHOT_LABELS, "uniqueItems": True},
     )
-    prompt_templates: list[Annotated[str, Field(min_length=2, max_length=200)]] | None = Field(
+    prompt_templates: PromptTemplates | None = Field(
         None,
         description=(
             "With `labels`: prompts with `{}` where the label goes, averaged per label "
-            '(default `["a photo of a {}."]`).'
+            f'(default `["{DEFAULT_PROMPT_TEMPLATE}"]`).'
         ),
-        json_schema_extra={"minItems": 1, "maxItems": MAX_PROMPT_TEMPLATES},
     )
     texts: list[str] | None = Field(
         None,
@@ -108,27 +107,6 @@ class PredictOptions(BaseModel):
         if len(set(labels)) != len(labels):
             raise PydanticCustomError("repeated", "labels must be distinct", {})
         return labels
-
-    @field_validator("prompt_templates")
-    @classmethod
-    def _templates_have_a_slot(cls, templates: list[str] | None) -> list[str] | None:
-        if templates is None:
-            return None
-        if not 1 <= len(templates) <= MAX_PROMPT_TEMPLATES:
-            raise PydanticCustomError(
-                "templates_count",
-                "send 1 to {limit} prompt templates",
-                {"limit": MAX_PROMPT_TEMPLATES},
-            )
-        for template in templates:
-            if template.count("{}") != 1 or "{" in template.replace("{}", ""):
-                raise PydanticCustomError(
-                    "template_slot",
-                    "each prompt template needs exactly one {{}} where the label goes, got "
-                    "{template!r}",
-                    {"template": template},
-                )
-        return templates
 
     @model_validator(mode="after")
     def _one_model_or_an_ensemble(self) -> Self:

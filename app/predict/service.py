@@ -13,20 +13,20 @@ from pathlib import Path
 
 import torch
 
-from app.auth.keys import Principal
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.errors import Conflict, PayloadTooLarge, Unprocessable
+from app.core.principal import Principal
 from app.inference import engine, ensemble
 from app.inference.cache import CachedModel, ModelCache, ModelUnavailable, with_labels
 from app.inference.pixels import BadImage, PendingPixels, PixelPool, gather
 from app.ml.base_models import BaseModelRefused, check_base_model
 from app.ml.images import ImageLimits
 from app.ml.preprocess import PixelSpec
+from app.ml.prompts import DEFAULT_PROMPT_TEMPLATE
 from app.models.service import get_models
 from app.predict.model_lookup import ModelLookup
 from app.predict.schemas import (
-    DEFAULT_ZERO_SHOT_TEMPLATE,
     ClassificationResponse,
     EmbedRequest,
     EmbedResponse,
@@ -363,7 +363,7 @@ def zero_shot(
     labelled = with_labels(
         cached,
         predict_input.labels,
-        predict_input.prompt_templates or [DEFAULT_ZERO_SHOT_TEMPLATE],
+        predict_input.prompt_templates or [DEFAULT_PROMPT_TEMPLATE],
     )
     ranked = engine.top_labels(
         engine.label_probabilities(labelled, pixels), top_k=predict_input.top_k

@@ -100,10 +100,10 @@ def test_create_job_commits_it_queued_with_defaults_and_sends_it(
         ({"epochs": 3.0}, "epochs", "valid integer"),
         ({"learning_rate": "0.001"}, "learning_rate", "valid number"),
         ({"weight_decay": False}, "weight_decay", "valid number"),
-        ({"prompt_template": "no placeholder"}, "prompt_templates", "exactly one '{}'"),
-        ({"prompt_templates": ["a {}", "{} and {}"]}, "prompt_templates", "exactly one '{}'"),
-        ({"prompt_templates": ["a {name}"]}, "prompt_templates", "exactly one '{}'"),
-        ({"prompt_templates": ["a {"]}, "prompt_templates", "not a valid template"),
+        ({"prompt_template": "no placeholder"}, "prompt_templates.0", "exactly one '{}'"),
+        ({"prompt_templates": ["a {}", "{} and {}"]}, "prompt_templates.1", "exactly one '{}'"),
+        ({"prompt_templates": ["a {name}"]}, "prompt_templates.0", "exactly one '{}'"),
+        ({"prompt_templates": ["a {"]}, "prompt_templates.0", "not a valid template"),
         ({"prompt_templates": []}, "prompt_templates", "at least 1 item"),
         ({"prompt_template": "a {}", "prompt_templates": ["a {}"]}, None, "not both"),
         ({"dropout": 0.1}, "dropout", "Extra inputs are not permitted"),
@@ -145,8 +145,10 @@ def test_bad_hyperparameters_are_422_naming_the_field_and_the_problem(
     )
     assert response.status_code == 422
     errors = {tuple(error["loc"]): error["msg"] for error in response.json()["detail"]}
-    # Rules that tie several fields together are reported on the hyperparameters object.
-    location = ("body", "hyperparameters", *([field] if field else []))
+    # Rules that tie several fields together are reported on the hyperparameters object; a
+    # list's item by its index (`prompt_templates.1`).
+    path = [int(part) if part.isdigit() else part for part in (field or "").split(".") if part]
+    location = ("body", "hyperparameters", *path)
     assert message in errors[location], errors
 
 

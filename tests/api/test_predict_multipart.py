@@ -12,9 +12,9 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.auth.keys import Principal
 from app.auth.requests import OPEN_ACCESS
 from app.core.config import Settings
+from app.core.principal import Principal
 from app.inference.pixels import PixelPool, gather
 from app.main import create_app
 from app.predict.early_decode import EarlyDecode

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.training.progress import CheckpointInfo, RunResult, StepProgress
+from app.jobs.event_types import EventType
+from worker.training.progress import CheckpointInfo, Notice, RunResult, StepProgress
 from worker.training.protocol import Evaluation, Event, RunError, decode, encode
 
 EVENTS: list[Event] = [
@@ -36,6 +37,7 @@ EVENTS: list[Event] = [
     ),
     RunResult(stopped=True, best_checkpoint=None),
     RunError(type="OutOfMemoryError", message="CUDA out of memory."),
+    Notice(EventType.EARLY_STOP, "stopped early", {"epoch": 2}),
 ]
 
 
@@ -56,3 +58,10 @@ def test_an_error_reads_as_type_and_message() -> None:
         "FileNotFoundError: no manifest.json"
     )
     assert str(RunError.of(KeyboardInterrupt())) == "KeyboardInterrupt"
+
+
+def test_a_notice_comes_back_with_its_event_type_and_an_unknown_type_is_refused() -> None:
+    notice = decode(encode(Notice(EventType.PHASE, "probe phase from epoch 1")))
+    assert isinstance(notice, Notice) and notice.type is EventType.PHASE
+    with pytest.raises(ValueError, match="not_an_event_type"):
+        decode(b'{"event": "notice", "type": "not_an_event_type", "message": "?"}')

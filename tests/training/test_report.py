@@ -14,8 +14,8 @@ from app.ml.manifest import read_manifest
 from app.ml.model_files import read_metadata
 from app.ml.tiny_clip import build_tiny_clip
 from tests.training.runs import Recorder, tiny_config
-from worker.training.methods.wise_ft import WISE_FT_DIR_NAME
 from worker.training.run import run
+from worker.training.wise_ft import WISE_FT_DIR_NAME
 
 
 @torch.no_grad()

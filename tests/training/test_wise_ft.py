@@ -7,7 +7,7 @@ import torch
 from app.ml.base_models import LoadedClip
 from app.ml.class_head import ClassHead
 from app.ml.tiny_clip import build_tiny_clip
-from worker.training.methods.wise_ft import MixScore, ServedModel, choose, mix
+from worker.training.wise_ft import MixScore, ServedModel, choose, mix
 
 
 def served(seed: int, with_head: bool) -> ServedModel:

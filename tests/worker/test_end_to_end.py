@@ -30,7 +30,7 @@ from app.ml.synthetic import (
 )
 from app.orm import Job
 from tests.worker.celery_process import WorkerProcess, is_running, wait_until_gone
-from worker.training.crash_for_tests import CRASH_FILE_VARIABLE, paused_marker
+from worker.training.fault_injection import CRASH_FILE_VARIABLE, paused_marker
 
 pytestmark = pytest.mark.e2e
 

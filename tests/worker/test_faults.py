@@ -20,7 +20,7 @@ from tests.worker.test_end_to_end import (
     wait_for_file,
     wait_until,
 )
-from worker.training.crash_for_tests import CRASH_FILE_VARIABLE, paused_marker
+from worker.training.fault_injection import CRASH_FILE_VARIABLE, paused_marker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 

@@ -16,6 +16,7 @@ from sqlalchemy import func, select, update
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.storage import checkpoints_dir
+from app.jobs.event_types import EventType
 from app.orm import Checkpoint, Job, JobEvent
 from tests.worker.test_job_runner import new_job
 from worker.job_runner import attempt_dir, claim, earlier_attempt_dirs, lease_owner
@@ -72,7 +73,7 @@ def test_a_replaced_attempt_writes_nothing_and_is_told_to_stop(
     path = checkpoints_dir(settings.data_dir, job_id) / "attempt-1" / "epoch-1"
     first.on_evaluation(1, {"val_accuracy": 0.5})
     first.on_checkpoint(CheckpointInfo(1, 6, path, "val_accuracy", 0.5))
-    first.on_notice(Notice("early_stop", "stale"))
+    first.on_notice(Notice(EventType.EARLY_STOP, "stale"))
     first.on_process_started(4242)
     assert first.lease_lost.is_set() and first.should_stop()
     assert counts(settings, job_id) == before
@@ -157,7 +158,7 @@ def test_a_hung_training_loop_loses_its_heartbeat_and_the_job_goes_back_to_the_q
 
     from app.jobs.reconcile import reconcile_once
     from worker import job_runner
-    from worker.training.crash_for_tests import CRASH_FILE_VARIABLE
+    from worker.training.fault_injection import CRASH_FILE_VARIABLE
 
     hang_order = tmp_path / "hang"
     hang_order.write_text("HANG")

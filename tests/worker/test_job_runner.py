@@ -26,7 +26,7 @@ from tests.small_filesystem import can_mount_a_small_filesystem
 from worker import job_runner
 from worker.job_runner import claim
 from worker.training.config import TrainingConfig
-from worker.training.crash_for_tests import CRASH_FILE_VARIABLE
+from worker.training.fault_injection import CRASH_FILE_VARIABLE
 from worker.training.run import run
 
 FAST = {"epochs": 5, "batch_size": 16, "learning_rate": 2e-3, "weight_decay": 0.05}

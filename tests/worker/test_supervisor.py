@@ -15,7 +15,7 @@ from tests.training.synthetic_folder import write_synthetic_folder
 from tests.training.test_run import Recorder, tiny_config
 from worker import supervisor
 from worker.supervisor import TrainingProcessFailed, run_training_process, wait_or_end
-from worker.training.crash_for_tests import CRASH_FILE_VARIABLE
+from worker.training.fault_injection import CRASH_FILE_VARIABLE
 from worker.training.progress import RunResult
 
 # Part of the fault suite (`make test-faults`).

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from worker.training.config import TrainingConfig
-from worker.training.crash_for_tests import crash_hook_enabled, crash_if_a_test_asks
+from worker.training.fault_injection import fault_requested, inject_requested_fault
 from worker.training.progress import CheckpointInfo, Notice, StepProgress, TrainingCallbacks
 from worker.training.protocol import STOP, Evaluation, Event, RunError, encode
 from worker.training.run import run
@@ -34,16 +34,16 @@ class EventWriter(TrainingCallbacks):
     def __init__(self, events: BinaryIO) -> None:
         self.events = events
         self.stop_requested = threading.Event()
-        self._crash_checks_left = True
+        self._fault_checks_left = True
 
     def send(self, event: Event) -> None:
         self.events.write(encode(event))
         self.events.flush()
 
     def on_step(self, progress: StepProgress) -> None:
-        if self._crash_checks_left:
-            self._crash_checks_left = crash_hook_enabled()
-            crash_if_a_test_asks(progress.epoch)
+        if self._fault_checks_left:
+            self._fault_checks_left = fault_requested()
+            inject_requested_fault(progress.epoch)
         self.send(progress)
 
     def on_evaluation(self, epoch: int, metrics: dict[str, Any]) -> None:

@@ -7,9 +7,7 @@ whoever wrote it.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from app.core.storage import atomic_dir
 from app.ml.model_files import ModelMetadata
 from worker.training.config import TrainingConfig
 from worker.training.methods import TrainingMethod
@@ -90,20 +89,12 @@ class CheckpointSnapshot:
 
     def write(self, folder: Path) -> Path:
         """Write into a temporary sibling, then rename: a crash never leaves a half checkpoint."""
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
-        try:
+        with atomic_dir(folder) as staging:
             self.model.write(staging)
             if self.optimizer is not None:
                 self.optimizer.write(staging)
             (staging / TRAINER_STATE_NAME).write_text(self.trainer_state)
             (staging / CONFIG_NAME).write_text(self.config)
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(staging, folder)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return folder
 
 

@@ -6,11 +6,15 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.jobs.event_types import EventType
 from app.ml.model_files import ModelMetadata, read_metadata, write_metadata
 from worker.training.checkpoint import TrainerState
 from worker.training.control import control_accuracy
 from worker.training.evaluate import EvalResult
-from worker.training.methods.wise_ft import (
+from worker.training.progress import Notice, RunResult
+from worker.training.report import build_report, result_summary
+from worker.training.session import RunSession, evaluate_served
+from worker.training.wise_ft import (
     WISE_FT_DIR_NAME,
     MixScore,
     ServedModel,
@@ -20,9 +24,6 @@ from worker.training.methods.wise_ft import (
     mix,
     write_mix,
 )
-from worker.training.progress import Notice, RunResult
-from worker.training.report import build_report, result_summary
-from worker.training.session import RunSession, evaluate_served
 
 
 def conclude(session: RunSession, state: TrainerState) -> RunResult:
@@ -105,7 +106,7 @@ def search_wise_ft(
     ]
     session.callbacks.on_notice(
         Notice(
-            "wise_ft",
+            EventType.WISE_FT,
             f"WiSE-FT: alpha {winner.alpha:g} is the best by {session.metric_name}",
             {"alpha": winner.alpha, "curve": curve},
         )

@@ -83,7 +83,3 @@ class TrainingConfig(Hyperparameters):
 
     def to_json_text(self) -> str:
         return json.dumps(self.to_json(), indent=2, sort_keys=True)
-
-    @classmethod
-    def field_help(cls) -> dict[str, str]:
-        return {name: info.description or "" for name, info in cls.model_fields.items()}

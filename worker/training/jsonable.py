@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import types
 from collections.abc import Mapping
+from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -41,10 +42,13 @@ def _plain(value: Any) -> Any:
 
 
 def _restore(hint: Any, value: Any) -> Any:
-    """JSON has no paths: a string in a `Path` (or `Path | None`) field becomes a Path again."""
+    """JSON has no paths or enums: a string in a `Path` (or `Path | None`) field becomes a Path
+    again, one in an enum field its member (a value the enum lacks raises ValueError)."""
     if value is None:
         return None
     is_union = get_origin(hint) in (Union, types.UnionType)
     if hint is Path or (is_union and Path in get_args(hint)):
         return Path(value)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return hint(value)
     return value

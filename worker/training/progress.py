@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.jobs.event_types import EventType
+
 
 @dataclass(frozen=True)
 class StepProgress:
@@ -36,7 +38,7 @@ class CheckpointInfo:
 class Notice:
     """Something a user should read in the job's events: an early stop, a phase, WiSE-FT."""
 
-    type: str
+    type: EventType
     message: str
     data: dict[str, Any] = field(default_factory=dict)
 

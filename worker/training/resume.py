@@ -18,6 +18,7 @@ from typing import Any
 
 from safetensors import safe_open
 
+from app.core.storage import atomic_dir
 from app.ml.model_files import METADATA_NAME, read_metadata
 from worker.training.checkpoint import (
     OPTIMIZER_GROUPS_NAME,
@@ -140,12 +141,8 @@ def adopt(folder: Path, out_dir: Path) -> Path:
 
 def link_copy(source: Path, target: Path) -> Path:
     """Hard links where the filesystem allows, copies elsewhere; written under a staging name."""
-    staging = target.with_name(f".{target.name}.adopting")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging, copy_function=_link_or_copy)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(staging, target)
+    with atomic_dir(target) as staging:
+        shutil.copytree(source, staging, copy_function=_link_or_copy)
     return target
 
 

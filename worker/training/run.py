@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from app.jobs.event_types import EventType
 from app.ml.class_head import HEAD_FILE_NAME
 from app.ml.model_files import ModelMetadata
 from worker.training.checkpoint import (
@@ -107,7 +108,7 @@ def train_phases(session: RunSession, state: TrainerState) -> None:
         context = phase_context(session, phase, state, steps)
         if state.epoch + 1 == phase.first_epoch and len(phases) > 1:
             session.callbacks.on_notice(
-                Notice("phase", f"{phase.name} phase from epoch {phase.first_epoch}")
+                Notice(EventType.PHASE, f"{phase.name} phase from epoch {phase.first_epoch}")
             )
         for epoch in range(max(phase.first_epoch, state.epoch + 1), phase.last_epoch + 1):
             train_loss = train_one_epoch(
@@ -131,7 +132,7 @@ def train_phases(session: RunSession, state: TrainerState) -> None:
             write_epoch_checkpoint(session, context, state, metrics)
             if state.stopped_early:
                 session.callbacks.on_notice(
-                    Notice("early_stop", state.stopped_early, {"epoch": epoch})
+                    Notice(EventType.EARLY_STOP, state.stopped_early, {"epoch": epoch})
                 )
                 return
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from app.jobs.event_types import EventType
 from app.ml.base_models import LoadedClip
 from app.ml.encode import pick_device
 from app.ml.manifest import Manifest, read_manifest
@@ -19,11 +20,11 @@ from worker.training.control import ControlSet, load_control_set
 from worker.training.data import PreparedLoader
 from worker.training.evaluate import PRIMARY_METRIC, EvalResult, Evaluator, evaluate
 from worker.training.methods import TrainingMethod, build_method
-from worker.training.methods.wise_ft import ServedModel
 from worker.training.prepared import load_prepared
 from worker.training.progress import Notice, TrainingCallbacks
 from worker.training.resume import adopt, find_resume_point
 from worker.training.task import TaskTensors, build_task
+from worker.training.wise_ft import ServedModel
 
 
 @dataclass
@@ -96,12 +97,12 @@ def resume_point(
     """The newest checkpoint that verifies, made this attempt's own; says which ones did not."""
     point = find_resume_point(out_dir, earlier_dirs)
     for problem in point.problems:
-        callbacks.on_notice(Notice("checkpoint_unusable", problem))
+        callbacks.on_notice(Notice(EventType.CHECKPOINT_UNUSABLE, problem))
     if point.folder is None:
         return None
     adopted = adopt(point.folder, out_dir)
     callbacks.on_notice(
-        Notice("resume", f"resuming from {adopted.name}", {"checkpoint": adopted.name})
+        Notice(EventType.RESUME, f"resuming from {adopted.name}", {"checkpoint": adopted.name})
     )
     return adopted
 

@@ -1,4 +1,10 @@
-"""A test-only hook: make a training process crash the way a real one can, once, on request."""
+"""Fault injection for the fault suite: make a training process fail the way a real one can
+(a signal, an exit code, a hang, a full disk), once, on request.
+
+It lives in the training process because that is where the fault must happen, at a chosen
+step, in a process the tests only start through the worker. It does nothing, and costs one
+environment lookup per run, unless CLIPFT_TEST_CRASH_FILE is set.
+"""
 
 from __future__ import annotations
 
@@ -22,13 +28,13 @@ def paused_marker(order_file: Path) -> Path:
     return order_file.with_name(order_file.name + ".paused")
 
 
-def crash_hook_enabled() -> bool:
+def fault_requested() -> bool:
     """Whether a test set the hook up at all (otherwise the run never looks again)."""
     return bool(os.environ.get(CRASH_FILE_VARIABLE))
 
 
-def crash_if_a_test_asks(epoch: int) -> None:
-    """Crash as the file named by CLIPFT_TEST_CRASH_FILE says, removing it; else do nothing."""
+def inject_requested_fault(epoch: int) -> None:
+    """Fail as the file named by CLIPFT_TEST_CRASH_FILE says, removing it; else do nothing."""
     name = os.environ.get(CRASH_FILE_VARIABLE)
     if not name:
         return

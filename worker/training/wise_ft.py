@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from app.core.storage import atomic_dir
 from app.ml.base_models import LoadedClip, load_base_model
 from app.ml.class_head import ClassHead
 from app.ml.model_files import ModelMetadata, load_class_head, load_model_folder, save_clip_folder
@@ -90,7 +91,8 @@ def choose(scores: list[MixScore], fine_tuned: MixScore, metric_name: str) -> Mi
 
 
 def write_mix(mixed: ServedModel, metadata: ModelMetadata, alpha: float, folder: Path) -> Path:
-    save_clip_folder(mixed.loaded, dataclasses.replace(metadata, wise_ft_alpha=alpha), folder)
-    if mixed.head is not None:
-        mixed.head.save(folder)
+    with atomic_dir(folder) as staging:
+        save_clip_folder(mixed.loaded, dataclasses.replace(metadata, wise_ft_alpha=alpha), staging)
+        if mixed.head is not None:
+            mixed.head.save(staging)
     return folder

@@ -1,0 +1,1 @@
+"""The HTTP plumbing every route shares: dependencies, body reading, multipart parts, errors."""
