@@ -20,8 +20,8 @@ from app.datasets import service
 from app.datasets.schemas import DatasetList, DatasetPublic
 from app.datasets.upload import receive_upload
 from app.http.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
+from app.http.request_body import declared_length
 from app.orm.models import Dataset
-from app.request_body import declared_length
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["datasets"])

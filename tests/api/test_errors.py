@@ -8,11 +8,11 @@ import sqlite3
 
 import psycopg
 import pytest
-from app.core.error_handlers import is_disk_full
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 
 from app.core.config import Settings
+from app.http.error_handlers import is_disk_full
 from app.main import create_app
 
 
