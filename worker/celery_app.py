@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import worker_shutting_down
 
 from app.core.config import Settings, get_settings
+from worker import shutdown
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -31,3 +33,5 @@ def create_celery(settings: Settings) -> Celery:
 
 
 celery_app = create_celery(get_settings())
+# SIGTERM puts a running job back in the queue at its next step instead of waiting for its end.
+worker_shutting_down.connect(shutdown.on_worker_shutting_down, weak=False)

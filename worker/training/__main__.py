@@ -43,7 +43,7 @@ class EventWriter(TrainingCallbacks):
     def on_step(self, progress: StepProgress) -> None:
         if self._crash_checks_left:
             self._crash_checks_left = crash_hook_enabled()
-            crash_if_a_test_asks(progress.epoch)
+            crash_if_a_test_asks(progress.epoch, self.stop_requested.is_set)
         self.send(progress)
 
     def on_evaluation(self, epoch: int, metrics: dict[str, Any]) -> None:

@@ -6,11 +6,13 @@ import errno
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 # Names a file; while it exists, the next training process to report a step crashes as it says:
 # a signal name (`SIGSEGV`) is raised on the process, a number is its `os._exit` code, `HANG`
-# makes it stop making progress for good, and `ENOSPC` raises the error of a full disk. A
+# makes it stop making progress for good, `PAUSE` holds it until it is asked to stop (a test
+# then interrupts a job at a known point), and `ENOSPC` raises the error of a full disk. A
 # suffix `@N` waits for the first step of epoch N (so that earlier epochs left checkpoints).
 CRASH_FILE_VARIABLE = "CLIPFT_TEST_CRASH_FILE"
 
@@ -20,7 +22,7 @@ def crash_hook_enabled() -> bool:
     return bool(os.environ.get(CRASH_FILE_VARIABLE))
 
 
-def crash_if_a_test_asks(epoch: int) -> None:
+def crash_if_a_test_asks(epoch: int, stop_requested: Callable[[], bool] = lambda: False) -> None:
     """Crash as the file named by CLIPFT_TEST_CRASH_FILE says, removing it; else do nothing."""
     name = os.environ.get(CRASH_FILE_VARIABLE)
     if not name:
@@ -35,6 +37,10 @@ def crash_if_a_test_asks(epoch: int) -> None:
         return
     if order == "ENOSPC":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    if order == "PAUSE":
+        while not stop_requested():
+            time.sleep(0.05)
+        return
     if order == "HANG":
         while True:  # a training loop stuck for good (a deadlock, a wedged device)
             time.sleep(3600)
