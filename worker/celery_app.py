@@ -7,6 +7,7 @@ from celery.signals import worker_shutting_down
 
 from app.core.config import Settings, get_settings
 from worker import shutdown
+from worker.liveness import Liveness
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -35,3 +36,4 @@ def create_celery(settings: Settings) -> Celery:
 celery_app = create_celery(get_settings())
 # SIGTERM puts a running job back in the queue at its next step instead of waiting for its end.
 worker_shutting_down.connect(shutdown.on_worker_shutting_down, weak=False)
+celery_app.steps["consumer"].add(Liveness)
