@@ -37,6 +37,8 @@ class EmbeddedRedis:
     when the process that started it dies, even by SIGKILL (Linux).
     """
 
+    name = "embedded redis"
+
     def __init__(self, work_dir: Path, port: int | None = None) -> None:
         self.work_dir = work_dir
         self.port = port or free_tcp_port()
@@ -88,7 +90,9 @@ class EmbeddedRedis:
                 return self
             except redis.ConnectionError:
                 if self._process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
+                    # Left dead, not forgotten: a watcher sees it exited and tries again.
+                    self._process.kill()
+                    self._process.wait()
                     raise RuntimeError(
                         f"embedded redis did not start; see {self.work_dir / 'redis.log'}"
                     ) from None
@@ -129,7 +133,11 @@ class EmbeddedRedis:
             self._lock_fd = None
 
     def __enter__(self) -> EmbeddedRedis:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
 
     def __exit__(
         self,
