@@ -28,6 +28,10 @@ def create_celery(settings: Settings) -> Celery:
         # A broker blip must not kill training: the run goes on and records its result; a
         # redelivery after the reconnect finds the job no longer queued and does nothing.
         worker_cancel_long_running_tasks_on_connection_loss=False,
+        # A broker that refuses writes (MISCONF: the disk under its files is full) raises a
+        # channel error, which Celery otherwise takes for unrecoverable and exits on; retried
+        # like a lost connection, the worker takes jobs again once the broker does writes.
+        broker_channel_error_retry=True,
         worker_hijack_root_logger=False,
     )
     return app
