@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.training_process_start
 	$(BIN)/python -m bench.predict_throughput --model vit-b-32
 	$(BIN)/python -m bench.predict_throughput --model tiny-clip
+	$(BIN)/python -m bench.methods
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

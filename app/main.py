@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
     authenticated = [Depends(get_principal)]
     routers_with_errors = [
         (datasets_router, error_responses(400, 401, 404, 409, 413, 422, 429, 503, 507)),
-        (jobs_router, error_responses(401, 404, 409, 422, 429, 503)),
+        (jobs_router, error_responses(401, 404, 409, 422, 429, 503, 507)),
         (models_router, error_responses(401, 404, 409, 422, 503)),
         (predict_router, error_responses(400, 401, 404, 409, 413, 415, 422, 429, 503)),
     ]

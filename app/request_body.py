@@ -15,9 +15,15 @@ def refuse_declared_oversize(
     headers: Headers, max_bytes: int, too_large: Callable[[int], PayloadTooLarge]
 ) -> None:
     """Raise `too_large(declared)` before reading a byte when Content-Length is over the limit."""
+    declared = declared_length(headers)
+    if declared is not None and declared > max_bytes:
+        raise too_large(declared)
+
+
+def declared_length(headers: Headers) -> int | None:
+    """The body's Content-Length, when the client sent one."""
     declared = headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise too_large(int(declared))
+    return int(declared) if declared.isdigit() else None
 
 
 async def stream_within(

@@ -23,7 +23,10 @@ from bench.timing import interleaved_best
 
 PHOTOS = 32
 LIMITS = ArchiveLimits(
-    max_entries=10_000, max_uncompressed_bytes=2**34, max_compression_ratio=1000.0
+    max_entries=10_000,
+    max_uncompressed_bytes=2**34,
+    max_compression_ratio=1000.0,
+    max_entry_bytes=2**28,
 )
 
 

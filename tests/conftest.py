@@ -24,6 +24,37 @@ from app.core.embedded_redis import EmbeddedRedis
 from app.core.migrate import upgrade_to_head
 from app.main import create_app
 
+# A test touches the backends when its fixtures reach the database or the broker, or when it is
+# marked `backend` (it builds a database of its own); `backend_independent` marks one that does
+# reach them, but whose subject (a method's maths, a browser page, a crash's message) is the
+# same on every backend. CI runs the whole suite once, on the defaults, and then only the tests
+# that touch the backends against PostgreSQL and Redis (`--backend-dependent-only`).
+BACKEND_FIXTURES = frozenset({"database_url", "redis_url"})
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--backend-dependent-only",
+        action="store_true",
+        help="run only the tests whose behaviour depends on the database or the broker",
+    )
+
+
+def depends_on_the_backend(item: pytest.Item) -> bool:
+    if item.get_closest_marker("backend_independent"):
+        return False
+    fixtures = set(getattr(item, "fixturenames", ()))
+    return bool(item.get_closest_marker("backend")) or bool(BACKEND_FIXTURES & fixtures)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--backend-dependent-only"):
+        return
+    kept = [item for item in items if depends_on_the_backend(item)]
+    kept_ids = {id(item) for item in kept}
+    config.hook.pytest_deselected(items=[item for item in items if id(item) not in kept_ids])
+    items[:] = kept
+
 
 def new_postgres_database(server_url: str) -> Iterator[str]:
     name = f"clipft_test_{uuid.uuid4().hex[:12]}"

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import httpx
+import numpy as np
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -35,6 +36,23 @@ def image_bytes(
         exif[EXIF_ORIENTATION] = exif_orientation
         image.save(buffer, format=image_format, exif=exif)
     return buffer.getvalue()
+
+
+def grey_ramp_bytes(dtype: str, high: float, image_format: str, size: int = 64) -> bytes:
+    """A square grey ramp from 0 (left) to `high` (right) stored as `dtype`: 16-bit, float, ...
+
+    Its values are an 8-bit ramp's, scaled to `high`: read back at 8 bits, it is that ramp.
+    """
+    ramp = np.linspace(0, 255, size).astype(np.uint8) / 255 * high
+    values = ramp if np.dtype(dtype).kind == "f" else np.rint(ramp)
+    buffer = io.BytesIO()
+    Image.fromarray(np.tile(values.astype(dtype), (size, 1))).save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+def grey_ramp_8_bit(size: int = 64) -> bytes:
+    """The same ramp as `grey_ramp_bytes` stores it, at 8 bits."""
+    return grey_ramp_bytes("uint8", 255, "PNG", size)
 
 
 def make_zip(entries: Iterable[Entry], compression: int = zipfile.ZIP_DEFLATED) -> bytes:

@@ -13,6 +13,9 @@ from app.core.migrate import alembic_config
 from app.orm import Base
 from tests.conftest import empty_database
 
+# The migrations' SQL differs by dialect: they run on every backend.
+pytestmark = pytest.mark.backend
+
 
 @pytest.fixture
 def new_database(tmp_path: Path) -> Iterator[str]:

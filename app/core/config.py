@@ -57,6 +57,16 @@ class Settings(BaseSettings):
     max_archive_entries: int = Field(100_000, gt=0)
     max_uncompressed_bytes: int = Field(8 * 1024**3, gt=0)
     max_compression_ratio: float = Field(200.0, gt=1)
+    max_archive_entry_bytes: int = Field(
+        256 * 1024**2,
+        gt=0,
+        description="Unpacked size one zip entry may declare: each is read whole into memory, "
+        "so one larger than any acceptable image is refused before it is read (an uncompressed "
+        "RGBA image of max_image_pixels is 200 MB).",
+    )
+    max_metadata_bytes: int = Field(
+        64 * 1024**2, gt=0, description="Unpacked size of a metadata.csv or metadata.jsonl."
+    )
     max_image_pixels: int = Field(50_000_000, gt=0)
     stored_image_max_side: int = Field(
         512, ge=64, description="Uploaded images are stored downscaled to this longest side."
@@ -109,6 +119,12 @@ class Settings(BaseSettings):
     model_cache_size: int = Field(2, ge=1, description="Models kept loaded for /predict.")
     predict_max_images: int = Field(64, ge=1)
     predict_max_texts: int = Field(256, ge=1)
+    predict_max_text_chars: int = Field(
+        1000,
+        ge=1,
+        description="Characters in one text of /predict or /embed. CLIP reads only its first "
+        "77 tokens, but the tokenizer goes through the whole text first.",
+    )
     predict_max_image_bytes: int = Field(20 * 1024**2, gt=0)
     predict_threads: int = Field(
         default_factory=lambda: min(8, os.cpu_count() or 1),
@@ -173,7 +189,10 @@ class Settings(BaseSettings):
         None, ge=1, description="Queued and running jobs one tenant may have (unset: no limit)."
     )
     tenant_max_upload_bytes: int | None = Field(
-        None, ge=1, description="Uploaded archive bytes one tenant may keep (unset: no limit)."
+        None,
+        ge=1,
+        description="Bytes one tenant's datasets may keep on disk, their stored images and "
+        "manifests, plus what its uploads in progress reserved (unset: no limit).",
     )
     tenant_predict_per_second: float | None = Field(
         None,

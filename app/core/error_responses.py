@@ -37,7 +37,7 @@ MEANINGS = {
     422: "Invalid input: the message names the field, image or file.",
     429: "A quota of the tenant is used up; `Retry-After` says when to try again.",
     503: "The database or the broker does not answer; `Retry-After` says when to try again.",
-    507: "The server's disk is too full to take an upload.",
+    507: "The server's disk is too full to store what the request writes.",
 }
 
 

@@ -46,6 +46,11 @@ def model_dir(data_dir: Path, model_id: str) -> Path:
     return data_dir / "models" / model_id
 
 
+def folder_bytes(folder: Path) -> int:
+    """The bytes of the files under `folder`: what it keeps on disk, near enough."""
+    return sum(entry.stat().st_size for entry in folder.rglob("*") if entry.is_file())
+
+
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ cannot write anywhere; the path checks still reject such archives, to say clearl
 
 from __future__ import annotations
 
+import io
 import lzma
 import re
 import stat
@@ -40,6 +41,9 @@ class ArchiveLimits:
     max_entries: int
     max_uncompressed_bytes: int
     max_compression_ratio: float
+    # Each entry is read whole into memory: one larger than any acceptable image is refused
+    # by its declared size before anything is read.
+    max_entry_bytes: int
 
 
 @dataclass(frozen=True)
@@ -60,25 +64,28 @@ class SafeArchive:
         self.entries = entries
 
     def read(self, entry: ArchiveEntry) -> bytes:
-        """Read one entry in chunks, stopping as soon as it outgrows its declared size."""
+        """Read one entry in chunks, stopping as soon as it outgrows its declared size.
+
+        The chunks go into one growing buffer whose bytes are handed over without a copy,
+        so the entry is held about once, not twice (its chunks, then their join).
+        """
         declared = entry.info.file_size
-        chunks: list[bytes] = []
-        received = 0
+        buffer = io.BytesIO()
         try:
             with self._zip_file.open(entry.info) as stream:
                 while chunk := stream.read(READ_CHUNK_BYTES):
-                    received += len(chunk)
-                    # Declared sizes passed the total and ratio limits, so holding each entry
-                    # to its declared size bounds everything a lying header could unpack.
-                    if received > declared:
+                    # Declared sizes passed the entry, total and ratio limits, so holding
+                    # each entry to its declared size bounds all a lying header could unpack.
+                    if buffer.tell() + len(chunk) > declared:
                         raise PayloadTooLarge(
                             f"{entry.name}: unpacks to more than the {declared} bytes "
                             "its header declares"
                         )
-                    chunks.append(chunk)
+                    buffer.write(chunk)
         except _ENTRY_READ_ERRORS as error:
             raise ClientError(f"{entry.name}: cannot be read from the zip: {error}") from None
-        return b"".join(chunks)
+        # CPython's BytesIO gives its own buffer to the first getvalue() rather than a copy.
+        return buffer.getvalue()
 
 
 @contextmanager
@@ -145,6 +152,11 @@ def _check_sizes(infos: list[zipfile.ZipInfo], archive_name: str, limits: Archiv
             f"over the limit of {limits.max_uncompressed_bytes}"
         )
     for info in infos:
+        if info.file_size > limits.max_entry_bytes:
+            raise PayloadTooLarge(
+                f"{info.filename}: declares {info.file_size} bytes unpacked, over the limit of "
+                f"{limits.max_entry_bytes} for one file"
+            )
         if info.file_size == 0:
             continue
         ratio = info.file_size / info.compress_size if info.compress_size else float("inf")

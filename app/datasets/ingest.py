@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import random
+import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.config import Settings
-from app.core.errors import Unprocessable
+from app.core.errors import PayloadTooLarge, Unprocessable
 from app.core.storage import atomic_write_json
 from app.datasets.archive import ArchiveEntry, ArchiveLimits, SafeArchive, open_archive
 from app.datasets.image_store import store_images
@@ -26,6 +27,8 @@ from app.ml.manifest import MANIFEST_NAME, DatasetKind, Manifest, ManifestItem, 
 
 METADATA_NAMES = ("metadata.csv", "metadata.jsonl")
 _COLUMN_KIND: dict[str, DatasetKind] = {"label": "classification", "text": "captions"}
+# As long as a zero-shot label may be on /predict.
+MAX_CLASS_NAME_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -57,9 +60,10 @@ def ingest_archive(
         max_entries=settings.max_archive_entries,
         max_uncompressed_bytes=settings.max_uncompressed_bytes,
         max_compression_ratio=settings.max_compression_ratio,
+        max_entry_bytes=settings.max_archive_entry_bytes,
     )
     with open_archive(archive_path, archive_name=archive_name, limits=limits) as archive:
-        plan = plan_items(archive, archive_name)
+        plan = plan_items(archive, archive_name, max_metadata_bytes=settings.max_metadata_bytes)
         files = store_images(
             archive,
             [item.entry for item in plan.items],
@@ -76,24 +80,55 @@ def ingest_archive(
     return manifest
 
 
-def plan_items(archive: SafeArchive, archive_name: str) -> Plan:
+def plan_items(archive: SafeArchive, archive_name: str, *, max_metadata_bytes: int) -> Plan:
     """Find the layout and list the images with their labels or captions, sorted by path."""
     entries = [entry for entry in archive.entries if not _ignored(entry)]
     depth = _wrapper_depth(entries)
     # Drop the wrapper folder itself (and anything else that becomes the root).
     relative = {entry: entry.parts[depth:] for entry in entries if entry.parts[depth:]}
+    _refuse_files_that_share_a_path(relative)
     metadata = [e for e, path in relative.items() if len(path) == 1 and path[0] in METADATA_NAMES]
     if len(metadata) > 1:
         raise Unprocessable(
             f"{archive_name}: has both metadata.csv and metadata.jsonl at its root; keep one"
         )
     if metadata:
-        plan = _plan_from_metadata(archive, metadata[0], relative)
+        plan = _plan_from_metadata(archive, metadata[0], relative, max_metadata_bytes)
     else:
         plan = _plan_from_folders(relative)
     if not plan.items:
         raise Unprocessable(f"{archive_name}: the archive contains no images")
+    for item in plan.items:
+        if item.label is not None:
+            _check_class_name(item.label, item.entry.name)
     return Plan(plan.kind, sorted(plan.items, key=lambda item: item.entry.name))
+
+
+def _refuse_files_that_share_a_path(relative: dict[ArchiveEntry, tuple[str, ...]]) -> None:
+    # `img/2.png` and `img//2.png` are one path once empty and `.` parts are dropped: keeping
+    # both would let one silently stand for the other.
+    seen: dict[tuple[str, ...], ArchiveEntry] = {}
+    for entry, path in relative.items():
+        if entry.is_dir:
+            continue
+        first = seen.setdefault(path, entry)
+        if first is not entry:
+            raise Unprocessable(f"{entry.name}: the same path as {first.name}; keep one")
+
+
+def _check_class_name(label: str, source: str) -> None:
+    """A class name becomes a prompt and a label in every answer: printable text of a sane
+    length."""
+    if not label.strip():
+        problem = "is only white space"
+    elif any(unicodedata.category(char) == "Cc" for char in label):
+        problem = "holds a control character (a newline, a tab, ...)"
+    elif len(label) > MAX_CLASS_NAME_CHARS:
+        problem = f"is {len(label)} characters, over the limit of {MAX_CLASS_NAME_CHARS}"
+    else:
+        return
+    shown = label if len(label) <= 40 else f"{label[:40]}..."
+    raise Unprocessable(f"{source}: class name {shown!r} {problem}")
 
 
 def _ignored(entry: ArchiveEntry) -> bool:
@@ -139,9 +174,12 @@ def _plan_from_folders(relative: dict[ArchiveEntry, tuple[str, ...]]) -> Plan:
 
 
 def _plan_from_metadata(
-    archive: SafeArchive, metadata: ArchiveEntry, relative: dict[ArchiveEntry, tuple[str, ...]]
+    archive: SafeArchive,
+    metadata: ArchiveEntry,
+    relative: dict[ArchiveEntry, tuple[str, ...]],
+    max_metadata_bytes: int,
 ) -> Plan:
-    rows, columns = _read_metadata(archive, metadata)
+    rows, columns = _read_metadata(archive, metadata, max_metadata_bytes)
     column = _value_column(metadata.name, columns)
     files = {path: e for e, path in relative.items() if not e.is_dir and e is not metadata}
     listed: dict[ArchiveEntry, PlannedItem] = {}
@@ -164,8 +202,14 @@ def _plan_from_metadata(
 
 
 def _read_metadata(
-    archive: SafeArchive, metadata: ArchiveEntry
+    archive: SafeArchive, metadata: ArchiveEntry, max_bytes: int
 ) -> tuple[list[MetadataRow], set[str]]:
+    # By the declared size, before reading: the text and its rows are held several times over.
+    if metadata.info.file_size > max_bytes:
+        raise PayloadTooLarge(
+            f"{metadata.name}: declares {metadata.info.file_size} bytes unpacked, over the "
+            f"limit of {max_bytes} for a metadata file"
+        )
     try:
         # utf-8-sig: spreadsheet programs often start a UTF-8 CSV with a byte order mark.
         text = archive.read(metadata).decode("utf-8-sig")

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Depends, Request
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.auth.quotas import upload_allowance, upload_quota_exceeded
+from app.auth import quotas
+from app.auth.keys import Principal
 from app.auth.requests import PrincipalDep
+from app.core.config import Settings
 from app.core.errors import PayloadTooLarge
 from app.core.storage import dataset_dir, discard_dir, new_id, require_free_disk
 from app.datasets import service
@@ -16,7 +21,9 @@ from app.datasets.schemas import DatasetList, DatasetPublic
 from app.datasets.upload import receive_upload
 from app.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
 from app.orm.models import Dataset
+from app.request_body import declared_length
 
+logger = logging.getLogger(__name__)
 router = APIRouter(tags=["datasets"])
 
 # The body is parsed by hand (to stream it to disk), so describe it for the OpenAPI schema.
@@ -53,21 +60,83 @@ async def create_dataset(
 ) -> DatasetPublic:
     """Upload a zip of images (class folders, or metadata.csv/jsonl); it is checked and split."""
     require_free_disk(settings.data_dir, settings.min_free_disk_bytes)
-    allowance = await run_in_threadpool(
-        upload_allowance, session=session, settings=settings, principal=principal
-    )
-    max_bytes = settings.max_upload_bytes
-    quota_binds = allowance is not None and allowance < max_bytes
     dataset_id = new_id()
+    body_limit = await run_in_threadpool(
+        _reserve,
+        session=session,
+        settings=settings,
+        principal=principal,
+        request=request,
+        dataset_id=dataset_id,
+    )
+    try:
+        dataset = await _receive_and_store(
+            request,
+            session=session,
+            settings=settings,
+            principal=principal,
+            dataset_id=dataset_id,
+            body_limit=body_limit,
+        )
+    except BaseException:
+        # Shielded: a cancelled request must still free what it reserved.
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(_release, session=session, dataset_id=dataset_id)
+        raise
+    return DatasetPublic.model_validate(dataset)
+
+
+def _reserve(
+    *,
+    session: Session,
+    settings: Settings,
+    principal: Principal,
+    request: Request,
+    dataset_id: str,
+) -> int:
+    """Reserve the upload's quota and commit it, before the body is read."""
+    body_limit = quotas.reserve_upload(
+        session=session,
+        settings=settings,
+        principal=principal,
+        dataset_id=dataset_id,
+        declared_bytes=declared_length(request.headers),
+    )
+    session.commit()
+    return body_limit
+
+
+def _release(*, session: Session, dataset_id: str) -> None:
+    """A refused or failed upload frees what it reserved."""
+    try:
+        session.rollback()
+        quotas.release_upload(session=session, dataset_id=dataset_id)
+        session.commit()
+    except Exception:
+        # The request's own error is the one to answer; a reservation left behind stops
+        # counting after CLIPFT_ORPHAN_UPLOAD_GRACE_SECONDS.
+        logger.exception("upload %s: its quota reservation was not released", dataset_id)
+
+
+async def _receive_and_store(
+    request: Request,
+    *,
+    session: Session,
+    settings: Settings,
+    principal: Principal,
+    dataset_id: str,
+    body_limit: int,
+) -> Dataset:
+    """Stream the body to the dataset's folder, store its images and commit its row."""
     try:
         upload = await receive_upload(
-            request,
-            folder=dataset_dir(settings.data_dir, dataset_id),
-            max_bytes=min(max_bytes, allowance) if allowance is not None else max_bytes,
+            request, folder=dataset_dir(settings.data_dir, dataset_id), max_bytes=body_limit
         )
     except PayloadTooLarge:
-        if quota_binds:
-            raise upload_quota_exceeded(principal, settings.tenant_max_upload_bytes or 0) from None
+        if body_limit < settings.max_upload_bytes:  # the quota, not the size limit, is hit
+            raise quotas.upload_quota_exceeded(
+                principal, settings.tenant_max_upload_bytes or 0
+            ) from None
         raise
     # Decoding every image is slow, blocking work: keep it off the event loop.
     dataset = await run_in_threadpool(
@@ -76,9 +145,11 @@ async def create_dataset(
         settings=settings,
         dataset_id=dataset_id,
         upload=upload,
-        tenant=principal.tenant,
+        principal=principal,
     )
-    return DatasetPublic.model_validate(dataset)
+    # Committed here, not after the route: the reservation it replaced must not outlive it.
+    await run_in_threadpool(session.commit)
+    return dataset
 
 
 @router.get("/datasets/{dataset_id}", response_model=DatasetPublic)

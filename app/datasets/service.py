@@ -6,12 +6,15 @@ import shutil
 from pathlib import PurePosixPath, PureWindowsPath
 
 from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth.keys import Principal
+from app.auth.quotas import settle_upload
 from app.core.config import Settings
 from app.core.errors import Conflict, Unprocessable
 from app.core.queries import get_or_404, newest_first_page
+from app.core.storage import folder_bytes
 from app.datasets.ingest import ingest_archive
 from app.datasets.upload import FILE_FIELD, ReceivedUpload
 from app.ml.manifest import Manifest
@@ -29,9 +32,10 @@ def create(
     settings: Settings,
     dataset_id: str,
     upload: ReceivedUpload,
-    tenant: str = DEFAULT_TENANT,
+    principal: Principal,
 ) -> Dataset:
-    """Check, normalise and split an uploaded zip, then record it as a ready dataset."""
+    """Check, normalise and split an uploaded zip, then record it as a ready dataset whose
+    stored files, not its zip, count against the tenant's upload quota."""
     try:
         name = dataset_name(upload)
         manifest = ingest_archive(
@@ -42,8 +46,19 @@ def create(
         )
         upload_bytes = upload.path.stat().st_size
         upload.path.unlink()
-        dataset = dataset_row(dataset_id=dataset_id, name=name, manifest=manifest, tenant=tenant)
+        stored_bytes = folder_bytes(upload.folder)
+        settle_upload(
+            session=session,
+            settings=settings,
+            principal=principal,
+            dataset_id=dataset_id,
+            stored_bytes=stored_bytes,
+        )
+        dataset = dataset_row(
+            dataset_id=dataset_id, name=name, manifest=manifest, tenant=principal.tenant
+        )
         dataset.upload_bytes = upload_bytes
+        dataset.stored_bytes = stored_bytes
         session.add(dataset)
         session.flush()
     except BaseException:
@@ -125,5 +140,12 @@ def delete(*, session: Session, dataset: Dataset) -> None:
     if users:
         named = ", ".join(users[:MAX_NAMED_JOBS]) + (", …" if len(users) > MAX_NAMED_JOBS else "")
         raise Conflict(f"dataset {dataset.id} is used by job(s) {named}: delete them first")
+    dataset_id = dataset.id
     session.delete(dataset)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:
+        # A job created since the check above, and committed before this delete ran.
+        raise Conflict(
+            f"dataset {dataset_id} is used by a job created meanwhile: delete that job first"
+        ) from None

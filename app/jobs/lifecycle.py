@@ -244,10 +244,15 @@ def take_from_silent_worker(
 def retry(session: Session, job: Job, *, now: datetime, attempts: int) -> bool:
     """failed or cancelled → queued, with `attempts` more attempts; the next one resumes from
     the newest checkpoint that earlier attempts left."""
+    # Read before the update, which sets the loaded row's status to queued as well; the
+    # update holds only while the job is still in the status the event names.
+    previous = job.status
+    if previous not in RETRYABLE:
+        return False
     changed = rows_updated(
         session,
         update(Job)
-        .where(Job.id == job.id, Job.status.in_(RETRYABLE))
+        .where(Job.id == job.id, Job.status == previous)
         .values(
             status=JobStatus.QUEUED,
             max_attempts=Job.attempt + attempts,
@@ -263,7 +268,7 @@ def retry(session: Session, job: Job, *, now: datetime, attempts: int) -> bool:
             session,
             job_id=job.id,
             type=EventType.RETRY,
-            message=f"retried after {job.status}; queued",
+            message=f"retried after {previous}; queued",
             data={"status": JobStatus.QUEUED},
         )
     return bool(changed)

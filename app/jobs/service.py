@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import delete as sql_delete
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth.keys import Principal
@@ -61,7 +62,14 @@ def create(*, session: Session, settings: Settings, job_in: JobCreate, principal
         created_at=now,
     )
     session.add(job)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:
+        # The only row the insert refers to that can vanish: a dataset deleted (and committed)
+        # since it was read above. (The failed flush has expired the rows read: ids from the
+        # request only.)
+        named = ", ".join(filter(None, (job_in.dataset_id, job_in.control_dataset_id)))
+        raise Conflict(f"dataset {named} was deleted while the job was being created") from None
     lifecycle.record_queued(session, job)
     return job
 

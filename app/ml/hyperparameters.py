@@ -47,7 +47,9 @@ def check_prompt_template(template: str) -> str:
 class Hyperparameters(BaseModel):
     """Every field has a default and a checked range; unknown fields are refused."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict: `"epochs": "3"` or `true` is a client's mistake, not a 3 or a 1 (a JSON int
+    # still fills a float field).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     method: Method = Field(
         DEFAULT_METHOD,

@@ -6,9 +6,15 @@ import io
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF"})
+# Grey images deeper than 8 bits, which Pillow's `convert("RGB")` clips to 0-255 instead of
+# scaling (a 16-bit microscope slide comes out nearly all white, a 0-1 float TIFF all black).
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+INTEGER_MODE, FLOAT_MODE = "I", "F"
+SIXTEEN_BIT_MAX = 65535
 
 
 class ImageDecodeError(ValueError):
@@ -50,7 +56,7 @@ def decode_image(
                 _decode_reduced(image, min_side)
             image.load()
             upright = ImageOps.exif_transpose(image)
-            return upright.convert("RGB")
+            return to_rgb(upright)
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
@@ -61,6 +67,42 @@ def decode_image(
         raise ImageDecodeError(f"image is too large to decode safely: {error}") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(f"corrupt image: {error}") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB; a deeper grey image is scaled from its own range, never clipped."""
+    if image.mode in SIXTEEN_BIT_MODES or image.mode in (INTEGER_MODE, FLOAT_MODE):
+        return Image.fromarray(grey_to_eight_bits(image)).convert("RGB")
+    return image.convert("RGB")
+
+
+def grey_to_eight_bits(image: Image.Image) -> np.ndarray:
+    """16-bit grey scaled by 255/65535; 32-bit integers read as 16-bit when they fit in
+    0..65535 (where Pillow keeps 16-bit data as `I`); floats scaled by 255 when within 0..1.
+
+    Other values are refused (`ImageDecodeError`): stretching each image by its own minimum
+    and maximum would make the same intensity two different greys in two images.
+    """
+    values = np.asarray(image)
+    if image.mode == FLOAT_MODE:
+        if not np.isfinite(values).all():
+            raise ImageDecodeError("float image (mode F) with NaN or infinite values")
+        low, high = float(values.min()), float(values.max())
+        if low < 0 or high > 1:
+            raise ImageDecodeError(
+                f"float image (mode F) with values {low:g}..{high:g}: only 0..1 is read; "
+                "save it as 8 or 16 bits"
+            )
+        return np.rint(values * 255).astype(np.uint8)
+    if image.mode == INTEGER_MODE:
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high > SIXTEEN_BIT_MAX:
+            raise ImageDecodeError(
+                f"32-bit integer image (mode I) with values {low}..{high}: only "
+                f"0..{SIXTEEN_BIT_MAX} is read; save it as 8 or 16 bits"
+            )
+    # value / 257 rounded: 65535 -> 255, 32896 -> 128, 0 -> 0.
+    return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
 def _decode_reduced(jpeg: Image.Image, min_side: int) -> None:

@@ -69,7 +69,7 @@ def write_metadata(folder: Path, metadata: ModelMetadata) -> None:
 
 
 def load_model_folder(folder: Path) -> tuple[LoadedClip, ModelMetadata]:
-    return load_clip_folder(str(folder)), read_metadata(folder)
+    return load_clip_folder(folder), read_metadata(folder)
 
 
 def load_class_head(folder: Path, metadata: ModelMetadata) -> ClassHead | None:

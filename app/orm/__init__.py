@@ -1,4 +1,13 @@
 from app.orm.base import Base
-from app.orm.models import ApiKey, Checkpoint, Dataset, Job, JobEvent, Model
+from app.orm.models import ApiKey, Checkpoint, Dataset, Job, JobEvent, Model, UploadReservation
 
-__all__ = ["ApiKey", "Base", "Checkpoint", "Dataset", "Job", "JobEvent", "Model"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Checkpoint",
+    "Dataset",
+    "Job",
+    "JobEvent",
+    "Model",
+    "UploadReservation",
+]

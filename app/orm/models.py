@@ -34,12 +34,28 @@ class Dataset(Base):
     status: Mapped[str] = mapped_column(String(20))
     kind: Mapped[str] = mapped_column(String(20))
     num_images: Mapped[int] = mapped_column(Integer, default=0)
-    # The uploaded archive's size, counted against the tenant's upload quota.
+    # The uploaded archive's size.
     upload_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    # What the dataset keeps on disk (its stored images and manifest), counted against the
+    # tenant's upload quota.
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     num_train: Mapped[int] = mapped_column(Integer, default=0)
     num_val: Mapped[int] = mapped_column(Integer, default=0)
     classes: Mapped[list[str]] = mapped_column(JSON, default=list)
     errors: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UploadReservation(Base):
+    """Quota bytes held for an upload in progress, from before its body is read until it is
+    stored (its dataset row then counts instead) or refused."""
+
+    __tablename__ = "upload_reservation"
+
+    # The id the dataset will have.
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    reserved_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -87,12 +87,18 @@ def check_request(*, num_images: int, texts: list[str] | None, settings: Setting
 
 
 def check_texts(texts: list[str], settings: Settings) -> None:
-    """Refuse too many texts and empty ones."""
+    """Refuse too many texts, empty ones and long ones, before any is tokenized."""
     if len(texts) > settings.predict_max_texts:
         raise PayloadTooLarge(
             f"too many texts: at most {settings.predict_max_texts} per request, got {len(texts)}"
         )
+    limit = settings.predict_max_text_chars
     for index, text in enumerate(texts):
+        if len(text) > limit:
+            raise Unprocessable(
+                f"texts[{index}] is {len(text)} characters, over the limit of {limit} "
+                "(CLIP reads only its first 77 tokens)"
+            )
         if not text.strip():
             raise Unprocessable(f"texts[{index}] is empty")
 

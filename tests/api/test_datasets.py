@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -33,6 +34,7 @@ from app.ml.manifest import read_manifest
 from tests.datasets_helpers import (
     class_entries,
     class_zip,
+    grey_ramp_bytes,
     image_bytes,
     make_zip,
     patch_central_header,
@@ -170,6 +172,42 @@ def test_exif_orientation_is_applied_before_storing(client: TestClient, settings
     folder = dataset_dir(settings.data_dir, response.json()["id"])
     with Image.open(folder / "images/0.png") as stored:
         assert stored.size == (20, 40)
+
+
+def test_16_bit_and_float_images_are_scaled_not_clipped(
+    client: TestClient, settings: Settings
+) -> None:
+    entries = [
+        ("slides/16-bit.png", grey_ramp_bytes("uint16", 65535, "PNG")),
+        ("slides/16-bit-big-endian.tif", grey_ramp_bytes(">u2", 65535, "TIFF")),
+        ("slides/float.tif", grey_ramp_bytes("float32", 1.0, "TIFF")),
+        ("photos/8-bit.png", grey_ramp_bytes("uint8", 255, "PNG")),
+    ]
+    response = upload(client, make_zip(entries))
+    assert response.status_code == 201, response.text
+
+    folder = dataset_dir(settings.data_dir, response.json()["id"])
+    rows = []
+    for number in range(len(entries)):
+        with Image.open(folder / f"images/{number}.png") as stored:
+            rows.append(np.asarray(stored)[0, :, 0].astype(int))
+    eight_bit = rows[3]
+    for row in rows[:3]:
+        # The ramp black to white that was uploaded, as its 8-bit copy stores it.
+        assert row[0] == 0 and row[-1] == 255 and (np.diff(row) >= 0).all()
+        assert (row == eight_bit).all()
+
+
+def test_a_float_image_outside_0_to_1_is_refused_naming_its_mode(client: TestClient) -> None:
+    entries = [
+        ("slides/float.tif", grey_ramp_bytes("float32", 1000.0, "TIFF")),
+        ("photos/8-bit.png", grey_ramp_bytes("uint8", 255, "PNG")),
+    ]
+    response = upload(client, make_zip(entries))
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith(
+        "slides/float.tif: float image (mode F) with values 0..1000: only 0..1 is read"
+    )
 
 
 def test_metadata_csv_with_labels_is_a_classification_set(
@@ -367,6 +405,7 @@ def jsonl(*rows: object) -> str:
     return "".join(json.dumps(row) + "\n" for row in rows)
 
 
+CONTROL_CHARACTER = "holds a control character (a newline, a tab, ...)"
 ZERO_ZIP = make_zip([("cat/000.png", image_bytes()), ("cat/zeros.png", b"\0" * 400_000)])
 ZERO_RATIO = max(
     info.file_size / info.compress_size for info in zipfile.ZipFile(io.BytesIO(ZERO_ZIP)).infolist()
@@ -489,6 +528,43 @@ BAD_UPLOADS = [
         422,
         "set.zip: the archive contains no images",
         id="no-images",
+    ),
+    pytest.param(
+        make_zip([*TWO_CLASSES, ("   /000.png", image_bytes())]),
+        422,
+        "   /000.png: class name '   ' is only white space",
+        id="class-name-of-spaces",
+    ),
+    pytest.param(
+        make_zip([*TWO_CLASSES, ("big\ncat/000.png", image_bytes())]),
+        422,
+        f"big\ncat/000.png: class name 'big\\ncat' {CONTROL_CHARACTER}",
+        id="class-name-with-a-newline",
+    ),
+    pytest.param(
+        metadata_zip("metadata.csv", 'file_name,label\na.png,"big\tcat"\nb.png,dog\n'),
+        422,
+        f"a.png: class name 'big\\tcat' {CONTROL_CHARACTER}",
+        id="metadata-label-with-a-tab",
+    ),
+    pytest.param(
+        make_zip([*TWO_CLASSES, ("c" * 4000 + "/000.png", image_bytes())]),
+        422,
+        "c" * 4000 + "/000.png: class name '" + "c" * 40 + "...' is 4000 characters, over "
+        "the limit of 200",
+        id="class-name-of-4000-characters",
+    ),
+    pytest.param(
+        make_zip(
+            [
+                ("img/2.png", image_bytes()),
+                ("img//2.png", image_bytes(colour=(0, 0, 255))),
+                ("metadata.csv", "file_name,label\nimg/2.png,cat\n"),
+            ]
+        ),
+        422,
+        "img//2.png: the same path as img/2.png; keep one",
+        id="two-spellings-of-one-path",
     ),
     pytest.param(
         metadata_zip("metadata.csv", "name,label\na.png,cat\nb.png,dog\n"),
@@ -787,6 +863,42 @@ def test_an_entry_that_outgrows_its_declared_size_is_cut_off() -> None:
     assert (
         caught.value.detail
         == "cat/liar.png: unpacks to more than the 100 bytes its header declares"
+    )
+
+
+def test_an_entry_larger_than_any_image_is_refused_by_its_declared_size_unread(
+    settings: Settings,
+) -> None:
+    # The header claims 1 GiB for a tiny image. Read, it would be accepted (the ratio limit is
+    # loosened here to let it through), so a refusal can only come from the declared size.
+    lying = patch_central_header(class_zip({"cat": 2}), file_size=2**30)
+    loose = settings.model_copy(update={"max_compression_ratio": 1e12})
+    root = datasets_root(settings.data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    before = set(root.iterdir())
+    with TestClient(create_app(loose, run_reconciler=False)) as loose_client:
+        response = upload(loose_client, lying)
+    assert_detail(
+        response,
+        413,
+        f"cat/000.png: declares {2**30} bytes unpacked, over the limit of "
+        f"{settings.max_archive_entry_bytes} for one file",
+    )
+    assert set(root.iterdir()) == before
+
+
+def test_a_metadata_file_over_its_limit_is_refused_by_its_declared_size(
+    settings: Settings,
+) -> None:
+    metadata = "file_name,label\na.png,cat\nb.png,dog\n"
+    tight = settings.model_copy(update={"max_metadata_bytes": len(metadata) - 1})
+    with TestClient(create_app(tight, run_reconciler=False)) as tight_client:
+        response = upload(tight_client, metadata_zip("metadata.csv", metadata))
+    assert_detail(
+        response,
+        413,
+        f"metadata.csv: declares {len(metadata)} bytes unpacked, over the limit of "
+        f"{len(metadata) - 1} for a metadata file",
     )
 
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from app.core.config import Settings
-from app.core.db import session_scope
+from app.core.db import get_engine, session_scope
 from app.core.storage import dataset_dir, job_dir, model_dir
-from app.orm import JobEvent, Model
+from app.orm import Job, JobEvent, Model
 from tests.api.test_auth import png_base64
 from tests.conftest import make_ready_dataset
 from tests.model_factory import register_model
@@ -54,6 +60,85 @@ def test_a_dataset_a_job_uses_stays_until_the_job_is_gone(
         assert not session.scalars(select(JobEvent).where(JobEvent.job_id == job["id"])).all()
 
     assert client.delete(f"/datasets/{dataset_id}").status_code == 204
+
+
+def jobs_on(settings: Settings, dataset_id: str) -> list[str]:
+    with session_scope(settings.resolved_database_url) as session:
+        return list(session.scalars(select(Job.id).where(Job.dataset_id == dataset_id)))
+
+
+@contextmanager
+def on_statement(
+    settings: Settings, moment: str, prefix: str, do: Callable[[], None]
+) -> Iterator[None]:
+    """Run `do` once, when the api's connection is at `moment` of a statement starting `prefix`."""
+    engine = get_engine(settings.resolved_database_url, settings.database_pool)
+    done = threading.Event()
+
+    def hook(_connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith(prefix) and not done.is_set():
+            done.set()
+            do()
+
+    event.listen(engine, moment, hook)
+    try:
+        yield
+    finally:
+        event.remove(engine, moment, hook)
+
+
+def test_a_dataset_deleted_as_a_job_is_created_on_it_is_409_for_the_job(
+    client: TestClient, settings: Settings
+) -> None:
+    dataset_id = make_ready_dataset(settings, per_class=2)
+    deletions: list[int] = []
+
+    # The job's request has found the dataset; the delete is answered before the job is
+    # inserted.
+    def delete() -> None:
+        deletions.append(client.delete(f"/datasets/{dataset_id}").status_code)
+
+    with on_statement(settings, "before_cursor_execute", "INSERT INTO job ", delete):
+        created = client.post("/jobs", json={"dataset_id": dataset_id, "base_model": "tiny-clip"})
+    assert deletions == [204]
+    assert (created.status_code, created.json()) == (
+        409,
+        {"detail": f"dataset {dataset_id} was deleted while the job was being created"},
+    )
+    assert client.get(f"/datasets/{dataset_id}").status_code == 404
+    assert jobs_on(settings, dataset_id) == []
+
+
+def test_a_dataset_deleted_as_a_job_on_it_commits_is_409_for_the_delete(
+    client: TestClient, settings: Settings
+) -> None:
+    dataset_id = make_ready_dataset(settings, per_class=2)
+    deletions: list[httpx.Response] = []
+    deleting = threading.Event()
+    delete = threading.Thread(
+        target=lambda: deletions.append(client.delete(f"/datasets/{dataset_id}"))
+    )
+
+    def delete_while_uncommitted() -> None:
+        # The job is inserted, not yet committed: the delete finds no job using the dataset
+        # and goes on to remove it, which waits for the job's transaction and then fails.
+        delete.start()
+        assert deleting.wait(timeout=30)
+
+    with (
+        on_statement(settings, "before_cursor_execute", "DELETE FROM dataset ", deleting.set),
+        on_statement(
+            settings, "after_cursor_execute", "INSERT INTO job ", delete_while_uncommitted
+        ),
+    ):
+        created = client.post("/jobs", json={"dataset_id": dataset_id, "base_model": "tiny-clip"})
+        delete.join(timeout=60)
+    assert created.status_code == 201
+    [deleted] = deletions
+    meanwhile = f"dataset {dataset_id} is used by a job created meanwhile: delete that job first"
+    assert (deleted.status_code, deleted.json()) == (409, {"detail": meanwhile})
+    assert client.get(f"/datasets/{dataset_id}").status_code == 200
+    assert jobs_on(settings, dataset_id) == [created.json()["id"]]
 
 
 def test_a_model_is_deleted_before_its_job_and_then_no_longer_serves(

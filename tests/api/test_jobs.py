@@ -94,6 +94,12 @@ def test_create_job_commits_it_queued_with_defaults_and_sends_it(
         ({"warmup_ratio": 0.9}, "warmup_ratio", "less than or equal to 0.5"),
         ({"seed": -1}, "seed", "greater than or equal to 0"),
         ({"epochs": "ten"}, "epochs", "valid integer"),
+        # Strict: no coercion of strings, booleans or fractions.
+        ({"epochs": "3"}, "epochs", "valid integer"),
+        ({"epochs": True}, "epochs", "valid integer"),
+        ({"epochs": 3.0}, "epochs", "valid integer"),
+        ({"learning_rate": "0.001"}, "learning_rate", "valid number"),
+        ({"weight_decay": False}, "weight_decay", "valid number"),
         ({"prompt_template": "no placeholder"}, "prompt_templates", "exactly one '{}'"),
         ({"prompt_templates": ["a {}", "{} and {}"]}, "prompt_templates", "exactly one '{}'"),
         ({"prompt_templates": ["a {name}"]}, "prompt_templates", "exactly one '{}'"),
@@ -142,6 +148,14 @@ def test_bad_hyperparameters_are_422_naming_the_field_and_the_problem(
     # Rules that tie several fields together are reported on the hyperparameters object.
     location = ("body", "hyperparameters", *([field] if field else []))
     assert message in errors[location], errors
+
+
+def test_json_integers_fill_float_hyperparameters(client: TestClient, ready_dataset: str) -> None:
+    job = create_job(
+        client, ready_dataset, hyperparameters={"learning_rate": 1, "wise_ft_alphas": [0, 1]}
+    )
+    assert job["hyperparameters"]["learning_rate"] == 1.0
+    assert job["hyperparameters"]["wise_ft_alphas"] == [0.0, 1.0]
 
 
 def test_missing_fields_are_422_naming_them(client: TestClient) -> None:
@@ -271,6 +285,24 @@ def test_cancel_a_queued_job_ends_it_at_once_then_409(
         ("status", "queued"),
         ("status", "cancelled"),
     ]
+
+
+def test_the_retry_event_names_the_status_the_job_had(
+    client: TestClient, settings: Settings, ready_dataset: str
+) -> None:
+    cancelled = create_job(client, ready_dataset)
+    client.post(f"/jobs/{cancelled['id']}/cancel")
+    failed = create_job(client, ready_dataset)
+    set_status(settings, failed["id"], status="failed", error="boom")
+    for job, previous in ((cancelled, "cancelled"), (failed, "failed")):
+        response = client.post(f"/jobs/{job['id']}/retry")
+        assert response.status_code == 200 and response.json()["status"] == "queued"
+        events = client.get(f"/jobs/{job['id']}/events").json()
+        assert (events[-1]["type"], events[-1]["message"]) == (
+            "retry",
+            f"retried after {previous}; queued",
+        )
+        assert client.post(f"/jobs/{job['id']}/retry").status_code == 409
 
 
 def test_cancel_a_running_job_flags_it_for_the_worker(

@@ -563,6 +563,36 @@ def test_too_many_texts_is_413(strict_client: TestClient, classifier_id: str) ->
     assert response.json() == {"detail": "too many texts: at most 2 per request, got 3"}
 
 
+@pytest.mark.parametrize("route", ["json", "multipart", "zero-shot", "embed"])
+def test_a_text_over_the_character_limit_is_422_before_tokenizing(
+    client: TestClient, settings: Settings, classifier_id: str, route: str
+) -> None:
+    limit = settings.predict_max_text_chars
+    texts = ["a red circle", "x" * (limit + 1)]
+    image = shape_png()
+    if route == "json":
+        response = post_json(client, model_id=classifier_id, images=[encoded(image)], texts=texts)
+    elif route == "multipart":
+        response = post_multipart(client, [("a.png", image)], model_id=classifier_id, texts=texts)
+    elif route == "zero-shot":
+        response = post_json(client, base_model="tiny-clip", images=[encoded(image)], texts=texts)
+    else:
+        response = client.post("/embed", json={"base_model": "tiny-clip", "texts": texts})
+
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": f"texts[1] is {limit + 1} characters, over the limit of {limit} "
+        "(CLIP reads only its first 77 tokens)"
+    }
+
+
+def test_a_text_at_the_character_limit_is_embedded(client: TestClient, settings: Settings) -> None:
+    text = "a red circle " * (settings.predict_max_text_chars // 13)
+    response = client.post("/embed", json={"base_model": "tiny-clip", "texts": [text]})
+    assert response.status_code == 200
+    assert len(response.json()["text_embeddings"]) == 1
+
+
 def test_an_image_over_the_byte_limit_is_413(strict_client: TestClient, classifier_id: str) -> None:
     large = noise_png()
     assert len(large) > 5000

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 
+import pytest
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
 from app.main import create_app
 from app.ml.synthetic import make_images, png_bytes
 from app.ml.tiny_clip import TINY_CLIP_SHAPES_NAME
+from tests.datasets_helpers import grey_ramp_8_bit, grey_ramp_bytes
 
 LABELS = ["red circle", "green square", "blue triangle", "yellow circle"]
 
@@ -125,3 +127,21 @@ def test_zero_shot_refuses_a_hub_model_this_server_may_not_download(settings: Se
         )
     assert response.status_code == 422
     assert "does not download from the hub" in response.json()["detail"]
+
+
+def test_16_bit_and_float_images_are_seen_as_their_8_bit_copy(client: TestClient) -> None:
+    deep = [grey_ramp_bytes("uint16", 65535, "PNG"), grey_ramp_bytes("float32", 1.0, "TIFF")]
+    response = client.post(
+        "/predict",
+        json={
+            "base_model": TINY_CLIP_SHAPES_NAME,
+            "texts": ["a black square", "a white square", "a grey gradient"],
+            "images": [
+                base64.b64encode(payload).decode() for payload in [grey_ramp_8_bit(), *deep]
+            ],
+        },
+    )
+    assert response.status_code == 200, response.text
+    eight_bit, *others = response.json()["similarity"]
+    for similarity in others:
+        assert similarity == pytest.approx(eight_bit, abs=1e-5)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import random
+import re
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -143,3 +145,58 @@ def test_every_mode_comes_out_rgb(mode: str, image_format: str) -> None:
     decoded = decode_image(encode(image, image_format), LIMITS)
     assert decoded.mode == "RGB"
     assert decoded.size == (9, 5)
+
+
+def gradient(dtype: str, high: float, size: tuple[int, int] = (256, 4)) -> Image.Image:
+    """A left-to-right ramp from 0 to `high`, each row alike, stored as `dtype`."""
+    width, height = size
+    ramp = np.linspace(0, high, width).astype(dtype)
+    return Image.fromarray(np.tile(ramp, (height, 1)))
+
+
+def grey_row(decoded: Image.Image) -> np.ndarray:
+    pixels = np.asarray(decoded)
+    assert decoded.mode == "RGB"
+    # Grey in, grey out: the three channels alike.
+    assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()
+    return pixels[0, :, 0].astype(int)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "high", "image_format"),
+    [
+        ("uint16", 65535, "PNG"),  # opens as I;16
+        ("<u2", 65535, "TIFF"),  # I;16
+        (">u2", 65535, "TIFF"),  # I;16B
+        ("int32", 65535, "TIFF"),  # I: read as 16-bit when it fits
+        ("float32", 1.0, "TIFF"),  # F within 0..1
+    ],
+)
+def test_deep_grey_images_keep_their_gradient(dtype: str, high: float, image_format: str) -> None:
+    row = grey_row(decode_image(encode(gradient(dtype, high), image_format), LIMITS))
+    # Scaled from the mode's range, not clipped at 255: the ramp stays a ramp from black to white.
+    assert row[0] == 0 and row[-1] == 255
+    assert (np.diff(row) >= 0).all()
+    assert len(set(row.tolist())) >= 250
+    assert abs(row[128] - 128) <= 1
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        (gradient("float32", 4.0), "float image (mode F) with values 0..4: only 0..1 is read"),
+        (gradient("float32", -1.0), "float image (mode F) with values -1..0"),
+        (gradient("int32", 70000), "32-bit integer image (mode I) with values 0..70000"),
+        (gradient("int32", -5), "32-bit integer image (mode I) with values -5..0"),
+    ],
+)
+def test_deep_images_outside_the_range_read_are_refused(image: Image.Image, expected: str) -> None:
+    with pytest.raises(ImageDecodeError, match=re.escape(expected)):
+        decode_image(encode(image, "TIFF"), LIMITS)
+
+
+def test_a_float_image_with_nan_is_refused() -> None:
+    values = np.full((4, 4), 0.5, dtype=np.float32)
+    values[1, 2] = np.nan
+    with pytest.raises(ImageDecodeError, match="NaN or infinite"):
+        decode_image(encode(Image.fromarray(values), "TIFF"), LIMITS)

@@ -16,6 +16,9 @@ from app.ml.synthetic import make_images, png_bytes
 from tests.datasets_helpers import make_zip
 from tests.ui.conftest import Server
 
+# The pages are the same on every backend: CI runs them once, on the defaults.
+pytestmark = pytest.mark.backend_independent
+
 CLASSES = ("red circle", "blue triangle")
 TRAINING_TIMEOUT_MS = 240_000
 # `make screenshots` trains longer, so the pictures in the README show a real loss curve.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from app.ml.model_files import read_metadata
 from app.ml.synthetic import make_images, png_bytes
 from app.orm import Checkpoint, Job, Model
 from tests.conftest import make_ready_dataset
+from tests.small_filesystem import can_mount_a_small_filesystem
 from worker import job_runner
 from worker.job_runner import claim
 from worker.training.config import TrainingConfig
@@ -175,6 +175,7 @@ def test_cancelling_a_running_job_stops_it_at_the_next_step(
         assert session.scalar(select(Job.status).where(Job.id == job_id)) == "cancelled"
 
 
+@pytest.mark.backend_independent  # the probe's maths
 def test_a_linear_probe_reports_its_gain_and_keeps_the_control_set_exactly(
     client: TestClient, settings: Settings, ready_dataset: str
 ) -> None:
@@ -224,6 +225,7 @@ def test_a_linear_probe_reports_its_gain_and_keeps_the_control_set_exactly(
         ("lora", {"lora_rank": 4, "learning_rate": 5e-3}),
     ],
 )
+@pytest.mark.backend_independent  # what differs is the method, not the database
 def test_every_method_runs_through_the_worker_and_serves_held_out_images(
     client: TestClient, settings: Settings, ready_dataset: str, method: str, extra: dict[str, Any]
 ) -> None:
@@ -286,6 +288,7 @@ def test_a_job_stored_before_methods_existed_resumes_from_its_checkpoint_as_full
 
 
 @pytest.mark.faults
+@pytest.mark.backend_independent  # a fault of the data disk, not of the database
 def test_a_full_disk_fails_the_job_clearly_and_a_retry_resumes_it_from_its_checkpoint(
     client: TestClient,
     settings: Settings,
@@ -296,7 +299,7 @@ def test_a_full_disk_fails_the_job_clearly_and_a_retry_resumes_it_from_its_check
     order = tmp_path / "crash-order"
     order.write_text("ENOSPC@3")  # the disk fills up once epochs 1 and 2 are checkpointed
     monkeypatch.setenv(CRASH_FILE_VARIABLE, str(order))
-    job_id = new_job(client, ready_dataset)
+    job_id = new_job(client, ready_dataset, epochs=3)  # the retry has one epoch left to train
     job_runner.run(job_id, settings)
     failed = client.get(f"/jobs/{job_id}").json()
     assert failed["status"] == "failed"
@@ -319,30 +322,15 @@ def test_a_full_disk_fails_the_job_clearly_and_a_retry_resumes_it_from_its_check
     assert client.post(f"/jobs/{job_id}/retry").status_code == 409
 
 
-def _can_mount_a_small_filesystem() -> bool:
-    probe = Path(tempfile.mkdtemp(prefix="clipft-mount-probe-"))
-    try:
-        mounted = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(probe)], capture_output=True
-        )
-        if mounted.returncode != 0:
-            return False
-        subprocess.run(["umount", str(probe)], check=True)
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.rmdir()
-
-
 @pytest.mark.faults
+@pytest.mark.backend_independent  # a fault of the data disk, not of the database
 @pytest.mark.skipif(
-    not _can_mount_a_small_filesystem(), reason="needs to mount a small tmpfs (root)"
+    not can_mount_a_small_filesystem(), reason="needs to mount a small tmpfs (root)"
 )
 def test_a_checkpoint_filesystem_that_fills_up_fails_the_job_and_a_retry_resumes_it(
     client: TestClient, settings: Settings, ready_dataset: str
 ) -> None:
-    job_id = new_job(client, ready_dataset)
+    job_id = new_job(client, ready_dataset, epochs=3)
     folder = checkpoints_dir(settings.data_dir, job_id)
     folder.mkdir(parents=True)
     # Room for one tiny-clip checkpoint (2.5 MB with its optimizer state), not two.

@@ -15,7 +15,7 @@ from app.main import create_app
 from tests.conftest import make_ready_dataset
 from tests.worker.celery_process import WorkerProcess
 from tests.worker.test_end_to_end import FINISHED, events_of, queue_settings, start_job, wait_until
-from worker.training.crash_for_tests import CRASH_FILE_VARIABLE
+from worker.training.crash_for_tests import CRASH_FILE_VARIABLE, paused_marker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
@@ -30,7 +30,8 @@ def test_a_worker_stopped_mid_job_requeues_it_uncounted_and_the_next_worker_resu
     pause = tmp_path / "pause"
     with TestClient(create_app(own, run_reconciler=False)) as client:
         dataset_id = make_ready_dataset(own, per_class=8)
-        # The run holds at the first step of epoch 2, once epoch 1 has left its checkpoint.
+        # The run holds at the first step of epoch 2, once epoch 1 has left its checkpoint,
+        # until it is asked to stop.
         pause.write_text("PAUSE@2")
         first = WorkerProcess(own, tmp_path / "first.log", {CRASH_FILE_VARIABLE: str(pause)})
         first.start()
@@ -40,7 +41,7 @@ def test_a_worker_stopped_mid_job_requeues_it_uncounted_and_the_next_worker_resu
             dataset_id,
             hyperparameters={"epochs": 3, "batch_size": 8, "learning_rate": 2e-3},
         )
-        while pause.exists():
+        while not paused_marker(pause).exists():
             assert client.get(f"/jobs/{job_id}").json()["status"] in {"queued", "running"}
             time.sleep(0.1)
 

@@ -11,12 +11,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from app.ml.hyperparameters import LEGACY_METHOD, Hyperparameters
 
 
 class TrainingConfig(Hyperparameters):
+    # Not strict: its hyperparameters were checked strictly as a job's, and a saved config's
+    # JSON spells its paths as strings.
+    model_config = ConfigDict(extra="forbid", strict=False)
+
     base_model: str = Field(
         description="`tiny-clip`, a folder name under base_models_dir, or a hub id."
     )

@@ -11,10 +11,17 @@ from pathlib import Path
 
 # Names a file; while it exists, the next training process to report a step crashes as it says:
 # a signal name (`SIGSEGV`) is raised on the process, a number is its `os._exit` code, `HANG`
-# makes it stop making progress for good, `PAUSE` holds it until it is asked to stop (a test
-# then interrupts a job at a known point), and `ENOSPC` raises the error of a full disk. A
+# makes it stop making progress for good, `PAUSE` holds it at that step until the test removes
+# the file `<name>.paused` that the hook writes or the run is asked to stop, and `ENOSPC` raises
+# the error of a full disk. A
 # suffix `@N` waits for the first step of epoch N (so that earlier epochs left checkpoints).
 CRASH_FILE_VARIABLE = "CLIPFT_TEST_CRASH_FILE"
+PAUSE_POLL_SECONDS = 0.05
+
+
+def paused_marker(order_file: Path) -> Path:
+    """The file a paused run waits on: it exists exactly while the run is held."""
+    return order_file.with_name(order_file.name + ".paused")
 
 
 def crash_hook_enabled() -> bool:
@@ -38,8 +45,11 @@ def crash_if_a_test_asks(epoch: int, stop_requested: Callable[[], bool] = lambda
     if order == "ENOSPC":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     if order == "PAUSE":
-        while not stop_requested():
-            time.sleep(0.05)
+        # A run held at a known step: a test acts on a job that is certainly mid-training.
+        marker = paused_marker(order_file)
+        marker.touch()
+        while marker.exists() and not stop_requested():
+            time.sleep(PAUSE_POLL_SECONDS)
         return
     if order == "HANG":
         while True:  # a training loop stuck for good (a deadlock, a wedged device)

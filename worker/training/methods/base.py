@@ -75,7 +75,7 @@ class TrainingMethod:
         if resume_from is None:
             loaded = load_base_model(self.config.base_model, self.config.base_models_dir)
         else:
-            loaded = load_clip_folder(str(resume_from))
+            loaded = load_clip_folder(resume_from)
         loaded.clip.to(self.device)  # type: ignore[arg-type]  # transformers' stub wraps .to oddly
         self._loaded = loaded
         return loaded
