@@ -11,11 +11,13 @@ from app.ml.class_head import ClassHead
 from app.models.export import _Sink
 from app.orm.base import UTCDateTime
 from app.orm.models import Job
+from worker.liveness import Liveness
 
 _ReadProgress.readable  # io.RawIOBase asks before reading
 _Sink.writable  # io.RawIOBase asks before writing
 ServiceState.collect  # prometheus_client's registry calls it on each scrape
 ClassHead.forward  # torch.nn.Module.__call__
+Liveness.requires  # Celery's bootsteps order a step by it
 UTCDateTime.impl  # SQLAlchemy's TypeDecorator reads these four
 UTCDateTime.cache_ok
 UTCDateTime.process_bind_param

@@ -106,6 +106,32 @@ def worker(
 
 
 @app.command()
+def health(
+    role: Annotated[
+        str,
+        typer.Option(help="api, worker, or auto: a worker when its liveness file exists here."),
+    ] = "auto",
+    url: Annotated[
+        str, typer.Option(help="The api's /health (checked for the api role).")
+    ] = "http://127.0.0.1:8000/health",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for an answer.")] = 5.0,
+) -> None:
+    """Exit 0 if this container's api or worker is healthy, else 1 (for HEALTHCHECK)."""
+    from app.health.probe import api_problem, resolve_role, worker_problem
+
+    if role not in {"auto", "api", "worker"}:
+        raise typer.BadParameter("--role is api, worker or auto")
+    settings = get_settings()
+    resolved = resolve_role(role, settings)  # type: ignore[arg-type]
+    check_worker = resolved == "worker"
+    problem = worker_problem(settings, timeout) if check_worker else api_problem(url, timeout)
+    if problem is not None:
+        typer.echo(f"{resolved}: unhealthy: {problem}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{resolved}: ok")
+
+
+@app.command()
 def serve(host: HostOption = "127.0.0.1", port: PortOption = 8000) -> None:
     """Run everything locally: api, a worker, and an embedded Redis when none is configured."""
     import uvicorn

@@ -2,7 +2,9 @@
 
 Without `CLIPFT_REDIS_URL` an embedded Redis is started; without `CLIPFT_DATABASE_URL` the
 SQLite file in the data dir is used. The api and worker run as child processes that get the
-resolved settings through their environment, exactly as in a deployment.
+resolved settings through their environment, exactly as in a deployment. A worker or embedded
+Redis that dies is started again (app/child_watch.py); every child gets SIGTERM when this
+process dies, even by SIGKILL (Linux).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +22,15 @@ from typing import IO
 
 import httpx
 
+from app.child_watch import Child, ChildWatcher, RestartPolicy
+from app.core.child_process import parent_death_signal
 from app.core.config import Settings
 from app.core.embedded_redis import EmbeddedRedis
 from app.core.migrate import upgrade_to_head
+
+# The exit status of a stack that gave up on a child that kept dying.
+GAVE_UP_EXIT_CODE = 1
+gave_up = threading.Event()
 
 
 def child_environment(settings: Settings, redis_url: str) -> dict[str, str]:
@@ -61,13 +70,13 @@ def wait_until_healthy(base_url: str, process: subprocess.Popen[bytes], timeout:
 
 
 @contextlib.contextmanager
-def broker(settings: Settings) -> Iterator[str]:
+def broker(settings: Settings) -> Iterator[tuple[str, EmbeddedRedis | None]]:
     """The configured Redis, or an embedded one for as long as the block runs."""
     if settings.redis_url:
-        yield settings.redis_url
+        yield settings.redis_url, None
         return
     with EmbeddedRedis(settings.data_dir / "redis") as embedded:
-        yield embedded.url
+        yield embedded.url, embedded
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -79,10 +88,16 @@ def exit_on_stop_signals() -> None:
     leave the worker and Redis running)."""
 
     def unwind(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
+        raise SystemExit(GAVE_UP_EXIT_CODE if gave_up.is_set() else 128 + signum)
 
     for stop_signal in STOP_SIGNALS:
         signal.signal(stop_signal, unwind)
+
+
+def give_up(reason: str) -> None:
+    """End the whole stack, as SIGTERM would, but with a failing exit status."""
+    gave_up.set()
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 @contextlib.contextmanager
@@ -96,24 +111,59 @@ def local_stack(
     exit_on_stop_signals()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade_to_head(settings.resolved_database_url)
-    with broker(settings) as redis_url, contextlib.ExitStack() as stack:
+    with broker(settings) as (redis_url, embedded), contextlib.ExitStack() as stack:
         env = child_environment(settings, redis_url)
-        worker = start_child(clipft_command("worker"), env, log_dir, "worker")
-        stack.callback(stop_process, worker)
+        worker = ChildProcess("worker", clipft_command("worker"), env, log_dir).start()
+        stack.callback(worker.stop)
         if api_port is not None:
-            api = start_child(
-                clipft_command("api", "--port", str(api_port), "--no-migrate"), env, log_dir, "api"
-            )
-            stack.callback(stop_process, api)
-            wait_until_healthy(f"http://127.0.0.1:{api_port}", api, timeout=120)
+            command = clipft_command("api", "--port", str(api_port), "--no-migrate")
+            api = ChildProcess("api", command, env, log_dir).start()
+            stack.callback(api.stop)
+            assert api.process is not None
+            wait_until_healthy(f"http://127.0.0.1:{api_port}", api.process, timeout=120)
+        watched: list[Child] = [worker] if embedded is None else [embedded, worker]
+        policy = RestartPolicy(
+            first_delay_seconds=settings.serve_restart_delay_seconds,
+            limit=settings.serve_restart_limit,
+            window_seconds=settings.serve_restart_window_seconds,
+        )
+        stack.callback(ChildWatcher(watched, policy, on_give_up=give_up).start().stop)
         yield env
 
 
-def start_child(
-    command: list[str], env: dict[str, str], log_dir: Path | None, name: str
-) -> subprocess.Popen[bytes]:
-    output: IO[bytes] | None = None
-    if log_dir is not None:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        output = (log_dir / f"{name}.log").open("ab")
-    return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+class ChildProcess:
+    """A `clipft` child process that can be started again after it died."""
+
+    def __init__(
+        self, name: str, command: list[str], env: dict[str, str], log_dir: Path | None
+    ) -> None:
+        self.name = name
+        self.command = command
+        self.env = env
+        self.log_dir = log_dir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ChildProcess:
+        output: IO[bytes] | None = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            output = (self.log_dir / f"{self.name}.log").open("ab")
+        try:
+            self.process = subprocess.Popen(
+                self.command,
+                env=self.env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                preexec_fn=parent_death_signal(),
+            )
+        finally:
+            if output is not None:
+                output.close()  # the child holds its own copy
+        return self
+
+    def exited(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)

@@ -130,3 +130,100 @@ def test_demo_stopped_half_way_leaves_no_child_behind(
             demo.kill()
         for pid in descendants(demo.pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def child_running(parent: int, marker: str, timeout: float = 60) -> int:
+    """The pid of `parent`'s live child whose command line holds `marker`, once there is one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for pid in descendants(parent):
+            if parent_of(pid) == parent and marker in command_line(pid) and alive(pid):
+                return pid
+        assert time.monotonic() < deadline, f"no {marker} under {parent}"
+        time.sleep(0.1)
+
+
+def replaced(parent: int, marker: str, dead: int) -> int:
+    """`parent`'s new child for `marker` after `dead` was killed; `dead` was reaped meanwhile."""
+    deadline = time.monotonic() + 60
+    while (pid := child_running(parent, marker)) == dead or Path(f"/proc/{dead}").exists():
+        assert time.monotonic() < deadline, f"{marker} {dead} was not replaced (or not reaped)"
+        time.sleep(0.1)
+    return pid
+
+
+def start_serve(tmp_path: Path, **settings: str) -> tuple[subprocess.Popen[bytes], str]:
+    from tests.clipft_process import start_clipft, wait_until_answering
+
+    env = {"CLIPFT_DATA_DIR": str(tmp_path / "data"), **settings}
+    serve, url = start_clipft("serve", env=env, log_path=tmp_path / "serve.log")
+    wait_until_answering(serve, f"{url}/health", tmp_path / "serve.log")
+    return serve, url
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
+def test_serve_restarts_a_dead_worker_and_redis_and_exits_1_on_one_that_keeps_dying(
+    tmp_path: Path,
+) -> None:
+    serve, url = start_serve(
+        tmp_path,
+        CLIPFT_SERVE_RESTART_DELAY_SECONDS="0.1",
+        CLIPFT_SERVE_RESTART_LIMIT="2",
+    )
+    try:
+        redis_pid = child_running(serve.pid, "redis-server")
+        os.kill(redis_pid, signal.SIGKILL)
+        replaced(serve.pid, "redis-server", redis_pid)
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/health", timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, "the broker never came back"
+            time.sleep(0.2)
+
+        worker_pid = child_running(serve.pid, "app.cli worker")
+        for _ in range(2):  # the restarts the limit allows
+            os.kill(worker_pid, signal.SIGKILL)
+            worker_pid = replaced(serve.pid, "app.cli worker", worker_pid)
+        children = descendants(serve.pid)
+        os.kill(worker_pid, signal.SIGKILL)  # once too often: serve gives up, and says so
+        assert serve.wait(timeout=60) == 1, (tmp_path / "serve.log").read_text()[-3000:]
+        assert "giving up" in (tmp_path / "serve.log").read_text()
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in children if alive(pid)]
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+        for pid in descendants(serve.pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
+def test_a_serve_killed_by_sigkill_leaves_no_child_and_frees_its_redis_folder(
+    tmp_path: Path,
+) -> None:
+    from app.core.embedded_redis import EmbeddedRedis
+
+    serve, _ = start_serve(tmp_path)
+    children = descendants(serve.pid)
+    try:
+        assert len(children) >= 2  # at least the worker and the embedded Redis
+        serve.kill()  # the OOM killer: no cleanup of its own runs
+        serve.wait()
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in children if alive(pid)]
+        # The next serve gets the broker's folder: no second Redis writes beside an orphan.
+        EmbeddedRedis(tmp_path / "data" / "redis").start(lock_wait_seconds=5).stop()
+    finally:
+        for pid in children:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)

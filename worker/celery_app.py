@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import worker_shutting_down
 
 from app.core.config import Settings, get_settings
+from worker import shutdown
+from worker.liveness import Liveness
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -25,9 +28,16 @@ def create_celery(settings: Settings) -> Celery:
         # A broker blip must not kill training: the run goes on and records its result; a
         # redelivery after the reconnect finds the job no longer queued and does nothing.
         worker_cancel_long_running_tasks_on_connection_loss=False,
+        # A broker that refuses writes (MISCONF: the disk under its files is full) raises a
+        # channel error, which Celery otherwise takes for unrecoverable and exits on; retried
+        # like a lost connection, the worker takes jobs again once the broker does writes.
+        broker_channel_error_retry=True,
         worker_hijack_root_logger=False,
     )
     return app
 
 
 celery_app = create_celery(get_settings())
+# SIGTERM puts a running job back in the queue at its next step instead of waiting for its end.
+worker_shutting_down.connect(shutdown.on_worker_shutting_down, weak=False)
+celery_app.steps["consumer"].add(Liveness)

@@ -14,6 +14,7 @@ from pathlib import Path
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope
 from app.core.public_text import public_message
+from app.core.queue import send_train_task
 from app.core.storage import (
     atomic_dir,
     checkpoints_dir,
@@ -28,6 +29,7 @@ from app.jobs.lifecycle import JobStatus
 from app.ml.model_files import read_metadata
 from app.orm import Job, Model
 from app.orm.base import utcnow
+from worker import shutdown
 from worker.reporter import JobReporter
 from worker.supervisor import TrainingProcessFailed, run_training_process
 from worker.training.config import TrainingConfig
@@ -80,12 +82,15 @@ def run(job_id: str, settings: Settings | None = None) -> None:
                 stop_grace_seconds=settings.training_stop_grace_seconds,
             )
         if result.stopped:
-            finish(settings, job_id, owner, status=JobStatus.CANCELLED, message="cancelled")
+            if not give_way(settings, job_id, owner):
+                finish(settings, job_id, owner, status=JobStatus.CANCELLED, message="cancelled")
         else:
             register_model(settings, job, owner, result)
             drop_resume_state(checkpoints_dir(settings.data_dir, job_id))
     except TrainingProcessFailed as error:
-        finish(settings, job_id, owner, status=JobStatus.FAILED, message=str(error))
+        # A stop of the whole process group (systemd, `kill -TERM -pgid`) kills the run too.
+        if not give_way(settings, job_id, owner):
+            finish(settings, job_id, owner, status=JobStatus.FAILED, message=str(error))
     except Exception as error:
         logger.exception("job %s failed", job_id)
         finish(
@@ -95,6 +100,26 @@ def run(job_id: str, settings: Settings | None = None) -> None:
             status=JobStatus.FAILED,
             message=f"{type(error).__name__}: {error}",
         )
+
+
+def give_way(settings: Settings, job_id: str, owner: str) -> bool:
+    """If the worker is shutting down, put the job back in the queue, its attempt not counted,
+    and wake another worker; False (nothing done) otherwise, or if a cancel is pending."""
+    if not shutdown.requested():
+        return False
+    with session_scope(settings.resolved_database_url) as session:
+        released = lifecycle.release(session, job_id, owner=owner, now=utcnow())
+    if not released:
+        return False
+    logger.info("job %s queued again: this worker is shutting down", job_id)
+    try:
+        send_train_task(
+            broker_url=str(settings.redis_url), queue=settings.train_queue, job_id=job_id
+        )
+    except Exception:
+        # The row is queued: the reconciler sends it again once the broker answers.
+        logger.warning("job %s: could not send it again; the reconciler will", job_id)
+    return True
 
 
 def attempt_dir(checkpoints: Path, attempt: int) -> Path:

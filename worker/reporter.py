@@ -33,6 +33,7 @@ from app.jobs.lifecycle import JobStatus
 from app.jobs.loss_curve import with_point
 from app.orm import Checkpoint, Job
 from app.orm.base import utcnow
+from worker import shutdown
 from worker.training.progress import CheckpointInfo, Notice, StepProgress, TrainingCallbacks
 
 logger = logging.getLogger(__name__)
@@ -249,8 +250,9 @@ class JobReporter(TrainingCallbacks):
         self.fenced_event(notice.type, notice.message, notice.data)
 
     def should_stop(self) -> bool:
-        """Stop on a cancel, or when this attempt no longer holds the job (it was requeued)."""
-        if self.lease_lost.is_set():
+        """Stop on a cancel, when the worker shuts down, or when this attempt no longer holds
+        the job (it was requeued)."""
+        if self.lease_lost.is_set() or shutdown.requested():
             return True
         try:
             with session_scope(self.database_url) as session:

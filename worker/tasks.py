@@ -5,7 +5,7 @@ from __future__ import annotations
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import OperationalError
 
-from worker import job_runner
+from worker import job_runner, shutdown
 from worker.celery_app import celery_app
 
 # Retried: the database or broker briefly unreachable. Anything else is the job's own failure,
@@ -22,4 +22,5 @@ TRANSIENT_ERRORS = (OperationalError, RedisConnectionError)
     max_retries=5,
 )
 def train(job_id: str) -> None:
-    job_runner.run(str(job_id))
+    with shutdown.sigterm_gives_way():
+        job_runner.run(str(job_id))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -98,6 +99,21 @@ class Settings(BaseSettings):
         7 * 24 * 3600.0, gt=0, description="Longer than the longest job, or Redis redelivers it."
     )
     device: str = Field("auto", description="`auto`, `cpu`, `cuda` or `cuda:N` for training.")
+    # A worker proves its consumer loop turns this often: it touches `worker_liveness_file`
+    # (what `clipft health` reads in its container) and marks itself seen in the broker (what
+    # /health reports); three missed beats make it dead.
+    worker_liveness_seconds: float = Field(10.0, gt=0)
+    worker_liveness_file: Path = Field(
+        Path(tempfile.gettempdir()) / "clipft-worker.alive",
+        description="File a worker touches while alive; `clipft health` reads it.",
+    )
+
+    # `clipft serve` restarts a child (worker, embedded Redis) that dies, after a delay that
+    # doubles from `serve_restart_delay_seconds` up to 30 s; a child that dies more than
+    # `serve_restart_limit` times within `serve_restart_window_seconds` makes serve exit 1.
+    serve_restart_delay_seconds: float = Field(1.0, gt=0)
+    serve_restart_limit: int = Field(5, ge=0)
+    serve_restart_window_seconds: float = Field(300.0, gt=0)
 
     # Serving.
     model_cache_size: int = Field(2, ge=1, description="Models kept loaded for /predict.")

@@ -1,4 +1,6 @@
-"""`GET /health`: 200 once the database and the broker answer, 503 otherwise."""
+"""`GET /health`: 200 once the database and the broker answer, 503 otherwise; `worker` says
+whether a worker of the train queue was seen lately (it does not change the status: an api is
+healthy without one, and a job waits queued until one comes)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from sqlalchemy import text
 
 from app.core.config import Settings
 from app.core.db import get_engine
+from app.core.liveness import MISSED_BEATS, worker_seen
 from app.http.deps import SettingsDep
 
 router = APIRouter(tags=["health"])
@@ -22,7 +25,11 @@ def health(settings: SettingsDep) -> JSONResponse:
     healthy = all(value == "ok" for value in checks.values())
     return JSONResponse(
         status_code=200 if healthy else 503,
-        content={"status": "ok" if healthy else "unavailable", **checks},
+        content={
+            "status": "ok" if healthy else "unavailable",
+            **checks,
+            "worker": _check_worker(settings) if checks["broker"] == "ok" else "unknown",
+        },
     )
 
 
@@ -47,3 +54,18 @@ def _check_broker(redis_url: str | None) -> str:
     except Exception as error:
         return f"error: {type(error).__name__}"
     return "ok"
+
+
+def _check_worker(settings: Settings) -> str:
+    try:
+        client = redis.Redis.from_url(
+            str(settings.redis_url), socket_connect_timeout=2, socket_timeout=2
+        )
+        seen = worker_seen(client, queue=settings.train_queue)
+        client.close()
+    except Exception as error:
+        return f"error: {type(error).__name__}"
+    if seen:
+        return "ok"
+    window = settings.worker_liveness_seconds * MISSED_BEATS
+    return f"no worker seen in the last {window:.0f}s"

@@ -8,7 +8,8 @@ and returns False: someone else moved the job first.
 
     queued ──claim──▶ running ──succeed──▶ succeeded
       │  ▲              │ ├──fail────────▶ failed
-      │  └──requeue─────┘ └──end_cancelled▶ cancelled
+      │  ├──requeue─────┤ └──end_cancelled▶ cancelled
+      │  └──release─────┘ (its worker shuts down: the attempt is not counted)
       └──cancel_queued──────────────────▶ cancelled
     failed, cancelled ──retry──▶ queued (the next attempt resumes from the last checkpoint)
 """
@@ -149,6 +150,25 @@ def end_cancelled(session: Session, job_id: str, *, owner: str, now: datetime) -
         values={"status": JobStatus.CANCELLED, "finished_at": now},
         message="cancelled",
         data={"status": JobStatus.CANCELLED},
+    )
+
+
+def release(session: Session, job_id: str, *, owner: str, now: datetime) -> bool:
+    """running → queued, the attempt not counted: its worker is shutting down (a restart, an
+    upgrade), not failing. The next attempt takes the same number and folder and resumes from
+    its checkpoints. Refused (False) if this attempt lost the job or a cancel is pending."""
+    return _change(
+        session,
+        job_id,
+        fence=[*_held_by(owner), Job.cancel_requested.is_(False)],
+        values={
+            "status": JobStatus.QUEUED,
+            "attempt": Job.attempt - 1,
+            "lease_owner": None,
+            "enqueued_at": now,
+        },
+        message="queued again: its worker is shutting down (this attempt is not counted)",
+        data={"status": JobStatus.QUEUED},
     )
 
 

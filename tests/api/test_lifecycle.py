@@ -45,3 +45,24 @@ def test_each_change_holds_only_from_its_own_status_and_lease(
     assert events_of(settings, job_id) == before + 1
     job = client.get(f"/jobs/{job_id}").json()
     assert job["status"] == "failed" and job["error"] == "broke"
+
+
+def test_a_release_holds_only_for_its_own_attempt_without_a_pending_cancel(
+    client: TestClient, settings: Settings, ready_dataset: str
+) -> None:
+    """A worker shutting down gives its job back uncounted; a stale attempt cannot."""
+    job_id = create_job(client, ready_dataset)["id"]
+    now = utcnow()
+    with session_scope(settings.resolved_database_url) as session:
+        assert lifecycle.claim(session, job_id, owner="a", now=now) is not None
+        assert not lifecycle.release(session, job_id, owner="b", now=now)
+        assert lifecycle.release(session, job_id, owner="a", now=now)
+        assert not lifecycle.release(session, job_id, owner="a", now=now)
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "queued" and job["attempt"] == 0
+    with session_scope(settings.resolved_database_url) as session:
+        claimed = lifecycle.claim(session, job_id, owner="c", now=now)
+        assert claimed is not None and claimed.attempt == 1
+        assert lifecycle.request_cancel(session, job_id)
+        # A cancel asked for meanwhile wins: the job would never be claimed again.
+        assert not lifecycle.release(session, job_id, owner="c", now=now)

@@ -43,7 +43,7 @@ class EventWriter(TrainingCallbacks):
     def on_step(self, progress: StepProgress) -> None:
         if self._fault_checks_left:
             self._fault_checks_left = fault_requested()
-            inject_requested_fault(progress.epoch)
+            inject_requested_fault(progress.epoch, self.stop_requested.is_set)
         self.send(progress)
 
     def on_evaluation(self, epoch: int, metrics: dict[str, Any]) -> None:

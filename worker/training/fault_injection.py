@@ -12,13 +12,15 @@ import errno
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 # Names a file; while it exists, the next training process to report a step crashes as it says:
 # a signal name (`SIGSEGV`) is raised on the process, a number is its `os._exit` code, `HANG`
 # makes it stop making progress for good, `PAUSE` holds it at that step until the test removes
-# the file `<name>.paused` that the hook writes, and `ENOSPC` raises the error of a full disk. A
-# suffix `@N` waits for the first step of epoch N (so that earlier epochs left checkpoints).
+# the file `<name>.paused` that the hook writes or the run is asked to stop, and `ENOSPC` raises
+# the error of a full disk. A suffix `@N` waits for the first step of epoch N (so that earlier
+# epochs left checkpoints).
 CRASH_FILE_VARIABLE = "CLIPFT_TEST_CRASH_FILE"
 PAUSE_POLL_SECONDS = 0.05
 
@@ -33,7 +35,7 @@ def fault_requested() -> bool:
     return bool(os.environ.get(CRASH_FILE_VARIABLE))
 
 
-def inject_requested_fault(epoch: int) -> None:
+def inject_requested_fault(epoch: int, stop_requested: Callable[[], bool] = lambda: False) -> None:
     """Fail as the file named by CLIPFT_TEST_CRASH_FILE says, removing it; else do nothing."""
     name = os.environ.get(CRASH_FILE_VARIABLE)
     if not name:
@@ -52,7 +54,7 @@ def inject_requested_fault(epoch: int) -> None:
         # A run held at a known step: a test acts on a job that is certainly mid-training.
         marker = paused_marker(order_file)
         marker.touch()
-        while marker.exists():
+        while marker.exists() and not stop_requested():
             time.sleep(PAUSE_POLL_SECONDS)
         return
     if order == "HANG":
