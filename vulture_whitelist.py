@@ -3,6 +3,7 @@
 Vulture reads this file as code that uses each name. Remove a line with the code it names.
 """
 
+from app.auth.schemas import UsagePublic
 from app.client.api import _ReadProgress
 from app.core.error_responses import ErrorBody
 from app.health.metrics import ServiceState
@@ -27,3 +28,10 @@ Job.started_at
 JobPublic.started_at
 ErrorBody.files_checked
 ErrorBody.files_refused
+# Written by keyword (GET /usage) and read by pydantic.
+UsagePublic.datasets_bytes
+UsagePublic.models_bytes
+UsagePublic.checkpoints_bytes
+UsagePublic.uploads_in_progress_bytes
+UsagePublic.total_bytes
+UsagePublic.max_stored_bytes

@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 
 from app.auth.quotas import PredictRateLimiter
 from app.auth.requests import KeyCache, get_principal
+from app.auth.router import router as usage_router
 from app.core.config import Settings, get_settings
 from app.core.error_responses import error_responses
 from app.datasets.router import router as datasets_router
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
         (jobs_router, error_responses(401, 404, 409, 422, 429, 503, 507)),
         (models_router, error_responses(401, 404, 409, 422, 503)),
         (predict_router, error_responses(400, 401, 404, 409, 413, 415, 422, 429, 503)),
+        (usage_router, error_responses(401, 503)),
     ]
     for router, responses in routers_with_errors:
         app.include_router(router, dependencies=authenticated, responses=responses)

@@ -113,6 +113,8 @@ def register_model(
                 prompt_template=prompt_template,
                 metrics={"val_accuracy": 0.5} if kind == "classification" else {},
                 path=folder.relative_to(settings.data_dir).as_posix(),
+                # As the worker records it when it registers a model.
+                stored_bytes=storage.folder_bytes(folder),
                 created_at=created_at or utcnow(),
             )
         )

@@ -11,6 +11,8 @@ import threading
 import uuid
 from pathlib import Path
 
+from sqlalchemy import update
+
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope
 from app.core.public_text import public_message
@@ -19,6 +21,7 @@ from app.core.storage import (
     atomic_dir,
     checkpoints_dir,
     dataset_dir,
+    folder_bytes,
     model_dir,
     new_id,
     training_config_path,
@@ -27,12 +30,13 @@ from app.core.storage import (
 from app.jobs import lifecycle
 from app.jobs.lifecycle import JobStatus
 from app.ml.model_files import read_metadata
-from app.orm import Job, Model
+from app.orm import Dataset, Job, Model
 from app.orm.base import utcnow
 from worker import shutdown
 from worker.reporter import JobReporter
 from worker.supervisor import TrainingProcessFailed, run_training_process
 from worker.training.config import TrainingConfig
+from worker.training.prepared import PREPARED_FOLDER
 from worker.training.progress import RunResult
 
 logger = logging.getLogger(__name__)
@@ -100,6 +104,29 @@ def run(job_id: str, settings: Settings | None = None) -> None:
             status=JobStatus.FAILED,
             message=f"{type(error).__name__}: {error}",
         )
+    record_stored_bytes(settings, job)
+
+
+def record_stored_bytes(settings: Settings, job: Job) -> None:
+    """Measure, once the attempt is over, what its checkpoints and its datasets' prepared arrays
+    keep on disk: the tenant's stored-bytes quota counts them (app/auth/usage.py)."""
+    checkpoint_bytes = folder_bytes(checkpoints_dir(settings.data_dir, job.id))
+    dataset_ids = {job.dataset_id, *([job.control_dataset_id] if job.control_dataset_id else [])}
+    try:
+        with session_scope(settings.resolved_database_url) as session:
+            session.execute(
+                update(Job).where(Job.id == job.id).values(checkpoint_bytes=checkpoint_bytes)
+            )
+            for dataset_id in dataset_ids:
+                prepared = dataset_dir(settings.data_dir, dataset_id) / PREPARED_FOLDER
+                session.execute(
+                    update(Dataset)
+                    .where(Dataset.id == dataset_id)
+                    .values(prepared_bytes=folder_bytes(prepared))
+                )
+    except Exception:
+        # The job's outcome is recorded; its sizes are measured again at its next attempt.
+        logger.exception("job %s: could not record its stored bytes", job.id)
 
 
 def give_way(settings: Settings, job_id: str, owner: str) -> bool:
@@ -183,6 +210,7 @@ def register_model(settings: Settings, job: Job, owner: str, result: RunResult) 
                     prompt_template=metadata.prompt_template,
                     metrics=result.best_metrics,
                     path=str(Path("models") / model_id),
+                    stored_bytes=folder_bytes(target),
                 )
             )
             if not lifecycle.succeed(

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from app.core.db import rows_updated, session_scope
 from app.core.metrics import TRAINING_IMAGES_PER_SECOND, TRAINING_STEPS
-from app.core.storage import new_id
+from app.core.storage import checkpoints_dir, folder_bytes, new_id
 from app.jobs.event_types import EventType
 from app.jobs.events import add_event
 from app.jobs.lifecycle import JobStatus
@@ -243,7 +243,10 @@ class JobReporter(TrainingCallbacks):
                 data={"epoch": checkpoint.epoch, "step": checkpoint.step},
             )
 
-        self.fenced(record)
+        # Pruned before it is reported: the job's folder now holds what this job keeps.
+        self.fenced(
+            record, checkpoint_bytes=folder_bytes(checkpoints_dir(self.data_dir, self.job_id))
+        )
 
     def on_notice(self, notice: Notice) -> None:
         self._last_sign_of_life = time.monotonic()

@@ -194,6 +194,14 @@ class Settings(BaseSettings):
         description="Bytes one tenant's datasets may keep on disk, their stored images and "
         "manifests, plus what its uploads in progress reserved (unset: no limit).",
     )
+    tenant_max_stored_bytes: int | None = Field(
+        None,
+        ge=1,
+        description="Bytes one tenant may keep on the data disk: its datasets' stored images, "
+        "manifests and prepared arrays, its models' folders, its jobs' checkpoints and what "
+        "its uploads in progress reserved; over it new uploads and jobs are refused (unset: "
+        "no limit).",
+    )
     tenant_predict_per_second: float | None = Field(
         None,
         gt=0,

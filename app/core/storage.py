@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -49,8 +50,17 @@ def model_dir(data_dir: Path, model_id: str) -> Path:
 
 
 def folder_bytes(folder: Path) -> int:
-    """The bytes of the files under `folder`: what it keeps on disk, near enough."""
-    return sum(entry.stat().st_size for entry in folder.rglob("*") if entry.is_file())
+    """The bytes of the files under `folder` (0 when there is none): what it keeps on disk,
+    near enough.
+
+    Files may go while it counts (a training run prunes its checkpoints): those count 0.
+    """
+    total = 0
+    for root, _dirs, files in os.walk(folder):  # os.walk skips folders it cannot list
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:

@@ -134,9 +134,7 @@ async def _receive_and_store(
         )
     except PayloadTooLarge:
         if body_limit < settings.max_upload_bytes:  # the quota, not the size limit, is hit
-            raise quotas.upload_quota_exceeded(
-                principal, settings.tenant_max_upload_bytes or 0
-            ) from None
+            raise quotas.body_over_quota(principal, settings) from None
         raise
     # Decoding every image is slow, blocking work: keep it off the event loop.
     dataset = await run_in_threadpool(

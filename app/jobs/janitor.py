@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
@@ -68,6 +68,8 @@ def remove_ended_job_checkpoints(
         if folder.exists():
             shutil.rmtree(folder, ignore_errors=True)
             report.job_checkpoints.append(job_id)
+            # Freed: the tenant's stored bytes no longer count them.
+            session.execute(update(Job).where(Job.id == job_id).values(checkpoint_bytes=0))
 
 
 def _newest_change(folder: Path) -> float:

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.auth.quotas import check_room_to_store
 from app.core.config import Settings
 from app.core.errors import Conflict, Unprocessable
 from app.core.principal import Principal
@@ -33,6 +34,7 @@ def create(*, session: Session, settings: Settings, job_in: JobCreate, principal
     """
     dataset = get_or_404(session, Dataset, job_in.dataset_id, "dataset", principal=principal)
     check_active_jobs(session=session, settings=settings, principal=principal)
+    check_room_to_store(session=session, settings=settings, principal=principal)
     if dataset.status != "ready":
         raise Conflict(f"dataset {dataset.id} is {dataset.status}, not ready")
     try:
@@ -163,6 +165,7 @@ def retry(*, session: Session, settings: Settings, job: Job, principal: Principa
         raise Conflict(f"job {job.id} is {job.status}: only a failed or cancelled job is retried")
     owner = Principal(tenant=job.tenant, admin=principal.admin)
     check_active_jobs(session=session, settings=settings, principal=owner)
+    check_room_to_store(session=session, settings=settings, principal=owner)
     # Conditional: another request may have retried it since it was read.
     if not lifecycle.retry(session, job, now=utcnow(), attempts=settings.job_max_attempts):
         session.refresh(job)

@@ -39,6 +39,9 @@ class Dataset(Base):
     # What the dataset keeps on disk (its stored images and manifest), counted against the
     # tenant's upload quota.
     stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Its prepared arrays (one per input resolution, under its folder), measured by the worker
+    # when a job on it ends; counted against the tenant's stored-bytes quota.
+    prepared_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     num_train: Mapped[int] = mapped_column(Integer, default=0)
     num_val: Mapped[int] = mapped_column(Integer, default=0)
     classes: Mapped[list[str]] = mapped_column(JSON, default=list)
@@ -89,6 +92,9 @@ class Job(Base):
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # Not a foreign key: model rows point at their job, and a cycle of keys buys nothing here.
     model_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # What its checkpoints folder keeps on disk: measured by the worker at each checkpoint and
+    # when the attempt ends, zeroed when the janitor removes the folder.
+    checkpoint_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
@@ -139,6 +145,8 @@ class Model(Base):
     prompt_template: Mapped[str] = mapped_column(String(200))
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     path: Mapped[str] = mapped_column(String(500))
+    # What its folder keeps on disk, measured once when it is registered.
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

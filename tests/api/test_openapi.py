@@ -22,9 +22,12 @@ def test_openapi_documents_every_endpoint_of_the_contract(client: TestClient) ->
         "/models/{model_id}/download": {"get"},
         "/predict": {"post"},
         "/embed": {"post"},
+        "/usage": {"get"},
     }
     assert {path: set(methods) for path, methods in paths.items()} == expected
     upload = paths["/datasets"]["post"]["requestBody"]["content"]
     assert "multipart/form-data" in upload
     predict = paths["/predict"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data"} <= set(predict)
+    usage = response.json()["components"]["schemas"]["UsagePublic"]["properties"]
+    assert {"datasets_bytes", "prepared_bytes", "models_bytes", "checkpoints_bytes"} <= set(usage)

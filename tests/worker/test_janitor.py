@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from app.core.config import Settings
+from app.core.db import session_scope
 from app.core.storage import checkpoints_dir, dataset_dir
 from app.jobs.reconcile import reconcile_once
+from app.orm import Job
 from app.orm.base import utcnow
 from tests.api.test_jobs import create_job, set_status
 
@@ -60,17 +63,29 @@ def test_checkpoints_of_failed_and_cancelled_jobs_are_freed_after_their_ttl(
         "failed lately": ("failed", lately),
         "succeeded long ago": ("succeeded", long_ago),
     }
-    folders = {}
+    folders, job_ids = {}, {}
     for name, (status, finished_at) in cases.items():
         job = create_job(client, ready_dataset)
-        set_status(settings, job["id"], status=status, finished_at=finished_at)
+        set_status(settings, job["id"], status=status, finished_at=finished_at, checkpoint_bytes=7)
         folder = checkpoints_dir(settings.data_dir, job["id"]) / "attempt-1" / "epoch-1"
         folder.mkdir(parents=True)
         (folder / "model.safetensors").write_bytes(b"weights")
-        folders[name] = folder
+        folders[name], job_ids[name] = folder, job["id"]
 
     reconcile_once(settings)
     assert not folders["failed long ago"].exists()
     assert not folders["cancelled long ago"].exists()
     assert folders["failed lately"].exists()
     assert folders["succeeded long ago"].exists()
+    # Freed bytes no longer count against the tenant's stored bytes; kept ones still do.
+    with session_scope(settings.resolved_database_url) as session:
+        recorded = {
+            name: session.scalar(select(Job.checkpoint_bytes).where(Job.id == job_id))
+            for name, job_id in job_ids.items()
+        }
+    assert recorded == {
+        "failed long ago": 0,
+        "cancelled long ago": 0,
+        "failed lately": 7,
+        "succeeded long ago": 7,
+    }

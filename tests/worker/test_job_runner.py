@@ -17,16 +17,17 @@ from transformers import CLIPModel
 
 from app.core.config import Settings
 from app.core.db import get_engine, session_scope
-from app.core.storage import checkpoints_dir, dataset_dir, model_dir
+from app.core.storage import checkpoints_dir, dataset_dir, folder_bytes, model_dir
 from app.ml.model_files import read_metadata
 from app.ml.synthetic import make_images, png_bytes
-from app.orm import Checkpoint, Job, Model
+from app.orm import Checkpoint, Dataset, Job, Model
 from tests.conftest import make_ready_dataset
 from tests.small_filesystem import can_mount_a_small_filesystem
 from worker import job_runner
 from worker.job_runner import claim
 from worker.training.config import TrainingConfig
 from worker.training.fault_injection import CRASH_FILE_VARIABLE
+from worker.training.prepared import PREPARED_FOLDER
 from worker.training.run import run
 
 FAST = {"epochs": 5, "batch_size": 16, "learning_rate": 2e-3, "weight_decay": 0.05}
@@ -118,6 +119,24 @@ def test_a_job_runs_to_success_and_registers_its_best_model(
     assert list(job_checkpoints.glob("attempt-1/*/model.safetensors"))
     assert not list(job_checkpoints.glob("attempt-1/*/optimizer*"))
     assert read_metadata(folder).metrics["val_accuracy"] == model_record.metrics["val_accuracy"]
+    # What the rows record for the tenant's stored-bytes quota is what the folders hold now
+    # (the optimizer state dropped).
+    with session_scope(settings.resolved_database_url) as session:
+        job_record = session.get(Job, job_id)
+        dataset_record = session.get(Dataset, ready_dataset)
+        assert job_record is not None and dataset_record is not None
+        recorded = (
+            model_record.stored_bytes,
+            job_record.checkpoint_bytes,
+            dataset_record.prepared_bytes,
+        )
+    on_disk = (
+        folder_bytes(folder),
+        folder_bytes(job_checkpoints),
+        folder_bytes(dataset_dir(settings.data_dir, ready_dataset) / PREPARED_FOLDER),
+    )
+    assert recorded == on_disk
+    assert min(on_disk) > 10_000
 
 
 @pytest.mark.faults
