@@ -20,8 +20,9 @@ FROM ${BASE_IMAGE}
 # cu126 runs on older drivers (>= 525) and older GPUs (Maxwell to Hopper, no Blackwell).
 ARG TORCH_CUDA=cu130
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/${TORCH_CUDA}
-# pip reads these from the environment of the RUN steps; build arguments are not kept in the
-# image, so a mirror's address or credentials never reach the containers.
+# pip reads these from the environment of the RUN steps. Build arguments are not set in the
+# containers' environment, but `docker history` shows their values: put no credentials in
+# them.
 ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
 ARG PIP_TRUSTED_HOST

@@ -54,6 +54,7 @@ cleanup() {
     exit "$status"
 }
 trap cleanup EXIT
+trap "exit 143" INT TERM
 
 # --- the engine -----------------------------------------------------------------------------
 
@@ -107,6 +108,21 @@ services:
       CLIPFT_HEARTBEAT_TIMEOUT_SECONDS: "20"
       CLIPFT_RECONCILE_INTERVAL_SECONDS: "5"
 EOF
+# Without Docker Hub, PostgreSQL and Redis are stand-ins built from the same base image from
+# Debian's packages (deploy/check/); the compose file's commands and health checks run as is.
+for service in postgres:16 redis:7; do
+    name=${service%%:*}
+    if ! docker image inspect "$service" > /dev/null 2>&1 && ! docker pull -q "$service" > /dev/null 2>&1; then
+        cat >> "$WORK/check.yml" << EOF
+  $name:
+    image: clipft-check-$name
+    build:
+      context: deploy/check
+      dockerfile: $name.Dockerfile
+EOF
+        step "no $service from a registry: a stand-in from Debian's $name (deploy/check/)"
+    fi
+done
 
 # --- build ----------------------------------------------------------------------------------
 
@@ -115,7 +131,7 @@ build_args=(--build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "TORCH_INDEX_URL=$t
 for name in PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST; do
     [ -n "${!name:-}" ] && build_args+=(--build-arg "$name=${!name}")
 done
-compose build "${build_args[@]}" api > "$WORK/build.log" 2>&1 \
+compose build "${build_args[@]}" > "$WORK/build.log" 2>&1 \
     || { tail -30 "$WORK/build.log"; fail "docker compose build"; }
 size=$(docker image inspect clipft:latest --format '{{.Size}}')
 step "built clipft:latest from $BASE_IMAGE: $((size / 1000000)) MB"
@@ -200,7 +216,9 @@ step "POST /predict: $(head -c 200 "$WORK/predict.json")"
 
 # --- the worker restarted in the middle of a job --------------------------------------------
 
-LONG_JOB_ID=$(create_job 40)
+# Long enough to outlast the worker's stop_grace_period, which a stopping worker spends
+# finishing its job.
+LONG_JOB_ID=$(create_job 400)
 wait_job "$LONG_JOB_ID" running 120
 deadline=$(($(date +%s) + 300))
 until [ "$(job_field "$LONG_JOB_ID" '["progress"]["epoch"]')" -ge 2 ]; do
