@@ -201,10 +201,12 @@ create_job() {  # epochs
 }
 
 JOB_ID=$(create_job 3)
+job_created=$(date +%s)
 wait_job "$JOB_ID" running 120
 step "job $JOB_ID running"
 wait_job "$JOB_ID" succeeded 600
 MODEL_ID=$(job_field "$JOB_ID" '["model_id"]')
+seconds_per_epoch=$((($(date +%s) - job_created + 2) / 3))
 step "job succeeded: model $MODEL_ID"
 
 image=$(compose exec -T api python -c \
@@ -216,9 +218,10 @@ step "POST /predict: $(head -c 200 "$WORK/predict.json")"
 
 # --- the worker restarted in the middle of a job --------------------------------------------
 
-# Long enough to outlast the worker's stop_grace_period, which a stopping worker spends
-# finishing its job.
-LONG_JOB_ID=$(create_job 400)
+# About 150 s of training at the first job's pace: it outlasts the worker's stop_grace_period
+# (30 s, which a stopping worker spends on its job) and the 20 s heartbeat timeout, whatever
+# the machine's speed, and ends a minute or two after it resumes.
+LONG_JOB_ID=$(create_job $((150 / (seconds_per_epoch > 0 ? seconds_per_epoch : 1) + 5)))
 wait_job "$LONG_JOB_ID" running 120
 deadline=$(($(date +%s) + 300))
 until [ "$(job_field "$LONG_JOB_ID" '["progress"]["epoch"]')" -ge 2 ]; do
