@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo serve test test-faults lint typecheck pytest bench screenshots clean
+.PHONY: install demo serve test test-faults lint typecheck pytest bench screenshots compose-check clean
 
 install: $(STAMP)
 
@@ -54,6 +54,11 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.predict_throughput --model vit-b-32
 	$(BIN)/python -m bench.predict_throughput --model tiny-clip
 	$(BIN)/python -m bench.methods
+
+# The image built and the compose stack run for real on the CPU (docs/deployment.md, "The
+# compose check"): needs Docker with Compose 2.24+, about 10 minutes and 7 GB of disk.
+compose-check:
+	bash deploy/compose_check.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +12,7 @@ import typer
 from app.client.cli import datasets_app, jobs_app, models_app
 from app.client.cli import predict as predict_command
 from app.core.config import Settings, get_settings
+from app.core.metrics_dir import use_private_metrics_dir
 
 app = typer.Typer(help="clipft: fine-tune CLIP on your own images.", no_args_is_help=True)
 
@@ -59,11 +59,8 @@ def api(
     if workers == 1:
         uvicorn.run(create_app(), host=host, port=port, log_level="info")
     else:
-        # Each worker keeps its Prometheus counters in files here; /metrics sums them.
-        metrics_dir = get_settings().data_dir / ".prometheus"
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        metrics_dir.mkdir(parents=True)
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        # Each worker keeps its Prometheus counters in files there; /metrics sums them.
+        use_private_metrics_dir(settings=get_settings(), role="api")
         # Each worker process imports the app factory itself; uvicorn supervises them.
         uvicorn.run(
             "app.main:create_app",
@@ -226,11 +223,8 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (see `l
 
 def serve_worker_metrics(settings: Settings) -> None:
     """Prometheus metrics of this worker and its pool processes, on their own port."""
-    metrics_dir = settings.data_dir / f".prometheus-worker-{os.getpid()}"
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True)
-    # Set before the instruments are made: the pool's processes write their values here.
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    # Before the instruments are made: the pool's processes write their values there.
+    use_private_metrics_dir(settings=settings, role="worker")
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
     # The instruments exist (at zero) before the first job: a scrape sees every series.

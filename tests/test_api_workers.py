@@ -53,6 +53,7 @@ def test_two_api_workers_both_serve_predictions_and_stop_with_the_api(tmp_path: 
             "CLIPFT_DATABASE_URL": settings.resolved_database_url,
             "CLIPFT_API_WORKERS": "2",
             "CLIPFT_DEVICE": "cpu",
+            "CLIPFT_METRICS_DIR": str(tmp_path / "local-metrics"),
         },
         log_path=log_path,
         new_session=True,
@@ -90,9 +91,15 @@ def test_two_api_workers_both_serve_predictions_and_stop_with_the_api(tmp_path: 
         # /metrics sums the workers' counters, whichever worker answers the scrape.
         scraped = httpx.get(f"{base_url}/metrics", timeout=10).text
         assert 'clipft_predict_seconds_count{route="predict"} 24.0' in scraped
+        # The workers' pid-named files are on local disk, in a folder of this start's own,
+        # never in the data dir that other machines' containers share.
+        (own_dir,) = (tmp_path / "local-metrics").iterdir()
+        assert any(own_dir.glob("*.db"))
+        assert not [path for path in data_dir.rglob("*") if "prometheus" in path.name]
     finally:
         api.send_signal(signal.SIGTERM)
         api.wait(timeout=60)
+    assert not any((tmp_path / "local-metrics").iterdir()), "the api left its metrics files"
     deadline = time.monotonic() + 30
     while not group_is_gone(api.pid):
         assert time.monotonic() < deadline, "the api left worker processes running"

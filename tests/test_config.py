@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
 from app.core.config import Settings
+from app.core.metrics_dir import use_private_metrics_dir
 
 
 def test_dev_defaults_use_sqlite_in_the_data_dir() -> None:
@@ -34,3 +39,39 @@ def test_production_accepts_postgres_and_redis() -> None:
         redis_url="redis://r:6379/0",
     )
     assert settings.resolved_database_url == "postgresql+psycopg://u@h/db"
+
+
+@pytest.mark.parametrize("inside", ["", "metrics", "sub/metrics"])
+def test_metrics_dir_is_refused_inside_the_shared_data_dir(tmp_path: Path, inside: str) -> None:
+    with pytest.raises(ValidationError, match="CLIPFT_METRICS_DIR"):
+        Settings(data_dir=tmp_path / "data", metrics_dir=tmp_path / "data" / inside)
+
+
+def test_each_start_gets_its_own_metrics_dir_and_keeps_the_others_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    settings = Settings(data_dir=tmp_path / "data", metrics_dir=tmp_path / "local")
+    first = use_private_metrics_dir(settings=settings, role="api")
+    (first / "counter_7.db").write_bytes(b"first start's counters")
+    second = use_private_metrics_dir(settings=settings, role="api")
+
+    assert second != first
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(second)
+    assert second.parent == first.parent == tmp_path / "local"
+    assert (first / "counter_7.db").read_bytes() == b"first start's counters"
+    assert not (tmp_path / "data").exists()
+
+
+def test_metrics_dir_defaults_to_the_system_temp_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    (tmp_path / "tmp").mkdir()
+    metrics_dir = use_private_metrics_dir(
+        settings=Settings(data_dir=tmp_path / "data"), role="worker"
+    )
+    assert metrics_dir.parent == tmp_path / "tmp"
+    assert metrics_dir.name.startswith("clipft-worker-metrics-")

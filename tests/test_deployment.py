@@ -39,7 +39,6 @@ PYPROJECT = ROOT / "pyproject.toml"
 
 API_COMMAND = "clipft api --host 0.0.0.0 --port 8000"
 WORKER_COMMAND = "clipft worker"
-HEALTH_URL = "http://127.0.0.1:8000/health"
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -173,13 +172,6 @@ def _environment(service: dict[str, Any]) -> dict[str, str]:
     return {str(key): str(value) for key, value in environment.items()}
 
 
-def _healthcheck_code(argv: list[str]) -> str:
-    """The Python source of a `python -c CODE` health check."""
-    assert argv[:3] == ["CMD", "python", "-c"], argv
-    assert len(argv) == 4, argv
-    return argv[3]
-
-
 # --- Dockerfile ------------------------------------------------------------------------------
 
 
@@ -201,9 +193,27 @@ def test_dockerfile_passes_hadolint_with_no_findings(tmp_path: Path) -> None:
     assert result.stderr.strip() == ""
 
 
+def _dockerfile_arg_defaults() -> dict[str, str | None]:
+    """Build arguments and their defaults (None: no default, unset unless given)."""
+    defaults: dict[str, str | None] = {}
+    for arguments in _instruction_args("ARG"):
+        name, equals, value = arguments.partition("=")
+        defaults[name] = value if equals else None
+    return defaults
+
+
 def test_dockerfile_builds_one_non_root_image_with_the_cuda_torch_pyproject_pins() -> None:
+    # What differs between build machines is a build argument: the base image, where torch
+    # comes from, and pip's index; the defaults build from Docker Hub and PyTorch's index.
+    arg_defaults = _dockerfile_arg_defaults()
     (base,) = _instruction_args("FROM")
-    assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", base), base
+    assert base == "${BASE_IMAGE}", base
+    assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", arg_defaults["BASE_IMAGE"] or "")
+    assert re.fullmatch(r"cu\d{3}", arg_defaults["TORCH_CUDA"] or ""), arg_defaults
+    assert arg_defaults["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/${TORCH_CUDA}"
+    for pip_setting in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST"):
+        # No default: unset, pip uses PyPI; no mirror's address is written into the file.
+        assert arg_defaults[pip_setting] is None, pip_setting
 
     pins = {
         name: requirement
@@ -212,13 +222,12 @@ def test_dockerfile_builds_one_non_root_image_with_the_cuda_torch_pyproject_pins
         if re.fullmatch(rf"{name}==[\w.]+", requirement)
     }
     assert set(pins) == {"torch", "torchvision"}, "pyproject.toml no longer pins torch exactly"
-    torch_runs = [run for run in _instruction_args("RUN") if "download.pytorch.org/whl/" in run]
+    torch_runs = [run for run in _instruction_args("RUN") if "${TORCH_INDEX_URL}" in run]
     assert len(torch_runs) == 1, torch_runs
-    torch_args = shlex.split(torch_runs[0].replace("${TORCH_CUDA}", "cu"))
+    torch_args = shlex.split(torch_runs[0])
     assert {pins["torch"], pins["torchvision"]} <= set(torch_args), torch_runs[0]
+    assert torch_args[torch_args.index("--index-url") + 1] == "${TORCH_INDEX_URL}"
     assert "--no-cache-dir" in torch_args
-    (torch_cuda,) = (arg for arg in _instruction_args("ARG") if arg.startswith("TORCH_CUDA="))
-    assert re.fullmatch(r"TORCH_CUDA=cu\d{3}", torch_cuda), torch_cuda
 
     env = _dockerfile_env()
     assert env["CLIPFT_DATA_DIR"] == "/data"
@@ -336,7 +345,8 @@ def test_compose_settings_are_real_settings_fields_and_validate(
     api_environment = _environment(_service(compose, "api"))
     assert _environment(_service(compose, "worker")) == api_environment
     variables = {
-        key: value
+        # What compose reads with nothing set in the shell: `${NAME:-default}` is the default.
+        key: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
         for source in (_dockerfile_env(), api_environment)
         for key, value in source.items()
         if key.startswith("CLIPFT_")
@@ -406,34 +416,55 @@ def health_server() -> Iterator[tuple[int, dict[str, int]]]:
         thread.join(timeout=5)
 
 
-def _run_check(code: str, port: int) -> int:
-    code = code.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+HEALTHCHECK_SCRIPT = ROOT / "deploy" / "healthcheck.py"
+
+
+def _run_check(port: int) -> int:
+    env = {**os.environ, "CLIPFT_HEALTHCHECK_ROLE": "api", "CLIPFT_HEALTHCHECK_PORT": str(port)}
     return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, timeout=30, check=False
+        [sys.executable, str(HEALTHCHECK_SCRIPT)],
+        capture_output=True,
+        timeout=30,
+        check=False,
+        env=env,
     ).returncode
 
 
-def test_health_checks_pass_on_200_and_fail_on_503_or_no_server(
+def test_one_health_check_for_api_and_worker_passes_on_200_and_fails_on_503_or_no_server(
     compose: dict[str, Any], health_server: tuple[int, dict[str, int]]
 ) -> None:
     (healthcheck,) = _instruction_args("HEALTHCHECK")
     image_options, _, image_exec_form = healthcheck.partition(" CMD ")
     assert "--start-period" in image_options, "give the api time to migrate and import torch"
-    image_code = _healthcheck_code(["CMD", *json.loads(image_exec_form)])
-    compose_code = _healthcheck_code(_argv(_service(compose, "api")["healthcheck"]["test"]))
+    image_check = json.loads(image_exec_form)
+    # The image copies the script to where its check runs it.
+    (copied,) = [args for args in _instruction_args("COPY") if "deploy/healthcheck.py" in args]
+    assert image_check == ["python", "/opt/clipft/" + shlex.split(copied)[-1].removeprefix("./")]
+    (workdir,) = _instruction_args("WORKDIR")
+    assert workdir == "/opt/clipft"
+    # compose asks the same check, more often; the worker keeps the image's own, which pings
+    # its Celery node instead of asking a port it never opens.
+    assert _argv(_service(compose, "api")["healthcheck"]["test"]) == ["CMD", *image_check]
+    assert "healthcheck" not in _service(compose, "worker")
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
 
     port, state = health_server
-    for code in (image_code, compose_code):
-        assert HEALTH_URL in code
-        state["status"] = 200
-        assert _run_check(code, port) == 0
-        state["status"] = 503
-        assert _run_check(code, port) != 0
-        assert _run_check(code, closed_port) != 0
+    state["status"] = 200
+    assert _run_check(port) == 0
+    state["status"] = 503
+    assert _run_check(port) != 0
+    assert _run_check(closed_port) != 0
+
+
+def test_only_the_api_builds_the_image_the_worker_runs(compose: dict[str, Any]) -> None:
+    api, worker = _service(compose, "api"), _service(compose, "worker")
+    assert api["build"] == "."
+    assert "build" not in worker, "the worker would build the same image a second time"
+    assert worker["image"] == api["image"]
+    assert worker["pull_policy"] == "never", "compose would try to pull clipft:latest"
 
 
 # --- the commands compose runs exist in the clipft CLI ---------------------------------------

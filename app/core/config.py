@@ -137,6 +137,13 @@ class Settings(BaseSettings):
         le=65535,
         description="Port on which `clipft worker` serves Prometheus metrics (unset: none).",
     )
+    metrics_dir: Path | None = Field(
+        None,
+        description="Local folder in which each multi-process api and each worker with "
+        "metrics makes a folder of its own for Prometheus files, removed when it stops "
+        "(unset: the system temp dir, $TMPDIR or /tmp). Never inside the data dir, which "
+        "machines share and whose pid-named files two containers would mix.",
+    )
     api_workers: int = Field(
         1,
         ge=1,
@@ -227,6 +234,17 @@ class Settings(BaseSettings):
         if allowed is None:
             allowed = self.environment == "dev"
         return allowed or hub_id in self.hub_model_allowlist
+
+    @model_validator(mode="after")
+    def _keep_metrics_off_the_data_dir(self) -> Settings:
+        if self.metrics_dir is not None and self.metrics_dir.resolve().is_relative_to(
+            self.data_dir.resolve()
+        ):
+            raise ValueError(
+                "CLIPFT_METRICS_DIR must be on local disk outside CLIPFT_DATA_DIR, which "
+                "machines share"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_dev_defaults_in_production(self) -> Settings:
