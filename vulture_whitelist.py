@@ -10,7 +10,7 @@ from app.jobs.schemas import JobPublic
 from app.ml.class_head import ClassHead
 from app.models.export import _Sink
 from app.orm.base import UTCDateTime
-from app.orm.models import Job
+from app.orm.tables import Job
 from worker.liveness import Liveness
 
 _ReadProgress.readable  # io.RawIOBase asks before reading

@@ -11,7 +11,7 @@ from app.jobs import lifecycle
 from app.jobs.lifecycle import JobStatus
 from app.orm import JobEvent
 from app.orm.base import utcnow
-from app.orm.models import JOB_STATUSES
+from app.orm.tables import JOB_STATUSES
 from tests.api.jobs import create_job
 
 
