@@ -234,7 +234,7 @@ def serve_worker_metrics(settings: Settings) -> None:
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
     # The instruments exist (at zero) before the first job: a scrape sees every series.
-    import app.core.metrics  # noqa: F401
+    import app.core.instruments  # noqa: F401
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
