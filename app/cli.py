@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
-from app.client.cli import datasets_app, jobs_app, models_app
-from app.client.cli import predict as predict_command
+from app.client.commands import datasets_app, jobs_app, models_app
+from app.client.commands import predict as predict_command
 from app.core.config import Settings, get_settings
 
 app = typer.Typer(help="clipft: fine-tune CLIP on your own images.", no_args_is_help=True)
