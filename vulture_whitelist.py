@@ -6,12 +6,12 @@ Vulture reads this file as code that uses each name. Remove a line with the code
 from app.auth.schemas import UsagePublic
 from app.client.api import _ReadProgress
 from app.core.error_responses import ErrorBody
-from app.health.metrics import ServiceState
+from app.health.metrics_router import ServiceState
 from app.jobs.schemas import JobPublic
 from app.ml.class_head import ClassHead
 from app.models.export import _Sink
 from app.orm.base import UTCDateTime
-from app.orm.models import Job
+from app.orm.tables import Job
 from worker.liveness import Liveness
 
 _ReadProgress.readable  # io.RawIOBase asks before reading

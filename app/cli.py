@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from app.client.cli import datasets_app, jobs_app, models_app
-from app.client.cli import predict as predict_command
+from app.client.commands import datasets_app, jobs_app, models_app
+from app.client.commands import predict as predict_command
 from app.core.config import Settings, get_settings
 from app.core.metrics_dir import use_private_metrics_dir
 
@@ -228,7 +228,7 @@ def serve_worker_metrics(settings: Settings) -> None:
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
     # The instruments exist (at zero) before the first job: a scrape sees every series.
-    import app.core.metrics  # noqa: F401
+    import app.core.instruments  # noqa: F401
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)

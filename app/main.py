@@ -16,7 +16,7 @@ from app.auth.router import router as usage_router
 from app.core.config import Settings, get_settings
 from app.core.error_responses import error_responses
 from app.datasets.router import router as datasets_router
-from app.health.metrics import router as metrics_router
+from app.health.metrics_router import router as metrics_router
 from app.health.router import router as health_router
 from app.http.error_handlers import install_error_handlers
 from app.jobs.reconcile import reconcile_once

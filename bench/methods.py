@@ -27,8 +27,8 @@ from app.ml.synthetic_digits import make_digit_images
 from app.ml.tiny_clip import TINY_CLIP_SHAPES_NAME
 from tests.training.synthetic_folder import write_image_folder
 from worker.training.config import TrainingConfig
-from worker.training.control import control_accuracy, load_whole_set
 from worker.training.evaluate import Evaluator
+from worker.training.inputs.control import control_accuracy, load_whole_set
 from worker.training.run import run
 from worker.training.wise_ft import load_served
 

@@ -45,8 +45,8 @@ from app.ml.preprocess import input_size
 from app.ml.synthetic import photo_like
 from app.ml.tiny_clip import TINY_CLIP_NAME
 from bench.clip_models import MODEL_CHOICES, write_base_model
-from worker.training.checkpoint import CheckpointSnapshot
-from worker.training.checkpoint_writer import CheckpointWriter
+from worker.training.checkpoints.folder import CheckpointSnapshot
+from worker.training.checkpoints.writer import CheckpointWriter
 from worker.training.config import TrainingConfig
 from worker.training.loop import build_optimizer
 from worker.training.losses import classification_loss

@@ -46,3 +46,11 @@ def wait_until_answering(
             pass
         assert time.monotonic() < deadline, f"{url} never answered:\n{log_path.read_text()}"
         time.sleep(0.25)
+
+
+def group_is_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False

@@ -14,7 +14,7 @@ from app.ml.base_models import LoadedClip
 from app.ml.model_files import ModelMetadata, save_clip_folder
 from app.ml.tiny_clip import TINY_CLIP_NAME, build_tiny_clip
 from app.orm.base import utcnow
-from app.orm.models import DEFAULT_TENANT, Dataset, Job, Model
+from app.orm.tables import DEFAULT_TENANT, Dataset, Job, Model
 
 SHAPE_LABELS = ("red circle", "green square", "blue triangle")
 PROMPT_TEMPLATE = "a photo of a {}."

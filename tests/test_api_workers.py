@@ -14,10 +14,9 @@ import httpx
 from app.core.config import Settings
 from app.core.migrate import upgrade_to_head
 from app.ml.synthetic import photo_like
-from tests.api.test_predict import assert_same_answer
-from tests.clipft_process import start_clipft, wait_until_answering
+from tests.api.predict_requests import assert_same_answer
+from tests.clipft_process import group_is_gone, start_clipft, wait_until_answering
 from tests.model_factory import register_model
-from tests.test_cli import group_is_gone
 
 
 def children_of(pid: int) -> list[int]:

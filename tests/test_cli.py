@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from app.cli import app as cli_app
 from app.core.embedded_redis import free_tcp_port
+from tests.clipft_process import group_is_gone
 
 
 def clean_environment(data_dir: Path) -> dict[str, str]:
@@ -22,14 +23,6 @@ def clean_environment(data_dir: Path) -> dict[str, str]:
     env["CLIPFT_DATA_DIR"] = str(data_dir)
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def group_is_gone(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def test_serve_runs_everything_on_the_defaults_and_stops_it_all(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from app.core.config import Settings, get_settings
 from app.core.embedded_redis import free_tcp_port
 from app.main import create_app
 from tests.worker.celery_process import WorkerProcess
-from tests.worker.test_end_to_end import queue_settings
+from tests.worker.jobs import queue_settings
 
 
 @pytest.fixture

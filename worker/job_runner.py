@@ -36,7 +36,7 @@ from worker import shutdown
 from worker.reporter import JobReporter
 from worker.supervisor import TrainingProcessFailed, run_training_process
 from worker.training.config import TrainingConfig
-from worker.training.prepared import PREPARED_FOLDER
+from worker.training.inputs.prepared import PREPARED_FOLDER
 from worker.training.progress import RunResult
 
 logger = logging.getLogger(__name__)

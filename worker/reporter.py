@@ -25,7 +25,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.core.db import rows_updated, session_scope
-from app.core.metrics import TRAINING_IMAGES_PER_SECOND, TRAINING_STEPS
+from app.core.instruments import TRAINING_IMAGES_PER_SECOND, TRAINING_STEPS
 from app.core.storage import checkpoints_dir, folder_bytes, new_id
 from app.jobs.event_types import EventType
 from app.jobs.events import add_event

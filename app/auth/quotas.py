@@ -30,7 +30,7 @@ from app.core.config import Settings
 from app.core.errors import TooManyRequests
 from app.core.principal import Principal
 from app.orm.base import utcnow
-from app.orm.models import Job, UploadReservation
+from app.orm.tables import Job, UploadReservation
 
 UPLOAD_RETRY_SECONDS = 3600
 

@@ -21,7 +21,7 @@ from app.core.errors import Unauthorized
 from app.core.expiring import ExpiringCache
 from app.core.principal import Principal
 from app.http.deps import SettingsDep
-from app.orm.models import DEFAULT_TENANT
+from app.orm.tables import DEFAULT_TENANT
 
 OPEN_ACCESS = Principal(tenant=DEFAULT_TENANT, admin=True)
 

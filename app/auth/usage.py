@@ -21,7 +21,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.orm.models import Dataset, Job, Model, UploadReservation
+from app.orm.tables import Dataset, Job, Model, UploadReservation
 
 
 @dataclass(frozen=True)

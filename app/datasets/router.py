@@ -21,7 +21,7 @@ from app.datasets.schemas import DatasetList, DatasetPublic
 from app.datasets.upload import receive_upload
 from app.http.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
 from app.http.request_body import declared_length
-from app.orm.models import Dataset
+from app.orm.tables import Dataset
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["datasets"])

@@ -18,7 +18,7 @@ from app.core.storage import folder_bytes
 from app.datasets.ingest import ingest_archive
 from app.datasets.upload import FILE_FIELD, ReceivedUpload
 from app.ml.manifest import Manifest
-from app.orm.models import DEFAULT_TENANT, Dataset, Job
+from app.orm.tables import DEFAULT_TENANT, Dataset, Job
 
 MAX_NAME_CHARS = 200  # the width of `dataset.name`
 DEFAULT_NAME = "dataset"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from app.core.metrics import MODEL_CACHE_HITS, MODEL_CACHE_LOADS
+from app.core.instruments import MODEL_CACHE_HITS, MODEL_CACHE_LOADS
 from app.inference.batching import RequestQueue
 from app.inference.work import ImageWork, PassAnswer
 from app.ml.base_models import LoadedClip, load_base_model

@@ -12,7 +12,7 @@ from functools import partial
 
 import torch
 
-from app.core.metrics import FORWARD_PASS_IMAGES
+from app.core.instruments import FORWARD_PASS_IMAGES
 from app.inference.batching import PassLimits
 from app.inference.cache import CachedModel
 from app.inference.work import ImageWork, PassAnswer

@@ -14,7 +14,7 @@ from app.core.config import Settings
 from app.core.errors import TooManyRequests
 from app.core.principal import Principal
 from app.jobs.lifecycle import JobStatus
-from app.orm.models import Job
+from app.orm.tables import Job
 
 ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
 # A job takes minutes or more: asking again sooner than this cannot succeed.

@@ -15,7 +15,7 @@ from app.ml.model_files import METADATA_NAME
 from app.models import service
 from app.models.export import folder_files, model_card, zip_stream
 from app.models.schemas import ModelList, ModelPublic
-from app.orm.models import Dataset, Job, Model
+from app.orm.tables import Dataset, Job, Model
 
 router = APIRouter(tags=["models"])
 

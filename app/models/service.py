@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from app.core.errors import NotFound
 from app.core.principal import Principal
 from app.core.queries import get_or_404, newest_first_page, visible_to
-from app.orm.models import Job, Model
+from app.orm.tables import Job, Model
 
 
 def get_model(*, session: Session, model_id: str, principal: Principal) -> Model:

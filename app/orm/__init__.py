@@ -1,5 +1,5 @@
 from app.orm.base import Base
-from app.orm.models import ApiKey, Checkpoint, Dataset, Job, JobEvent, Model, UploadReservation
+from app.orm.tables import ApiKey, Checkpoint, Dataset, Job, JobEvent, Model, UploadReservation
 
 __all__ = [
     "ApiKey",

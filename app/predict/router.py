@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from app.auth.requests import PrincipalDep
 from app.core.config import Settings
 from app.core.errors import ClientError, PayloadTooLarge
-from app.core.metrics import PREDICT_SECONDS
+from app.core.instruments import PREDICT_SECONDS
 from app.core.principal import Principal
 from app.http.deps import SettingsDep
 from app.http.multipart_parts import multipart_boundary

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
-from sqlalchemy import select
 
-from app.auth.keys import create_key, revoke_key
+from app.auth.keys import revoke_key
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.main import create_app
-from app.ml.synthetic import photo_like
-from app.orm import ApiKey, Model
-from tests.conftest import make_ready_dataset
+from app.orm import ApiKey
+from tests.api.predict_requests import png_base64
+from tests.api.tenants import bearer, new_key, tenant_with_rows
 from tests.datasets_helpers import class_zip
-from tests.model_factory import register_model
 
 
 @pytest.fixture(scope="module")
@@ -34,38 +29,6 @@ def secured(settings: Settings) -> Settings:
 def secured_client(secured: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(secured, run_reconciler=False)) as test_client:
         yield test_client
-
-
-def new_key(settings: Settings, tenant: str, *, admin: bool = False) -> str:
-    with session_scope(settings.resolved_database_url) as session:
-        return create_key(session=session, name=f"test {tenant}", tenant=tenant, admin=admin).key
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-@dataclass
-class TenantRows:
-    tenant: str
-    key: str
-    dataset_id: str
-    job_id: str
-    model_id: str
-
-
-def tenant_with_rows(settings: Settings) -> TenantRows:
-    tenant = f"t{uuid.uuid4().hex[:10]}"
-    model_id = register_model(settings=settings, tenant=tenant)
-    with session_scope(settings.resolved_database_url) as session:
-        job_id = session.scalars(select(Model.job_id).where(Model.id == model_id)).one()
-    return TenantRows(
-        tenant=tenant,
-        key=new_key(settings, tenant),
-        dataset_id=make_ready_dataset(settings, tenant=tenant),
-        job_id=job_id,
-        model_id=model_id,
-    )
 
 
 def test_production_refuses_to_serve_without_keys() -> None:
@@ -113,12 +76,6 @@ def test_a_key_is_stored_hashed_works_and_stops_working_once_revoked(
     response = secured_client.get("/datasets", headers=bearer(key))
     assert response.status_code == 401
     assert "revoked" in response.json()["detail"]
-
-
-def png_base64() -> str:
-    buffer = io.BytesIO()
-    photo_like(64, 48, seed=3).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def test_another_tenants_ids_answer_404_on_every_route_and_lists_leave_them_out(

@@ -15,7 +15,7 @@ from app.core.config import Settings
 from app.core.db import get_engine, session_scope
 from app.core.storage import dataset_dir, job_dir, model_dir
 from app.orm import Job, JobEvent, Model
-from tests.api.test_auth import png_base64
+from tests.api.predict_requests import png_base64
 from tests.conftest import make_ready_dataset
 from tests.model_factory import register_model
 

@@ -17,7 +17,7 @@ from app.jobs.events import add_event
 from app.main import create_app
 from app.orm import Job
 from app.orm.base import utcnow
-from tests.api.test_jobs import create_job
+from tests.api.jobs import create_job
 
 
 def read_stream(client: TestClient, job_id: str, **headers: str) -> list[dict[str, Any]]:

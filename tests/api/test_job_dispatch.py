@@ -14,7 +14,7 @@ from app.core.config import Settings
 from app.core.db import session_scope
 from app.jobs.dispatch import send_after_commit
 from app.main import create_app
-from tests.api.test_jobs import create_job, queued_job_ids
+from tests.api.jobs import create_job, queued_job_ids
 
 
 def test_a_task_is_sent_when_its_transaction_commits_not_before(settings: Settings) -> None:

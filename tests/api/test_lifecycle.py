@@ -11,8 +11,8 @@ from app.jobs import lifecycle
 from app.jobs.lifecycle import JobStatus
 from app.orm import JobEvent
 from app.orm.base import utcnow
-from app.orm.models import JOB_STATUSES
-from tests.api.test_jobs import create_job
+from app.orm.tables import JOB_STATUSES
+from tests.api.jobs import create_job
 
 
 def test_the_typed_statuses_are_exactly_those_the_database_allows() -> None:

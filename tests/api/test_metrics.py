@@ -18,8 +18,8 @@ from app.core.config import Settings
 from app.core.embedded_redis import free_tcp_port
 from app.main import create_app
 from app.ml.synthetic import make_images, png_bytes
-from tests.api.test_auth import bearer, new_key
-from tests.api.test_jobs import create_job
+from tests.api.jobs import create_job
+from tests.api.tenants import bearer, new_key
 from tests.model_factory import register_model
 
 

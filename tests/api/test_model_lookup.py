@@ -14,7 +14,8 @@ from app.core.config import Settings
 from app.core.db import get_engine, session_scope
 from app.main import create_app
 from app.orm import Model
-from tests.api.test_auth import bearer, png_base64, tenant_with_rows
+from tests.api.predict_requests import png_base64
+from tests.api.tenants import bearer, tenant_with_rows
 from tests.model_factory import register_model
 
 LOOKUP_SECONDS = 1.0

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import math
 import os
-import random
 import shutil
 import threading
 import time
@@ -24,16 +22,16 @@ from app.core.config import Settings
 from app.core.db import get_engine
 from app.inference.cache import CachedModel, ModelCache
 from app.main import create_app
-from app.ml.synthetic import draw_shape
+from tests.api.predict_requests import (
+    TEXTS,
+    assert_same_answer,
+    encoded,
+    post_json,
+    post_multipart,
+    shape_png,
+    wait_until,
+)
 from tests.model_factory import SHAPE_LABELS, register_model
-
-TEXTS = ["a photo of a red circle.", "a photo of a blue triangle.", "a green square"]
-
-
-def shape_png(label: str = "red circle", seed: int = 0) -> bytes:
-    buffer = io.BytesIO()
-    draw_shape(label, random.Random(seed)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def noise_png(side: int = 64) -> bytes:
@@ -41,21 +39,6 @@ def noise_png(side: int = 64) -> bytes:
     buffer = io.BytesIO()
     Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def encoded(payload: bytes) -> str:
-    return base64.b64encode(payload).decode()
-
-
-def post_json(client: TestClient, **body: Any) -> httpx.Response:
-    return client.post("/predict", json=body)
-
-
-def post_multipart(
-    client: TestClient, files: list[tuple[str, bytes]], **fields: Any
-) -> httpx.Response:
-    uploads = [("files", (name, payload, "application/octet-stream")) for name, payload in files]
-    return client.post("/predict", data=fields, files=uploads)
 
 
 @pytest.fixture(scope="module")
@@ -66,22 +49,6 @@ def classifier_id(settings: Settings) -> str:
 @pytest.fixture(scope="module")
 def captions_id(settings: Settings) -> str:
     return register_model(settings=settings, kind="captions", name="shapes captions")
-
-
-def assert_same_answer(actual: Any, expected: Any) -> None:
-    """Equal structure and labels, scores equal up to float rounding."""
-    if isinstance(expected, dict):
-        assert set(actual) == set(expected)
-        for key, value in expected.items():
-            assert_same_answer(actual[key], value)
-    elif isinstance(expected, list):
-        assert len(actual) == len(expected)
-        for actual_item, expected_item in zip(actual, expected, strict=True):
-            assert_same_answer(actual_item, expected_item)
-    elif isinstance(expected, float):
-        assert actual == pytest.approx(expected, abs=1e-6)
-    else:
-        assert actual == expected
 
 
 def _model_cache(client: TestClient) -> ModelCache:
@@ -280,15 +247,6 @@ def post_while_model_busy(
     finished = [response for response in responses if response is not None]
     assert len(finished) == len(bodies), "a request never finished, or raised in the client"
     return finished
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_a_corrupt_image_fails_alone_while_concurrent_requests_succeed(

@@ -16,7 +16,7 @@ from app.core import storage
 from app.core.config import Settings
 from app.inference.cache import CachedModel
 from app.inference.pixels import PixelPool
-from tests.api.test_predict import (
+from tests.api.predict_requests import (
     TEXTS,
     assert_same_answer,
     encoded,

@@ -20,7 +20,7 @@ from app.main import create_app
 from app.predict.early_decode import EarlyDecode
 from app.predict.form_reader import FormLimits, ReceivedForm, read_form
 from app.predict.service import image_limits
-from tests.api.test_predict import assert_same_answer, encoded, post_multipart, shape_png
+from tests.api.predict_requests import assert_same_answer, encoded, post_multipart, shape_png
 from tests.model_factory import register_model
 
 BOUNDARY = "clipft-test-boundary"

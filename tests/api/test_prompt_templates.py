@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.ml.prompts import MAX_PROMPT_TEMPLATES
-from tests.api.test_zero_shot import encoded
+from tests.api.zero_shot_requests import encoded
 
 CASES: list[tuple[list[str], str | None]] = [
     (["a photo of a {}."], None),

@@ -18,8 +18,8 @@ from app.core.db import session_scope
 from app.core.storage import dataset_dir, datasets_root, folder_bytes
 from app.main import create_app
 from app.ml.synthetic import photo_like, png_bytes
-from app.orm.models import Dataset, UploadReservation
-from tests.api.test_auth import bearer, new_key
+from app.orm.tables import Dataset, UploadReservation
+from tests.api.tenants import bearer, new_key
 from tests.conftest import make_ready_dataset
 from tests.datasets_helpers import class_zip, make_zip
 from tests.model_factory import register_model

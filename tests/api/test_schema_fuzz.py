@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import (
 
 from app.core.config import Settings
 from app.main import create_app
-from tests.api.test_auth import bearer, new_key
+from tests.api.tenants import bearer, new_key
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,8 @@ from app.core.config import Settings
 from app.main import create_app
 from app.ml.synthetic import make_images, png_bytes
 from app.ml.tiny_clip import TINY_CLIP_SHAPES_NAME
+from tests.api.zero_shot_requests import LABELS, encoded
 from tests.datasets_helpers import grey_ramp_8_bit, grey_ramp_bytes
-
-LABELS = ["red circle", "green square", "blue triangle", "yellow circle"]
-
-
-def encoded(image_count: int, seed: int) -> tuple[list[str], list[str]]:
-    samples = make_images(tuple(LABELS), per_class=image_count, seed=seed)
-    return [sample.label for sample in samples], [
-        base64.b64encode(png_bytes(sample.image)).decode() for sample in samples
-    ]
 
 
 def test_a_base_model_classifies_over_the_requests_labels(client: TestClient) -> None:

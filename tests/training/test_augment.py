@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from app.ml.preprocess import PixelSpec
-from worker.training.augment import CROP_SCALES, crop_boxes, sample_uniforms, train_pixels
+from worker.training.inputs.augment import CROP_SCALES, crop_boxes, sample_uniforms, train_pixels
 
 # Mean 0 and std 1/255: normalising leaves the 0-255 values as they are.
 IDENTITY = PixelSpec(

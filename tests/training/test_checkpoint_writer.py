@@ -12,13 +12,13 @@ from safetensors.torch import load_file
 from app.ml.base_models import LoadedClip
 from app.ml.model_files import ModelMetadata, load_model_folder
 from app.ml.tiny_clip import build_tiny_clip
-from worker.training.checkpoint import (
+from worker.training.checkpoints.folder import (
     OPTIMIZER_TENSORS_NAME,
     CheckpointSnapshot,
     OptimizerSnapshot,
 )
-from worker.training.checkpoint_writer import CheckpointWriter
-from worker.training.snapshot import ClipFolderSnapshot, host_copy
+from worker.training.checkpoints.snapshot import ClipFolderSnapshot, host_copy
+from worker.training.checkpoints.writer import CheckpointWriter
 
 
 def snapshot_of(loaded: LoadedClip, optimizer: torch.optim.Optimizer) -> CheckpointSnapshot:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from app.ml.tiny_clip import build_tiny_clip
-from worker.training.checkpoint import OptimizerSnapshot, load_optimizer_state
+from worker.training.checkpoints.folder import OptimizerSnapshot, load_optimizer_state
 from worker.training.config import TrainingConfig
 from worker.training.loop import build_optimizer
 from worker.training.losses import classification_loss, contrastive_loss

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.training.runs import tiny_config
 from tests.training.synthetic_folder import write_synthetic_folder
-from tests.training.test_run import tiny_config
 from worker.training.progress import RunResult, StepProgress
 from worker.training.protocol import decode
 

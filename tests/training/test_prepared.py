@@ -15,9 +15,9 @@ from transformers import CLIPImageProcessor
 
 from app.ml.preprocess import pixel_spec
 from app.ml.synthetic import photo_like
-from worker.training import prepared
-from worker.training.augment import eval_pixels
-from worker.training.prepared import load_prepared, prepared_side, resize_to_square
+from worker.training.inputs import prepared
+from worker.training.inputs.augment import eval_pixels
+from worker.training.inputs.prepared import load_prepared, prepared_side, resize_to_square
 
 
 def write_photos(folder: Path, sizes: list[tuple[int, int]]) -> list[str]:
@@ -101,7 +101,7 @@ def test_worker_processes_build_the_same_array_as_threads(
 
     monkeypatch.setattr(prepared.subprocess, "Popen", recording_popen)
     by_processes = load_prepared(tmp_path / "b", files, 32, workers=3)
-    assert [command[1:] for command in started] == [["-m", "worker.training.prepared"]] * 3
+    assert [command[1:] for command in started] == [["-m", "worker.training.inputs.prepared"]] * 3
     np.testing.assert_array_equal(by_processes, by_threads)
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.training.runs import Recorder, tiny_config
-from worker.training.checkpoint import read_trainer_state
-from worker.training.resume import checkpoint_problem
+from worker.training.checkpoints.folder import read_trainer_state
+from worker.training.checkpoints.resume import checkpoint_problem
 from worker.training.run import run
 
 # Part of the fault suite (`make test-faults`).

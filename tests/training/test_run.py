@@ -12,7 +12,7 @@ from transformers import CLIPModel
 from app.ml.model_files import read_metadata
 from tests.training.runs import Recorder, tiny_config
 from tests.training.synthetic_folder import write_synthetic_folder
-from worker.training.checkpoint import read_trainer_state
+from worker.training.checkpoints.folder import read_trainer_state
 from worker.training.run import run
 
 

@@ -13,7 +13,7 @@ from app.core.config import Settings
 from app.core.embedded_redis import EmbeddedRedis
 from app.core.queue import send_train_task
 from tests.worker.celery_process import WorkerProcess
-from tests.worker.test_end_to_end import queue_settings
+from tests.worker.jobs import queue_settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 

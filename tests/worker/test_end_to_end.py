@@ -7,7 +7,6 @@ import contextlib
 import os
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,16 +29,18 @@ from app.ml.synthetic import (
 )
 from app.orm import Job
 from tests.worker.celery_process import WorkerProcess, is_running, wait_until_gone
+from tests.worker.jobs import (
+    FINISHED,
+    HYPERPARAMETERS,
+    events_of,
+    queue_settings,
+    start_job,
+    wait_for_file,
+    wait_until,
+)
 from worker.training.fault_injection import CRASH_FILE_VARIABLE, paused_marker
 
 pytestmark = pytest.mark.e2e
-
-HYPERPARAMETERS = {"epochs": 5, "batch_size": 16, "learning_rate": 2e-3, "weight_decay": 0.05}
-FINISHED = {"succeeded", "failed", "cancelled"}
-
-
-def queue_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"train_queue": f"train-e2e-{uuid.uuid4().hex[:8]}"})
 
 
 @pytest.fixture(scope="module")
@@ -81,34 +82,6 @@ def uploaded_dataset(e2e_client: TestClient) -> str:
     assert response.status_code == 201, response.text
     assert response.json()["status"] == "ready"
     return str(response.json()["id"])
-
-
-def start_job(client: TestClient, dataset_id: str, **overrides: Any) -> str:
-    body = {
-        "dataset_id": dataset_id,
-        "base_model": "tiny-clip",
-        "hyperparameters": HYPERPARAMETERS,
-        **overrides,
-    }
-    response = client.post("/jobs", json=body)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
-
-
-def wait_until(
-    client: TestClient, job_id: str, statuses: set[str], timeout: float = 180
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job: dict[str, Any] = client.get(f"/jobs/{job_id}").json()
-        if job["status"] in statuses:
-            return job
-        assert time.monotonic() < deadline, f"job stuck: {job}"
-        time.sleep(0.2)
-
-
-def events_of(client: TestClient, job_id: str, type: str) -> list[dict[str, Any]]:
-    return [event for event in client.get(f"/jobs/{job_id}/events").json() if event["type"] == type]
 
 
 def training_pid(client: TestClient, job_id: str) -> int:
@@ -242,13 +215,6 @@ def paused_worker(settings: Settings, log_path: Path, order_file: Path) -> Worke
     announced (a checkpoint is written in the background and announced once the next is due)."""
     order_file.write_text("PAUSE@3")
     return WorkerProcess(settings, log_path, extra_env={CRASH_FILE_VARIABLE: str(order_file)})
-
-
-def wait_for_file(path: Path, timeout_seconds: float = 120) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path.name} never appeared"
-        time.sleep(0.05)
 
 
 def requeue_once_stale(settings: Settings, job_id: str, timeout_seconds: float = 30) -> None:

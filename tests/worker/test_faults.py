@@ -13,13 +13,7 @@ from app.core.config import Settings
 from app.core.embedded_redis import EmbeddedRedis
 from app.main import create_app
 from tests.worker.celery_process import WorkerProcess
-from tests.worker.test_end_to_end import (
-    FINISHED,
-    queue_settings,
-    start_job,
-    wait_for_file,
-    wait_until,
-)
+from tests.worker.jobs import FINISHED, queue_settings, start_job, wait_for_file, wait_until
 from worker.training.fault_injection import CRASH_FILE_VARIABLE, paused_marker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]

@@ -18,7 +18,7 @@ from app.core.db import session_scope
 from app.core.storage import checkpoints_dir
 from app.jobs.event_types import EventType
 from app.orm import Checkpoint, Job, JobEvent
-from tests.worker.test_job_runner import new_job
+from tests.worker.jobs import new_job
 from worker.job_runner import attempt_dir, claim, earlier_attempt_dirs, lease_owner
 from worker.reporter import JobReporter
 from worker.training.progress import CheckpointInfo, Notice

@@ -17,7 +17,7 @@ from app.core.storage import checkpoints_dir, dataset_dir
 from app.jobs.reconcile import reconcile_once
 from app.orm import Job
 from app.orm.base import utcnow
-from tests.api.test_jobs import create_job, set_status
+from tests.api.jobs import create_job, set_status
 
 # Part of the fault suite (`make test-faults`).
 pytestmark = pytest.mark.faults

@@ -23,27 +23,13 @@ from app.ml.synthetic import make_images, png_bytes
 from app.orm import Checkpoint, Dataset, Job, Model
 from tests.conftest import make_ready_dataset
 from tests.small_filesystem import can_mount_a_small_filesystem
+from tests.worker.jobs import new_job
 from worker import job_runner
 from worker.job_runner import claim
 from worker.training.config import TrainingConfig
 from worker.training.fault_injection import CRASH_FILE_VARIABLE
-from worker.training.prepared import PREPARED_FOLDER
+from worker.training.inputs.prepared import PREPARED_FOLDER
 from worker.training.run import run
-
-FAST = {"epochs": 5, "batch_size": 16, "learning_rate": 2e-3, "weight_decay": 0.05}
-
-
-def new_job(client: TestClient, dataset_id: str, **hyperparameters: Any) -> str:
-    response = client.post(
-        "/jobs",
-        json={
-            "dataset_id": dataset_id,
-            "base_model": "tiny-clip",
-            "hyperparameters": {**FAST, **hyperparameters},
-        },
-    )
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
 
 
 @pytest.fixture

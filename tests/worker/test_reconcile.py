@@ -16,7 +16,7 @@ from app.core.queue import UNACKED_HASH, send_train_task, train_job_id, waiting_
 from app.jobs.reconcile import reconcile_once
 from app.main import create_app
 from app.orm.base import utcnow
-from tests.api.test_jobs import create_job, queued_job_ids, set_status
+from tests.api.jobs import create_job, queued_job_ids, set_status
 
 # Part of the fault suite (`make test-faults`).
 pytestmark = pytest.mark.faults

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.training.runs import Recorder, tiny_config
 from tests.training.synthetic_folder import write_synthetic_folder
-from tests.training.test_run import Recorder, tiny_config
 from worker import supervisor
 from worker.supervisor import TrainingProcessFailed, run_training_process, wait_or_end
 from worker.training.fault_injection import CRASH_FILE_VARIABLE

@@ -14,7 +14,7 @@ from app.core.storage import checkpoints_dir
 from app.main import create_app
 from tests.conftest import make_ready_dataset
 from tests.worker.celery_process import WorkerProcess
-from tests.worker.test_end_to_end import FINISHED, events_of, queue_settings, start_job, wait_until
+from tests.worker.jobs import FINISHED, events_of, queue_settings, start_job, wait_until
 from worker.training.fault_injection import CRASH_FILE_VARIABLE, paused_marker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from app.jobs.event_types import EventType
 from app.ml.model_files import ModelMetadata, read_metadata, write_metadata
-from worker.training.checkpoint import TrainerState
-from worker.training.control import control_accuracy
+from worker.training.checkpoints.folder import TrainerState
 from worker.training.evaluate import EvalResult
+from worker.training.inputs.control import control_accuracy
 from worker.training.progress import Notice, RunResult
 from worker.training.report import build_report, result_summary
 from worker.training.session import RunSession, evaluate_served

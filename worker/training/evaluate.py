@@ -17,9 +17,9 @@ from app.ml.class_head import ClassHead
 from app.ml.encode import encode_images, encode_texts
 from app.ml.manifest import ManifestItem
 from app.ml.preprocess import PixelSpec
-from worker.training.augment import eval_pixels
-from worker.training.data import PreparedLoader
-from worker.training.task import TaskTensors
+from worker.training.inputs.augment import eval_pixels
+from worker.training.inputs.data import PreparedLoader
+from worker.training.inputs.task import TaskTensors
 
 PRIMARY_METRIC = {"classification": "val_accuracy", "captions": "val_mean_recall_at_1"}
 

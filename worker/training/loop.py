@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from app.ml.preprocess import PixelSpec
-from worker.training.augment import CROP_SCALES, eval_pixels, sample_uniforms, train_pixels
 from worker.training.config import TrainingConfig
-from worker.training.data import Batch, PreparedLoader
+from worker.training.inputs.augment import CROP_SCALES, eval_pixels, sample_uniforms, train_pixels
+from worker.training.inputs.data import Batch, PreparedLoader
 from worker.training.methods import ParameterGroup, TrainingMethod
 from worker.training.progress import StepProgress, StopRequested, TrainingCallbacks
 from worker.training.schedule import LrSchedule

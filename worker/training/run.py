@@ -17,7 +17,7 @@ import torch
 from app.jobs.event_types import EventType
 from app.ml.class_head import HEAD_FILE_NAME
 from app.ml.model_files import ModelMetadata
-from worker.training.checkpoint import (
+from worker.training.checkpoints.folder import (
     TrainerState,
     has_optimizer_state,
     load_optimizer_state,
@@ -27,8 +27,8 @@ from worker.training.checkpoint import (
 )
 from worker.training.conclude import conclude
 from worker.training.config import TrainingConfig
-from worker.training.control import control_accuracy
 from worker.training.early_stopping import early_stop_reason
+from worker.training.inputs.control import control_accuracy
 from worker.training.loop import EpochContext, build_optimizer, steps_per_epoch, train_one_epoch
 from worker.training.methods import Phase
 from worker.training.progress import (

@@ -14,16 +14,16 @@ from app.ml.encode import pick_device
 from app.ml.manifest import Manifest, read_manifest
 from app.ml.precision import training_autocast
 from app.ml.preprocess import input_size, pixel_spec
-from worker.training.checkpoint_writer import CheckpointWriter
+from worker.training.checkpoints.resume import adopt, find_resume_point
+from worker.training.checkpoints.writer import CheckpointWriter
 from worker.training.config import TrainingConfig
-from worker.training.control import ControlSet, load_control_set
-from worker.training.data import PreparedLoader
 from worker.training.evaluate import PRIMARY_METRIC, EvalResult, Evaluator, evaluate
+from worker.training.inputs.control import ControlSet, load_control_set
+from worker.training.inputs.data import PreparedLoader
+from worker.training.inputs.prepared import load_prepared
+from worker.training.inputs.task import TaskTensors, build_task
 from worker.training.methods import TrainingMethod, build_method
-from worker.training.prepared import load_prepared
 from worker.training.progress import Notice, TrainingCallbacks
-from worker.training.resume import adopt, find_resume_point
-from worker.training.task import TaskTensors, build_task
 from worker.training.wise_ft import ServedModel
 
 

@@ -21,7 +21,7 @@ from app.ml.base_models import LoadedClip, load_base_model
 from app.ml.class_head import ClassHead
 from app.ml.model_files import ModelMetadata, load_class_head, load_model_folder, save_clip_folder
 from worker.training.config import TrainingConfig
-from worker.training.task import TaskTensors
+from worker.training.inputs.task import TaskTensors
 
 WISE_FT_DIR_NAME = "wise-ft"
 

@@ -17,9 +17,14 @@ import torch
 from app.ml.base_models import LoadedClip, load_base_model, load_clip_folder
 from app.ml.class_head import ClassHead
 from app.ml.model_files import ModelMetadata
+from worker.training.checkpoints.snapshot import (
+    ClipFolderSnapshot,
+    ModelSnapshot,
+    head_copy,
+    host_copy,
+)
 from worker.training.config import TrainingConfig
-from worker.training.snapshot import ClipFolderSnapshot, ModelSnapshot, head_copy, host_copy
-from worker.training.task import TaskTensors
+from worker.training.inputs.task import TaskTensors
 
 VISION_PARTS = ("vision_model.", "visual_projection.")
 TEXT_PARTS = ("text_model.", "text_projection.")

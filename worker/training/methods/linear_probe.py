@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from app.ml.class_head import ClassHead
 from app.ml.encode import encode_images
+from worker.training.inputs.task import TaskTensors
 from worker.training.methods.base import (
     VISION_PARTS,
     ParameterGroup,
@@ -23,7 +24,6 @@ from worker.training.methods.base import (
     TrainingMethod,
     freeze_all_but,
 )
-from worker.training.task import TaskTensors
 
 
 class LinearProbe(TrainingMethod):

@@ -17,9 +17,9 @@ from safetensors.torch import load_file
 
 from app.ml.base_models import LoadedClip, load_base_model
 from app.ml.model_files import ModelMetadata
+from worker.training.checkpoints.snapshot import ClipFolderSnapshot, ModelSnapshot, host_copy
 from worker.training.methods.base import ParameterGroup, Phase, freeze_all_but
 from worker.training.methods.full import FullFineTune
-from worker.training.snapshot import ClipFolderSnapshot, ModelSnapshot, host_copy
 
 ADAPTER_DIR_NAME = "adapter"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"

@@ -17,9 +17,9 @@ from safetensors.torch import load_file, save_file
 
 from app.core.storage import atomic_dir
 from app.ml.model_files import ModelMetadata
+from worker.training.checkpoints.snapshot import ModelSnapshot, host_copy
 from worker.training.config import TrainingConfig
 from worker.training.methods import TrainingMethod
-from worker.training.snapshot import ModelSnapshot, host_copy
 
 TRAINER_STATE_NAME = "trainer_state.json"
 OPTIMIZER_TENSORS_NAME = "optimizer.safetensors"

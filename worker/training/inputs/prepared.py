@@ -4,7 +4,7 @@ The training loop must never wait on Python per image. So before the first epoch
 decoded, its short side resized to 8/7 of the model's input size and its centre square cut out,
 and the result stored as one uint8 array `(images, 3, side, side)` in the dataset's folder.
 Batches are then one gather from a memory-mapped file; crops, flips and normalisation run on
-whole batches on the training device (`worker.training.augment`).
+whole batches on the training device (`worker.training.inputs.augment`).
 
 The file is keyed by a fingerprint of the dataset's files and the side, written atomically, and
 reused by every later job on the same dataset and resolution. Large datasets are decoded by
@@ -127,7 +127,7 @@ def _fill_with_processes(
 ) -> None:
     """One plain process per contiguous share of the rows.
 
-    Plain `python -m worker.training.prepared` processes rather than a multiprocessing pool:
+    Plain `python -m worker.training.inputs.prepared` processes rather than a multiprocessing pool:
     they import only NumPy and Pillow (a spawned pool child re-imports the parent's main
     module, torch and all), and a daemonic parent (Celery's pool) may start them too.
     """
@@ -142,7 +142,7 @@ def _fill_with_processes(
             "side": side,
         }
         process = subprocess.Popen(
-            [sys.executable, "-m", "worker.training.prepared"],
+            [sys.executable, "-m", "worker.training.inputs.prepared"],
             stdin=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )

@@ -20,7 +20,7 @@ from safetensors import safe_open
 
 from app.core.storage import atomic_dir
 from app.ml.model_files import METADATA_NAME, read_metadata
-from worker.training.checkpoint import (
+from worker.training.checkpoints.folder import (
     OPTIMIZER_GROUPS_NAME,
     OPTIMIZER_TENSORS_NAME,
     TRAINER_STATE_NAME,

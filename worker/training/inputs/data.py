@@ -1,8 +1,9 @@
 """Batches of prepared uint8 images on the training device, the next one gathered in advance.
 
-A batch is one gather of rows from the memory-mapped prepared array (`worker.training.prepared`)
-into a (pinned, on a GPU) buffer, done by a background thread while the device computes, and
-one non-blocking copy to the device. Nothing here runs per image.
+A batch is one gather of rows from the memory-mapped prepared array
+(`worker.training.inputs.prepared`) into a (pinned, on a GPU) buffer, done by a background
+thread while the device computes, and one non-blocking copy to the device. Nothing here runs
+per image.
 """
 
 from __future__ import annotations

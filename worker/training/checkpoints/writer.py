@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from worker.training.checkpoint import CheckpointSnapshot
+from worker.training.checkpoints.folder import CheckpointSnapshot
 
 
 class CheckpointWriter:

@@ -17,10 +17,10 @@ from app.ml.class_head import ClassHead
 from app.ml.manifest import Manifest, read_manifest
 from app.ml.preprocess import input_size
 from worker.training.config import TrainingConfig
-from worker.training.data import PreparedLoader
 from worker.training.evaluate import Evaluator, evaluate
-from worker.training.prepared import load_prepared
-from worker.training.task import TaskTensors, build_task
+from worker.training.inputs.data import PreparedLoader
+from worker.training.inputs.prepared import load_prepared
+from worker.training.inputs.task import TaskTensors, build_task
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""How a run persists: checkpoint folders, host snapshots, the background writer, resuming."""
