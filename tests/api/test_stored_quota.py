@@ -15,8 +15,8 @@ from app.core.db import session_scope
 from app.core.storage import dataset_dir, datasets_root, folder_bytes, model_dir, new_id
 from app.main import create_app
 from app.orm.tables import Dataset, Job, Model
-from tests.api.test_auth import bearer, new_key
-from tests.api.test_jobs import set_status
+from tests.api.jobs import set_status
+from tests.api.tenants import bearer, new_key
 from tests.conftest import make_ready_dataset
 from tests.datasets_helpers import class_zip
 from tests.model_factory import register_model
