@@ -91,8 +91,9 @@ def test_another_tenants_ids_answer_404_on_every_route_and_lists_leave_them_out(
         ("post", "/embed"): {"model_id": owner.model_id, "texts": ["a photo"]},
     }
     list_routes = {("get", "/datasets"), ("get", "/jobs"), ("get", "/models")}
-    # Creating a dataset names no existing row: it is the caller's own (tested elsewhere).
-    own_rows_only = {("post", "/datasets")}
+    # Creating a dataset names no existing row: it is the caller's own (tested elsewhere), and
+    # /usage adds up only the caller's tenant's bytes (test_stored_quota: another tenant sees 0).
+    own_rows_only = {("post", "/datasets"), ("get", "/usage")}
     # Operators' routes: a tenant's key is refused outright.
     admin_only = {("get", "/metrics")}
     schema = secured_client.get("/openapi.json").json()
