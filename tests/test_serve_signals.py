@@ -47,6 +47,22 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def still_alive(pids: set[int], timeout_seconds: float = 30) -> list[int]:
+    """The processes of `pids` still alive once they had `timeout_seconds` to go."""
+    deadline = time.monotonic() + timeout_seconds
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return [pid for pid in pids if alive(pid)]
+
+
+def kill_what_is_left(process: subprocess.Popen[bytes]) -> None:
+    """After a test, whatever it asserted: the process and everything under it go."""
+    if process.poll() is None:
+        process.kill()
+    for pid in descendants(process.pid):
+        os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_serve_leaves_no_child_behind(stop_signal: signal.Signals, tmp_path: Path) -> None:
@@ -81,15 +97,9 @@ def test_serve_leaves_no_child_behind(stop_signal: signal.Signals, tmp_path: Pat
 
         serve.send_signal(stop_signal)
         serve.wait(timeout=60)
-        deadline = time.monotonic() + 30
-        while any(alive(pid) for pid in children) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not [pid for pid in children if alive(pid)]
+        assert not still_alive(children)
     finally:
-        if serve.poll() is None:
-            serve.kill()
-        for pid in descendants(serve.pid):
-            os.kill(pid, signal.SIGKILL)
+        kill_what_is_left(serve)
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
@@ -121,15 +131,9 @@ def test_demo_stopped_half_way_leaves_no_child_behind(
         children = descendants(demo.pid)
         demo.send_signal(stop_signal)
         demo.wait(timeout=60)
-        deadline = time.monotonic() + 30
-        while any(alive(pid) for pid in children) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not [pid for pid in children if alive(pid)], log_path.read_text()[-2000:]
+        assert not still_alive(children), log_path.read_text()[-2000:]
     finally:
-        if demo.poll() is None:
-            demo.kill()
-        for pid in descendants(demo.pid):
-            os.kill(pid, signal.SIGKILL)
+        kill_what_is_left(demo)
 
 
 def command_line(pid: int) -> str:
@@ -194,15 +198,9 @@ def test_serve_restarts_a_dead_worker_and_redis_and_exits_1_on_one_that_keeps_dy
         os.kill(worker_pid, signal.SIGKILL)  # once too often: serve gives up, and says so
         assert serve.wait(timeout=60) == 1, (tmp_path / "serve.log").read_text()[-3000:]
         assert "giving up" in (tmp_path / "serve.log").read_text()
-        deadline = time.monotonic() + 30
-        while any(alive(pid) for pid in children) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not [pid for pid in children if alive(pid)]
+        assert not still_alive(children)
     finally:
-        if serve.poll() is None:
-            serve.kill()
-        for pid in descendants(serve.pid):
-            os.kill(pid, signal.SIGKILL)
+        kill_what_is_left(serve)
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
@@ -217,10 +215,7 @@ def test_a_serve_killed_by_sigkill_leaves_no_child_and_frees_its_redis_folder(
         assert len(children) >= 2  # at least the worker and the embedded Redis
         serve.kill()  # the OOM killer: no cleanup of its own runs
         serve.wait()
-        deadline = time.monotonic() + 30
-        while any(alive(pid) for pid in children) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not [pid for pid in children if alive(pid)]
+        assert not still_alive(children)
         # The next serve gets the broker's folder: no second Redis writes beside an orphan.
         EmbeddedRedis(tmp_path / "data" / "redis").start(lock_wait_seconds=5).stop()
     finally:
