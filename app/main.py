@@ -24,7 +24,7 @@ from app.jobs.router import router as jobs_router
 from app.models.router import router as models_router
 from app.predict.model_lookup import ModelLookup
 from app.predict.router import router as predict_router
-from app.predict.service import ServedModel
+from app.predict.serving import ServedModel
 from app.ui import mount_dashboard
 
 logger = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ from app.inference.pixels import PixelPool
 from app.ml.encode import pick_device
 from app.ml.images import ImageLimits
 from app.ml.synthetic import photo_like
-from app.predict.service import image_limits
+from app.predict.serving import image_limits
 from bench.api_server import running_api, running_server
 from bench.clip_models import MODEL_CHOICES, VIT_B32_NAME
 from bench.concurrent_load import LoadResult, run_load

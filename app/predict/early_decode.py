@@ -30,8 +30,9 @@ from app.inference.pixels import PendingPixels, PixelPool, cancel
 from app.ml.images import ImageLimits
 from app.ml.preprocess import PixelSpec
 from app.predict.form_reader import form_list
+from app.predict.inputs import ImageUpload
 from app.predict.model_lookup import ModelLookup
-from app.predict.service import ImageUpload, ServedModel
+from app.predict.serving import ServedModel
 
 
 @dataclass

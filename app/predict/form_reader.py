@@ -15,7 +15,7 @@ from typing import Any
 
 from app.core.errors import PayloadTooLarge, Unprocessable
 from app.http.multipart_parts import PartReader, feed_parts, require_closing_boundary
-from app.predict.service import ImageUpload, check_image_size
+from app.predict.inputs import ImageUpload, check_image_size
 
 FILES_FIELD = "files"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -268,3 +268,66 @@ class EmbedResponse(BaseModel):
     text_embeddings: list[list[float]] = Field(
         description="One unit-length vector per text, in the same space as the images'."
     )
+
+
+# How the routes document their bodies, which they read themselves (JSON or multipart).
+_MULTIPART_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["files"],
+    "properties": {
+        "model_id": {"type": "string", "description": "The trained model to run; or `model_ids`."},
+        "model_ids": {
+            "type": "array",
+            "items": {"type": "string"},
+            "minItems": 2,
+            "maxItems": MAX_ENSEMBLE_MODELS,
+            "description": (
+                "In place of `model_id`, an ensemble (soft voting): repeat the field once per "
+                "model, or send one JSON array of strings."
+            ),
+        },
+        "base_model": {
+            "type": "string",
+            "description": "In place of a trained model: a base model used zero-shot.",
+        },
+        "labels": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "With base_model: the classes (repeat the field, or a JSON array).",
+        },
+        "prompt_templates": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "With labels: prompts with {} for the label (repeat, or a JSON array).",
+        },
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+        "texts": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Repeat the field once per text, or send one JSON array of strings.",
+        },
+        "top_k": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K, "default": 5},
+    },
+}
+PREDICT_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": PredictJsonRequest.model_json_schema()},
+            "multipart/form-data": {"schema": _MULTIPART_SCHEMA},
+        },
+    }
+}
+EMBED_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": EmbedRequest.model_json_schema()}},
+    }
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No model with this id (the message names every unknown id)."},
+    409: {"description": "The model is registered but its files are missing or do not load."},
+    413: {"description": "Too many images or texts, or an image or the body is too large."},
+    415: {"description": "The body is neither JSON nor multipart/form-data."},
+    422: {"description": "Bad input: the message names the field, image index or file."},
+}

@@ -19,7 +19,7 @@ from app.inference.pixels import PixelPool, gather
 from app.main import create_app
 from app.predict.early_decode import EarlyDecode
 from app.predict.form_reader import FormLimits, ReceivedForm, read_form
-from app.predict.service import image_limits
+from app.predict.serving import image_limits
 from tests.api.predict_requests import assert_same_answer, encoded, post_multipart, shape_png
 from tests.model_factory import register_model
 
