@@ -69,9 +69,10 @@ USER 10001:10001
 
 EXPOSE 8000
 
-# One check for either process: it finds whether this container runs `clipft api` (then it asks
-# /health, which answers 503 while the database or the broker is down) or `clipft worker` (then
-# it pings the worker's Celery node over the broker). deploy/healthcheck.py says how.
+# One check for either process, `clipft health`'s probe without the CLI's imports: a container
+# whose worker touches its liveness file is a worker (healthy while the file is fresh and the
+# broker answers), else an api (its /health, which answers 503 while the database or the broker
+# is down). deploy/healthcheck.py and app/health/probe.py say how.
 HEALTHCHECK --interval=30s --timeout=20s --start-period=120s --retries=3 \
     CMD ["python", "/opt/clipft/healthcheck.py"]
 

@@ -109,23 +109,27 @@ def health(
         typer.Option(help="api, worker, or auto: a worker when its liveness file exists here."),
     ] = "auto",
     url: Annotated[
-        str, typer.Option(help="The api's /health (checked for the api role).")
-    ] = "http://127.0.0.1:8000/health",
+        str | None,
+        typer.Option(
+            help="The api's /health (for the api role); default: the port of the api here, or 8000."
+        ),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for an answer.")] = 5.0,
 ) -> None:
     """Exit 0 if this container's api or worker is healthy, else 1 (for HEALTHCHECK)."""
-    from app.health.probe import api_problem, resolve_role, worker_problem
+    # The image's own check runs the same probe without the CLI (deploy/healthcheck.py).
+    from app.health.probe import ROLES, ProbeSettings, probe
 
-    if role not in {"auto", "api", "worker"}:
+    if role not in ROLES:
         raise typer.BadParameter("--role is api, worker or auto")
-    settings = get_settings()
-    resolved = resolve_role(role, settings)  # type: ignore[arg-type]
-    check_worker = resolved == "worker"
-    problem = worker_problem(settings, timeout) if check_worker else api_problem(url, timeout)
-    if problem is not None:
-        typer.echo(f"{resolved}: unhealthy: {problem}", err=True)
-        raise typer.Exit(1)
-    typer.echo(f"{resolved}: ok")
+    verdict = probe(
+        ProbeSettings.from_environment(),
+        role=role,  # type: ignore[arg-type]
+        url=url,
+        timeout_seconds=timeout,
+    )
+    typer.echo(verdict.line, err=verdict.problem is not None)
+    raise typer.Exit(verdict.exit_code)
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""Shared fixtures: a migrated database, a real Redis, a data dir, and the app over HTTP.
+"""Shared fixtures: a migrated database, a real Redis, a data dir, the app over HTTP, and a stub
+/health server for the health checks.
 
 By default the database is a SQLite file and Redis is the embedded server, as on a user's
 fresh machine. CI also runs the suite against real services by setting
@@ -8,7 +9,10 @@ fresh machine. CI also runs the suite against real services by setting
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -173,3 +177,32 @@ def make_ready_dataset(
             )
         )
     return dataset_id
+
+
+@pytest.fixture
+def health_server() -> Iterator[tuple[int, dict[str, int]]]:
+    """A local HTTP server whose /health answers with `state["status"]`."""
+    state = {"status": 200}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status = state["status"] if self.path == "/health" else 404
+            body = json.dumps({"status": "ok" if status == 200 else "unavailable"}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -7,7 +7,6 @@ code accepts: real `clipft` commands and options, real `Settings` fields with va
 
 from __future__ import annotations
 
-import http.server
 import importlib
 import json
 import os
@@ -17,9 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -385,35 +382,6 @@ def test_compose_settings_are_real_settings_fields_and_validate(
 
 
 # --- the health check both files run ---------------------------------------------------------
-
-
-@pytest.fixture
-def health_server() -> Iterator[tuple[int, dict[str, int]]]:
-    """A local HTTP server whose /health answers with `state["status"]`."""
-    state = {"status": 200}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            status = state["status"] if self.path == "/health" else 404
-            body = json.dumps({"status": "ok" if status == 200 else "unavailable"}).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1], state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 HEALTHCHECK_SCRIPT = ROOT / "deploy" / "healthcheck.py"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, NamedTuple
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.core.liveness import DEFAULT_BEAT_SECONDS, DEFAULT_LIVENESS_FILE
 
 
 class PoolLimits(NamedTuple):
@@ -102,9 +103,9 @@ class Settings(BaseSettings):
     # A worker proves its consumer loop turns this often: it touches `worker_liveness_file`
     # (what `clipft health` reads in its container) and marks itself seen in the broker (what
     # /health reports); three missed beats make it dead.
-    worker_liveness_seconds: float = Field(10.0, gt=0)
+    worker_liveness_seconds: float = Field(DEFAULT_BEAT_SECONDS, gt=0)
     worker_liveness_file: Path = Field(
-        Path(tempfile.gettempdir()) / "clipft-worker.alive",
+        DEFAULT_LIVENESS_FILE,
         description="File a worker touches while alive; `clipft health` reads it.",
     )
 

@@ -6,13 +6,21 @@ file, `/health` the key. Neither needs the worker to answer a request.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import redis
+if TYPE_CHECKING:
+    # Only for the hints: the container's health check imports this module and stays on the
+    # standard library (app/health/probe.py).
+    import redis
 
 # Missed beats before a worker counts as gone.
 MISSED_BEATS = 3
+# How often a worker beats, and the file it touches, unless settings say otherwise.
+DEFAULT_BEAT_SECONDS = 10.0
+DEFAULT_LIVENESS_FILE = Path(tempfile.gettempdir()) / "clipft-worker.alive"
 
 
 def seen_key(queue: str) -> str:
