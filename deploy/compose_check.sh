@@ -74,7 +74,8 @@ step "engine $(docker version --format '{{.Server.Version}}'), $(docker compose 
 if ! docker image inspect "$BASE_IMAGE" > /dev/null 2>&1; then
     [ "$BASE_IMAGE" = clipft-base:bookworm ] || fail "no image $BASE_IMAGE"
     mirror=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p; s/^deb \(\[[^]]*\] \)\{0,1\}\([^ ]*\) .*/\2/p' \
-        /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2> /dev/null | grep -v security | head -1)
+        /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2> /dev/null | grep -v security | head -1 \
+        || true)  # sed exits 2 when one of the files is absent (Debian 12 has only *.sources)
     [ -n "$mirror" ] || fail "no Debian mirror in /etc/apt/sources.list*"
     debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
         bookworm "$WORK/rootfs" "$mirror" > "$WORK/debootstrap.log" 2>&1 \
