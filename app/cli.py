@@ -55,12 +55,13 @@ def api(
     configure_logging()
     if not no_migrate:
         migrate()
-    workers = get_settings().api_workers
+    settings = get_settings()
+    workers = settings.api_workers
     if workers == 1:
         uvicorn.run(create_app(), host=host, port=port, log_level="info")
     else:
         # Each worker keeps its Prometheus counters in files there; /metrics sums them.
-        use_private_metrics_dir(settings=get_settings(), role="api")
+        use_private_metrics_dir(settings=settings, role="api")
         # Each worker process imports the app factory itself; uvicorn supervises them.
         uvicorn.run(
             "app.main:create_app",
@@ -69,6 +70,7 @@ def api(
             host=host,
             port=port,
             log_level="info",
+            timeout_worker_healthcheck=settings.api_worker_healthcheck_seconds,
         )
 
 

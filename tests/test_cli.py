@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
 from app.cli import app as cli_app
@@ -83,3 +84,30 @@ def test_every_command_has_help() -> None:
     for command in ("serve", "api", "worker", "migrate", "demo"):
         result = runner.invoke(cli_app, [command, "--help"])
         assert result.exit_code == 0, result.output
+
+
+def test_api_processes_get_the_configured_time_to_answer_uvicorns_ping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn kills a worker process that misses its 5 s ping; one importing torch on a busy
+    machine does, and the compose check's api was killed in a loop. The setting reaches it."""
+    import uvicorn
+
+    from app.core.config import get_settings
+
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))
+    for name in [name for name in os.environ if name.startswith("CLIPFT_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("CLIPFT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CLIPFT_API_WORKERS", "2")
+    monkeypatch.setenv("CLIPFT_API_WORKER_HEALTHCHECK_SECONDS", "45")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli_app, ["api", "--no-migrate", "--port", "8123"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 1
+    assert calls[0]["workers"] == 2
+    assert calls[0]["timeout_worker_healthcheck"] == 45

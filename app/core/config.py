@@ -153,6 +153,16 @@ class Settings(BaseSettings):
         "model cache and pixel threads; on a GPU machine several keep one process's GIL from "
         "capping /predict (the reconciler's updates are conditional, so each may run one).",
     )
+    api_worker_healthcheck_seconds: int = Field(
+        60,
+        ge=1,
+        le=3600,
+        description="With several api processes: how long uvicorn's supervisor waits for a "
+        "process to answer its ping before it kills and replaces it. uvicorn's own 5 s is "
+        "shorter than a process importing torch takes on a busy machine (the compose check, "
+        "on two loaded cores, saw every api process killed in a loop and the api never "
+        "healthy).",
+    )
     predict_early_decode: Literal["auto", "on", "off"] = Field(
         "auto",
         description="Decode a multipart request's images while the rest of its body arrives. "
