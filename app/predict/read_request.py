@@ -21,9 +21,10 @@ from app.core.config import Settings
 from app.core.errors import ClientError, PayloadTooLarge
 from app.http.multipart_parts import multipart_boundary
 from app.http.request_body import refuse_declared_oversize, stream_within
+from app.inference.pixels import PendingPixels
 from app.predict.early_decode import EarlyDecode
 from app.predict.form_reader import FormLimits, form_list, read_form
-from app.predict.inputs import PredictInput, check_request, decode_base64_images
+from app.predict.inputs import ImageUpload, PredictInput, check_request, decode_base64_images
 from app.predict.schemas import (
     MAX_ENSEMBLE_MODELS,
     EmbedRequest,
@@ -118,15 +119,7 @@ def _body_chunks(request: Request, *, max_bytes: int) -> AsyncIterator[bytes]:
 def _parse_json(body: bytes, settings: Settings) -> PredictInput:
     request_in = _validated(lambda: PredictJsonRequest.model_validate_json(body))
     check_request(num_images=len(request_in.images), texts=request_in.texts, settings=settings)
-    return PredictInput(
-        model_ids=request_in.requested_model_ids,
-        base_model=request_in.base_model,
-        labels=request_in.labels,
-        prompt_templates=request_in.prompt_templates,
-        images=decode_base64_images(images=request_in.images),
-        texts=request_in.texts,
-        top_k=request_in.top_k,
-    )
+    return _predict_input(request_in, images=decode_base64_images(images=request_in.images))
 
 
 async def _read_multipart(request: Request, settings: Settings, early: EarlyDecode) -> PredictInput:
@@ -147,15 +140,25 @@ async def _read_multipart(request: Request, settings: Settings, early: EarlyDeco
     )
     options = _form_options(form.fields)
     check_request(num_images=len(form.images), texts=options.texts, settings=settings)
+    return _predict_input(options, images=form.images, pending_pixels=early.pending())
+
+
+def _predict_input(
+    options: PredictOptions,
+    *,
+    images: list[ImageUpload],
+    pending_pixels: PendingPixels | None = None,
+) -> PredictInput:
+    """What a request asks, read from a JSON body or a form alike (both are PredictOptions)."""
     return PredictInput(
         model_ids=options.requested_model_ids,
         base_model=options.base_model,
         labels=options.labels,
         prompt_templates=options.prompt_templates,
-        images=form.images,
+        images=images,
         texts=options.texts,
         top_k=options.top_k,
-        pending_pixels=early.pending(),
+        pending_pixels=pending_pixels,
     )
 
 
