@@ -17,6 +17,7 @@ from transformers import CLIPModel
 
 from app.core.config import Settings
 from app.core.db import session_scope
+from app.core.queue import send_train_task
 from app.core.storage import checkpoints_dir
 from app.jobs.reconcile import reconcile_once
 from app.main import create_app
@@ -228,12 +229,32 @@ def requeue_once_stale(settings: Settings, job_id: str, timeout_seconds: float =
 def finish_with_another_worker(
     settings: Settings, client: TestClient, job_id: str, log_path: Path
 ) -> dict[str, Any]:
-    """Start a second worker, let it take the requeued job to its end, stop it."""
+    """Start a second worker, let it take the requeued job to its end, stop it.
+
+    If the job is still `queued` a while after the worker is ready, its message is sent again,
+    as the api's reconciler would (for this job alone: the reconciler proper would send every
+    waiting job of the shared test database to this queue). A full-suite run once saw the
+    requeue's message never arrive, and the job sat `queued` for the whole 180 s.
+    """
     second = WorkerProcess(settings, log_path).start()
+    resend_at = time.monotonic() + 15
+    deadline = time.monotonic() + 180
     try:
-        return wait_until(client, job_id, FINISHED)
+        while (job := client.get(f"/jobs/{job_id}").json())["status"] not in FINISHED:
+            assert time.monotonic() < deadline, f"job stuck: {job}\n{tail(log_path)}"
+            if job["status"] == "queued" and time.monotonic() > resend_at:
+                send_train_task(
+                    broker_url=str(settings.redis_url), queue=settings.train_queue, job_id=job_id
+                )
+                resend_at = time.monotonic() + 15
+            time.sleep(0.5)
+        return dict(job)
     finally:
         second.stop()
+
+
+def tail(log_path: Path, lines: int = 40) -> str:
+    return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 EPOCHS_AROUND_A_FAULT = {**HYPERPARAMETERS, "epochs": 4}
