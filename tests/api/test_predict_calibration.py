@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 import math
+import zipfile
 from typing import Any
 
 import pytest
@@ -196,3 +199,16 @@ def test_target_precision_is_a_checked_hyperparameter(
     )
     assert response.status_code == 422
     assert "target_precision" in response.json()["detail"]
+
+
+def test_a_downloaded_models_card_gives_its_temperature_and_threshold(
+    client: TestClient, cautious_id: str
+) -> None:
+    response = client.get(f"/models/{cautious_id}/download")
+
+    assert response.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        card = archive.read("README.md").decode()
+        assert json.loads(archive.read("clipft.json"))["temperature"] == TEMPERATURE
+    assert "| temperature | 2: divide the class logits by it" in card
+    assert f"| min_confidence | {MODEL_MIN_CONFIDENCE:g}: below it, answer no label" in card
