@@ -67,6 +67,7 @@ def test_a_fitted_temperature_undoes_planted_overconfidence() -> None:
     for side in ("bins_before", "bins_after"):
         assert sum(item["count"] for item in report[side]) == 2000
     assert report["split"] == "val" and report["num_images"] == 2000
+    assert report["fitted"] is True and report["note"] is None
     assert calibration.min_confidence is None and report["target_reached"] is None
 
 
@@ -131,3 +132,22 @@ def test_ties_are_kept_or_dropped_together() -> None:
         "accuracy": pytest.approx(2 / 3),
         "count": 3,
     }
+
+
+def test_a_split_without_mistakes_keeps_the_temperature_at_one() -> None:
+    # Every answer right: the NLL keeps falling as T goes to 0, which would claim certainty
+    # from a handful of images.
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.5]])
+    labels = torch.tensor([0, 1, 0])
+
+    calibration = calibrate(logits, labels, target_precision=0.9)
+
+    assert calibration.temperature == 1.0
+    assert (
+        calibration.report["fitted"] is False
+        and "nothing to calibrate" in calibration.report["note"]
+    )
+    assert calibration.report["ece_after"] == calibration.report["ece_before"]
+    # Every image kept: the lowest confidence reaches the target.
+    expected = confidences(logits, labels)[0].min().item()
+    assert calibration.min_confidence == pytest.approx(expected)

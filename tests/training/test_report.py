@@ -68,8 +68,11 @@ def test_report_compares_base_and_registered_model_and_retention_matches_by_hand
     calibration = report["calibration"]
     assert calibration["split"] == "val" and calibration["num_images"] == 24
     assert metadata.temperature == calibration["temperature"] > 0
-    assert calibration["ece_after"] <= calibration["ece_before"] + 1e-6
+    # The fitted temperature is never worse than none by the NLL it minimises (ECE may move
+    # either way by a little on 24 images).
     assert calibration["nll_after"] <= calibration["nll_before"] + 1e-6
+    assert 0 <= calibration["ece_after"] <= 1 and 0 <= calibration["ece_before"] <= 1
+    assert isinstance(calibration["fitted"], bool)
     for side_bins in (calibration["bins_before"], calibration["bins_after"]):
         assert len(side_bins) == 15
         assert sum(item["count"] for item in side_bins) == 24

@@ -53,10 +53,18 @@ def negative_log_likelihood(
     return float(F.cross_entropy(logits / temperature, targets))
 
 
+def has_mistakes(logits: torch.Tensor, targets: torch.Tensor) -> bool:
+    """Whether any top-1 answer is wrong. Without a mistake the NLL falls for ever as T goes to
+    0: the split gives no evidence of how often the model errs, and sharpening it to certainty
+    (what a small val split the model gets all right would do) is not calibration."""
+    return bool((logits.argmax(dim=-1) != targets).any())
+
+
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, *, max_iter: int = 100) -> float:
-    """The temperature that minimises the NLL of `softmax(logits / T)`: LBFGS on log T."""
+    """The temperature that minimises the NLL of `softmax(logits / T)`: LBFGS on log T; 1 when
+    the split has no mistake to calibrate against."""
     logits, targets = _host(logits, targets)
-    if not len(targets):
+    if not has_mistakes(logits, targets):
         return 1.0
     log_temperature = torch.zeros((), requires_grad=True)
     optimizer = torch.optim.LBFGS(
@@ -208,11 +216,16 @@ def calibrate(
         threshold = threshold_for_precision(after, correct, target_precision)
         reached = threshold is not None
         min_confidence = threshold if threshold is not None else UNREACHABLE_THRESHOLD
+    fitted = has_mistakes(logits, targets)
     report = {
         "split": "val",
         "method": "temperature scaling, fitted on the val split",
         "num_images": len(targets),
         "temperature": temperature,
+        "fitted": fitted,
+        "note": None
+        if fitted
+        else "every val image is right: nothing to calibrate against, the temperature stays 1",
         "ece_before": expected_calibration_error(before, correct),
         "ece_after": expected_calibration_error(after, correct),
         "nll_before": negative_log_likelihood(logits, targets, 1.0),

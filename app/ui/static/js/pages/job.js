@@ -203,9 +203,10 @@ function reportView(report) {
 function calibrationView(calibration) {
   const threshold = calibration.min_confidence;
   return h("section", { class: "card", id: "calibration" }, h("h2", null, "Calibration"),
-    h("p", { class: "small muted" },
-      `Temperature ${format.number(calibration.temperature, 2)} fitted on the val split ` +
-      `(${calibration.num_images} images); /predict answers the calibrated probabilities.`),
+    h("p", { class: "small muted" }, calibration.fitted === false
+      ? `Val split (${calibration.num_images} images): ${calibration.note}.`
+      : `Temperature ${format.number(calibration.temperature, 2)} fitted on the val split ` +
+        `(${calibration.num_images} images); /predict answers the calibrated probabilities.`),
     h("div", { class: "stats" },
       statBlock("ECE before", format.percent(calibration.ece_before)),
       statBlock("ECE after", format.percent(calibration.ece_after)),
