@@ -198,4 +198,11 @@ def print_summary(job: dict[str, Any], report: dict[str, Any], tuned: float, cou
         f" {retention['zero_shot_accuracy_before']:.1%}"
         f" -> {retention['zero_shot_accuracy_after']:.1%}"
     )
+    calibration = report.get("calibration")
+    if calibration:
+        print(
+            f"  calibration: temperature {calibration['temperature']:.2f} fitted on val,"
+            f" expected calibration error {calibration['ece_before']:.1%}"
+            f" -> {calibration['ece_after']:.1%}"
+        )
     print("Stopping the worker, the api and Redis.")

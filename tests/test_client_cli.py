@@ -128,6 +128,10 @@ def test_predict_prints_a_table_and_export_writes_the_zip(
     assert code == 0, output
     assert output.splitlines()[0] == "photo.png"
     assert len([line for line in output.splitlines() if "%" in line]) == 2
+    code, output = run(url, key, "predict", model_id, str(image), "--min-confidence", "1")
+    assert code == 0, output
+    assert output.splitlines()[0] == "photo.png  (no label: below threshold 1)"
+    assert len([line for line in output.splitlines() if "%" in line]) == 3
 
     code, output = run(url, key, "predict", model_id, str(image), "--text", "a red circle")
     assert code == 0, output

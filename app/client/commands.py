@@ -157,18 +157,31 @@ def predict(
         list[str] | None, typer.Option("--text", help="Compare with this text; repeat.")
     ] = None,
     top_k: Annotated[int, typer.Option(help="Labels per image.")] = 5,
+    min_confidence: Annotated[
+        float | None,
+        typer.Option(help="No label below this top probability (default: the model's own)."),
+    ] = None,
     url: UrlOption = DEFAULT_URL,
     api_key: KeyOption = None,
 ) -> None:
     """Classify images (a table of top labels), or compare them with texts."""
     with client(url, api_key) as api:
         try:
-            answer = api.predict(model_id, images, texts=text, top_k=top_k)
+            answer = api.predict(
+                model_id, images, texts=text, top_k=top_k, min_confidence=min_confidence
+            )
         except ApiError as error:
             raise fail(error) from None
     if "predictions" in answer:
-        for path, labels in zip(images, answer["predictions"], strict=True):
-            typer.echo(path.name)
+        decisions = answer.get("decisions") or [{}] * len(images)
+        for path, labels, decision in zip(images, answer["predictions"], decisions, strict=True):
+            abstained = decision.get("label") is None and decision.get("reason")
+            threshold = answer.get("min_confidence")
+            typer.echo(
+                f"{path.name}  (no label: {decision['reason']} {threshold:g})"
+                if abstained
+                else path.name
+            )
             for entry in labels:
                 bar = "#" * round(entry["score"] * 30)
                 typer.echo(f"  {entry['score']:6.1%}  {bar:<30}  {entry['label']}")

@@ -49,6 +49,11 @@ class CachedModel:
     # What classifies: the head a linear probe trained, else the zero-shot head built from the
     # label embeddings and the temperature. None when there are no labels.
     class_head: ClassHead | None
+    # Temperature scaling fitted on val after training (`clipft.json`): the class logits are
+    # divided by it before the softmax; 1 for models without one and for zero-shot heads.
+    temperature: float = 1.0
+    # The model's default abstain threshold (chosen for its job's target precision), or None.
+    min_confidence: float | None = None
     # One forward pass at a time per model: bounds accelerator memory, and the Rust tokenizer
     # raises "Already borrowed" when two threads call it at once.
     lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
@@ -96,6 +101,8 @@ def load_cached_model(
         label_embeddings=label_embeddings,
         logit_scale=logit_scale,
         class_head=class_head,
+        temperature=metadata.temperature or 1.0,
+        min_confidence=metadata.min_confidence,
     )
 
 

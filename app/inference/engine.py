@@ -196,7 +196,9 @@ def _unit_float32(embeddings: torch.Tensor) -> torch.Tensor:
 def _label_answer(cached: CachedModel, image_embeddings: torch.Tensor) -> PassAnswer:
     if cached.class_head is None:
         raise ValueError(f"model {cached.model_id} has no labels to classify with")
-    logits = cached.class_head(image_embeddings)
+    # Calibrated: the temperature fitted on val (1 for models without one) never changes the
+    # ranking, only how sure the probabilities say the model is.
+    logits = cached.class_head(image_embeddings) / cached.temperature
     return PassAnswer(probabilities=logits.softmax(dim=-1).cpu())
 
 

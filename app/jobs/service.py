@@ -46,6 +46,11 @@ def create(*, session: Session, settings: Settings, job_in: JobCreate, principal
         raise Unprocessable(
             f"method {method!r} trains a class head; dataset {dataset.id} holds captions"
         )
+    if job_in.hyperparameters.target_precision is not None and dataset.kind != "classification":
+        raise Unprocessable(
+            f"hyperparameters.target_precision sets an abstain threshold over classes; dataset "
+            f"{dataset.id} holds captions"
+        )
     if job_in.control_dataset_id is not None:
         check_control_dataset(session=session, job_in=job_in, dataset=dataset)
     hyperparameters = job_in.hyperparameters.model_dump()

@@ -112,6 +112,16 @@ class Hyperparameters(BaseModel):
         "(0 = base, 1 = fine-tuned), evaluate each, register the best by val.",
     )
 
+    target_precision: float | None = Field(
+        None,
+        gt=0,
+        le=1.0,
+        description="Classification: the precision the model's default abstain threshold aims "
+        "for. After training, the lowest calibrated confidence whose val precision (accuracy "
+        "among the images kept) reaches it becomes the model's `min_confidence`; `/predict` "
+        "answers `label: null` below it. Unset: no default threshold.",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _read_older_spellings(cls, data: Any) -> Any:

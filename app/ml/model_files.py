@@ -37,6 +37,12 @@ class ModelMetadata:
     wise_ft_alpha: float | None = None
     # What the job gained and lost (the job's report), once training has finished.
     report: dict[str, Any] | None = None
+    # Temperature scaling fitted on val after training: serving divides the logits by it
+    # before the softmax. None (older models, caption sets): 1, the probabilities as they are.
+    temperature: float | None = None
+    # The default abstain threshold, chosen for the job's `target_precision`: below it
+    # `/predict` answers no label. None: no default.
+    min_confidence: float | None = None
 
     @property
     def templates(self) -> list[str]:

@@ -94,6 +94,16 @@ def model_card(
         )
     if model["labels"]:
         lines.append(f"| labels | {', '.join(model['labels'])} |")
+    if metadata.get("temperature"):
+        lines.append(
+            f"| temperature | {metadata['temperature']:.4g}: divide the class logits by it before "
+            "the softmax for calibrated probabilities (fitted on val) |"
+        )
+    if metadata.get("min_confidence") is not None:
+        lines.append(
+            f"| min_confidence | {metadata['min_confidence']:.4g}: below it, answer no label "
+            "(chosen on val for the job's target precision) |"
+        )
     lines += ["", "## Metrics (validation split)", "", "| metric | value |", "|---|---|"]
     for name, value in sorted(model["metrics"].items()):
         if isinstance(value, int | float):

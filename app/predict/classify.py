@@ -1,7 +1,9 @@
 """Trained models on a request's images: top-k over their labels, or similarity with texts.
 
 One model, or an ensemble whose answer is the mean of its models' probabilities (soft voting)
-and, with texts, of their cosine similarities too.
+and, with texts, of their cosine similarities too. The probabilities are calibrated (each
+model's temperature, applied by the engine); each image's decision abstains below the
+threshold (`abstain.py`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from app.core.errors import Unprocessable
 from app.inference import engine, ensemble
 from app.inference.cache import CachedModel
 from app.ml.preprocess import PixelSpec
+from app.predict import abstain
 from app.predict.inputs import PredictInput
 from app.predict.schemas import (
     ClassificationResponse,
@@ -44,16 +47,19 @@ def answer(*, serving: Serving, predict_input: PredictInput) -> TrainedResponse:
             [engine.compare(cached, pixels, texts) for cached, pixels in runs]
         )
         return _similarity_response(predict_input, similarity)
-    answers = {
-        cached.model_id: engine.label_probabilities(cached, pixels) for cached, pixels in runs
-    }
+    answers, defaults = {}, []
+    for cached, pixels in runs:
+        answers[cached.model_id] = engine.label_probabilities(cached, pixels)
+        defaults.append(cached.min_confidence)
     try:
         scores = ensemble.average_label_probabilities(answers)
     except ensemble.LabelMismatch as error:
         # Only when a model's files disagree with its row, which check_can_classify read.
         raise Unprocessable(str(error)) from None
     return _classification_response(
-        predict_input, engine.top_labels(scores, top_k=predict_input.top_k)
+        predict_input,
+        engine.top_labels(scores, top_k=predict_input.top_k),
+        abstain.threshold(predict_input, defaults),
     )
 
 
@@ -97,17 +103,32 @@ def _each_model(
 
 
 def _classification_response(
-    predict_input: PredictInput, ranked: list[list[engine.LabelScore]]
+    predict_input: PredictInput,
+    ranked: list[list[engine.LabelScore]],
+    min_confidence: float | None,
 ) -> ClassificationResponse | EnsembleClassificationResponse:
-    predictions = [
+    predictions = public_predictions(ranked)
+    decisions = abstain.decide(ranked, min_confidence)
+    if predict_input.is_ensemble:
+        return EnsembleClassificationResponse(
+            model_ids=predict_input.model_ids,
+            predictions=predictions,
+            decisions=decisions,
+            min_confidence=min_confidence,
+        )
+    return ClassificationResponse(
+        model_id=predict_input.model_ids[0],
+        predictions=predictions,
+        decisions=decisions,
+        min_confidence=min_confidence,
+    )
+
+
+def public_predictions(ranked: list[list[engine.LabelScore]]) -> list[list[LabelScorePublic]]:
+    return [
         [LabelScorePublic(label=scored.label, score=scored.score) for scored in row]
         for row in ranked
     ]
-    if predict_input.is_ensemble:
-        return EnsembleClassificationResponse(
-            model_ids=predict_input.model_ids, predictions=predictions
-        )
-    return ClassificationResponse(model_id=predict_input.model_ids[0], predictions=predictions)
 
 
 def _similarity_response(

@@ -28,6 +28,8 @@ class PredictInput:
     images: list[ImageUpload]
     texts: list[str] | None
     top_k: int
+    # The request's abstain threshold; None: the model's default, if it has one.
+    min_confidence: float | None = None
     # Zero-shot: a base model in place of trained ones, with the labels to classify over.
     base_model: str | None = None
     labels: list[str] | None = None

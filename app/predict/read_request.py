@@ -35,10 +35,10 @@ from app.predict.serving import Serving
 
 SchemaT = TypeVar("SchemaT", bound=BaseModel)
 
-# Room in a JSON body for everything besides the images: model ids, texts, top_k.
+# Room in a JSON body for everything besides the images: model ids, texts, top_k and the rest.
 JSON_FIELDS_ALLOWANCE = 16 * 1024**2
-# Room in a multipart body for form fields besides `texts`: model_id or model_ids, top_k and a
-# few spare.
+# Room in a multipart body for form fields besides `texts`: model_id or model_ids, top_k,
+# min_confidence and a few spare.
 EXTRA_FORM_FIELDS = MAX_ENSEMBLE_MODELS + 8
 # Room per image in a multipart body for its part's boundary and headers.
 MULTIPART_PART_ALLOWANCE = 4096
@@ -158,6 +158,7 @@ def _predict_input(
         images=images,
         texts=options.texts,
         top_k=options.top_k,
+        min_confidence=options.min_confidence,
         pending_pixels=pending_pixels,
     )
 

@@ -63,6 +63,18 @@ class PredictOptions(BaseModel):
         le=MAX_TOP_K,
         description="How many labels to return per image (capped at the number of labels).",
     )
+    min_confidence: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description=(
+            "Classification: abstain below this top probability, answering that image's "
+            'decision with `label: null` and `reason: "below threshold"` (its top-k still '
+            "listed). Leave out for the model's default (chosen for its job's "
+            "`target_precision`, if any); 0 keeps every answer."
+        ),
+    )
 
     @field_validator("model_ids")
     @classmethod
@@ -135,6 +147,12 @@ class PredictOptions(BaseModel):
                 "with base_model, send labels to classify over or texts to compare with "
                 "(one of them)",
             )
+        if self.min_confidence is not None and self.texts is not None:
+            raise _field_error(
+                "min_confidence",
+                "min_confidence_with_texts",
+                "min_confidence applies to classification: leave it out with texts",
+            )
         if self.prompt_templates is not None and self.labels is None:
             raise _field_error(
                 "prompt_templates", "templates_without_labels", "prompt_templates go with labels"
@@ -166,6 +184,39 @@ class LabelScorePublic(BaseModel):
     score: float
 
 
+BELOW_THRESHOLD = "below threshold"
+
+
+class DecisionPublic(BaseModel):
+    """One image's answer once the abstain threshold is applied."""
+
+    label: str | None = Field(
+        description="The top label, or null when its probability is below `min_confidence`."
+    )
+    score: float = Field(description="The top label's probability.")
+    reason: str | None = Field(
+        None, description=f'Why there is no label: "{BELOW_THRESHOLD}"; null with a label.'
+    )
+
+
+Decisions = Annotated[
+    list[DecisionPublic],
+    Field(
+        description=(
+            "Per image, the top label, or `label: null` with a reason when its probability is "
+            "below `min_confidence`; `predictions` still holds its top-k."
+        )
+    ),
+]
+MinConfidence = Annotated[
+    float | None,
+    Field(
+        description=(
+            "The abstain threshold applied: the request's, else the model's default; null when "
+            "none (every image gets its top label)."
+        )
+    ),
+]
 Predictions = Annotated[
     list[list[LabelScorePublic]],
     Field(
@@ -197,11 +248,15 @@ EnsembleIds = Annotated[list[str], Field(description="The ensemble's models, as 
 class ClassificationResponse(BaseModel):
     model_id: str
     predictions: Predictions
+    decisions: Decisions
+    min_confidence: MinConfidence
 
 
 class EnsembleClassificationResponse(BaseModel):
     model_ids: EnsembleIds
     predictions: Predictions
+    decisions: Decisions
+    min_confidence: MinConfidence
 
 
 class SimilarityResponse(BaseModel):
@@ -219,6 +274,8 @@ class EnsembleSimilarityResponse(BaseModel):
 class ZeroShotClassificationResponse(BaseModel):
     base_model: str
     predictions: Predictions
+    decisions: Decisions
+    min_confidence: MinConfidence
 
 
 class ZeroShotSimilarityResponse(BaseModel):
@@ -307,6 +364,13 @@ _MULTIPART_SCHEMA: dict[str, Any] = {
             "description": "Repeat the field once per text, or send one JSON array of strings.",
         },
         "top_k": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K, "default": 5},
+        "min_confidence": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1,
+            "description": "Abstain below this top probability (label null); default: the "
+            "model's own.",
+        },
     },
 }
 PREDICT_OPENAPI: dict[str, Any] = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from app.inference import engine
 from app.inference.cache import with_labels
 from app.ml.prompts import DEFAULT_PROMPT_TEMPLATE
+from app.predict import abstain
 from app.predict.inputs import PredictInput
 from app.predict.schemas import (
     LabelScorePublic,
@@ -40,10 +41,13 @@ def answer(
     ranked = engine.top_labels(
         engine.label_probabilities(labelled, pixels), top_k=predict_input.top_k
     )
+    min_confidence = abstain.threshold(predict_input, [])
     return ZeroShotClassificationResponse(
         base_model=name,
         predictions=[
             [LabelScorePublic(label=scored.label, score=scored.score) for scored in row]
             for row in ranked
         ],
+        decisions=abstain.decide(ranked, min_confidence),
+        min_confidence=min_confidence,
     )

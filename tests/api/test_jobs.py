@@ -43,6 +43,7 @@ def test_create_job_commits_it_queued_with_defaults_and_sends_it(
         "lora_alpha": 16.0,
         "lora_dropout": 0.0,
         "wise_ft_alphas": [],
+        "target_precision": None,
     }
     assert job["control_dataset_id"] is None
     assert job["progress"]["epochs"] == 3 and job["progress"]["fraction"] == 0

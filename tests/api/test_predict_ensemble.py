@@ -94,7 +94,7 @@ def test_an_ensemble_answers_the_mean_of_its_models_probabilities(
 
     assert response.status_code == 200
     body = response.json()
-    assert body.keys() == {"model_ids", "predictions"}
+    assert body.keys() == {"model_ids", "predictions", "decisions", "min_confidence"}
     assert body["model_ids"] == ensemble_ids
     assert len(body["predictions"]) == len(IMAGES)
     for ranking, averaged in zip(body["predictions"], expected, strict=True):

@@ -35,11 +35,14 @@ def zero_shot_by_hand(clip: CLIPModel, processor: CLIPProcessor, dataset_dir: Pa
 def test_report_compares_base_and_registered_model_and_retention_matches_by_hand(
     small_classification_dir: Path, control_dir: Path, tmp_path: Path
 ) -> None:
-    config = tiny_config(small_classification_dir, epochs=3, control_dataset_dir=control_dir)
+    config = tiny_config(
+        small_classification_dir, epochs=3, control_dataset_dir=control_dir, target_precision=0.5
+    )
     result = run(config, tmp_path)
     report = result.report
     assert report is not None and result.best_checkpoint is not None
-    assert read_metadata(result.best_checkpoint).report == report
+    metadata = read_metadata(result.best_checkpoint)
+    assert metadata.report == report
 
     assert report["base"]["metrics"]["val_accuracy"] == result.history[0]["val_accuracy"]
     best_epoch = int(result.best_checkpoint.name.split("-")[1])
@@ -59,6 +62,27 @@ def test_report_compares_base_and_registered_model_and_retention_matches_by_hand
         for index, name in enumerate(report["classes"]):
             row = confusion[index]
             assert side["per_class_accuracy"][name] == pytest.approx(row[index] / sum(row))
+
+    # Calibration, fitted on val and kept with the model: a temperature, ECE before and after,
+    # the reliability bins and accuracy against coverage, whose full coverage is val accuracy.
+    calibration = report["calibration"]
+    assert calibration["split"] == "val" and calibration["num_images"] == 24
+    assert metadata.temperature == calibration["temperature"] > 0
+    # The fitted temperature is never worse than none by the NLL it minimises (ECE may move
+    # either way by a little on 24 images).
+    assert calibration["nll_after"] <= calibration["nll_before"] + 1e-6
+    assert 0 <= calibration["ece_after"] <= 1 and 0 <= calibration["ece_before"] <= 1
+    assert isinstance(calibration["fitted"], bool)
+    for side_bins in (calibration["bins_before"], calibration["bins_after"]):
+        assert len(side_bins) == 15
+        assert sum(item["count"] for item in side_bins) == 24
+        assert set(side_bins[0]) == {"lower", "upper", "confidence", "accuracy", "count"}
+    assert calibration["coverage"][0]["coverage"] == 1.0
+    assert calibration["coverage"][0]["accuracy"] == pytest.approx(tuned["metrics"]["val_accuracy"])
+    assert calibration["target_precision"] == 0.5
+    assert metadata.min_confidence == calibration["min_confidence"]
+    assert metadata.min_confidence is not None and 0 < metadata.min_confidence <= 1
+    assert isinstance(calibration["target_reached"], bool)
 
     clip, tokenizer, image_processor = build_tiny_clip()
     base_processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)

@@ -152,6 +152,12 @@ def test_upload_train_watch_the_curves_and_try_the_model(
     )
     expect(page.locator("#metric-chart svg")).to_have_attribute("data-points", str(EPOCHS + 1))
     expect(page.locator("#confusion table.matrix tbody tr")).to_have_count(2)
+    # The reliability diagram is drawn from the report's bins: one bar per non-empty bin.
+    with server.api() as api:
+        bins = api.get(f"/jobs/{job_id}/report").json()["calibration"]["bins_after"]
+    filled = str(sum(1 for item in bins if item["count"]))
+    expect(page.locator("#calibration svg.reliability")).to_have_attribute("data-bins", filled)
+    expect(page.locator("#calibration .reliability-bar")).to_have_count(int(filled))
     expect(page.locator("#job-metric .value")).to_have_text(
         f"{job['metrics']['val_accuracy'] * 100:.1f}%"
     )

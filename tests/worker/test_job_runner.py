@@ -252,6 +252,11 @@ def test_every_method_runs_through_the_worker_and_serves_held_out_images(
     ]
     # Above chance (0.25) on images the job never saw, whichever method trained it.
     assert sum(hits) / len(hits) >= 0.5
+    # Calibrated on val, whichever method: the registered folder serves the report's temperature.
+    calibration = report["calibration"]
+    registered = read_metadata(model_dir(settings.data_dir, job["model_id"]))
+    assert registered.temperature == calibration["temperature"] > 0
+    assert sum(item["count"] for item in calibration["bins_after"]) == calibration["num_images"]
 
 
 def test_a_job_stored_before_methods_existed_resumes_from_its_checkpoint_as_full(

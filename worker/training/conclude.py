@@ -1,4 +1,4 @@
-"""The end of a run: the best checkpoint evaluated as served, WiSE-FT, the report."""
+"""The end of a run: the best checkpoint evaluated as served, WiSE-FT, calibration, the report."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from app.jobs.event_types import EventType
 from app.ml.model_files import ModelMetadata, read_metadata, write_metadata
+from worker.training.calibration import Calibration, calibrate
 from worker.training.checkpoints.folder import TrainerState
 from worker.training.evaluate import EvalResult
 from worker.training.inputs.control import control_accuracy
@@ -27,7 +28,8 @@ from worker.training.wise_ft import (
 
 
 def conclude(session: RunSession, state: TrainerState) -> RunResult:
-    """Evaluate the best checkpoint as served, try WiSE-FT mixes, write the report."""
+    """Evaluate the best checkpoint as served, try WiSE-FT mixes, fit the temperature on val,
+    write the report."""
     assert state.best_checkpoint is not None, "every epoch writes a checkpoint"
     best_folder = session.out_dir / state.best_checkpoint
     served, metadata = load_served(best_folder, session.device)
@@ -40,6 +42,7 @@ def conclude(session: RunSession, state: TrainerState) -> RunResult:
             chosen, alpha = outcome.folder, outcome.alpha
             final, control_after = outcome.result, outcome.control_accuracy
     best_entry = state.entry_for(state.best_checkpoint)
+    calibration = calibrate_served(session, final)
     report = build_report(
         kind=session.manifest.kind,
         method=session.method.name,
@@ -54,8 +57,17 @@ def conclude(session: RunSession, state: TrainerState) -> RunResult:
         wise_ft_alpha=alpha,
         classes=session.manifest.classes,
         trainable_parameters=state.trainable_parameters,
+        calibration=calibration.report if calibration else None,
     )
-    write_metadata(chosen, dataclasses.replace(read_metadata(chosen), report=report))
+    write_metadata(
+        chosen,
+        dataclasses.replace(
+            read_metadata(chosen),
+            report=report,
+            temperature=calibration.temperature if calibration else None,
+            min_confidence=calibration.min_confidence if calibration else None,
+        ),
+    )
     return RunResult(
         stopped=False,
         best_checkpoint=chosen,
@@ -63,6 +75,13 @@ def conclude(session: RunSession, state: TrainerState) -> RunResult:
         history=state.history,
         report=report,
     )
+
+
+def calibrate_served(session: RunSession, final: EvalResult) -> Calibration | None:
+    """The temperature and default threshold of the registered model, from its val logits."""
+    if final.logits is None or final.targets is None or not len(final.targets):
+        return None
+    return calibrate(final.logits, final.targets, target_precision=session.config.target_precision)
 
 
 def score_served(session: RunSession, served: ServedModel) -> tuple[EvalResult, float | None]:

@@ -60,6 +60,10 @@ class EvalResult:
     # Classification: rows are the true class, columns the predicted one.
     confusion: list[list[int]] | None = None
     classes: list[str] = field(default_factory=list)
+    # Classification, when asked for: the logits as serving computes them (the class prompts
+    # times the logit scale, or the head) and the targets, on the host, for calibration.
+    logits: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
 
 
 @torch.inference_mode()
@@ -69,8 +73,14 @@ def evaluate(
     loader: PreparedLoader,
     items: list[ManifestItem],
     head: ClassHead | None = None,
+    *,
+    keep_logits: bool = False,
 ) -> EvalResult:
-    """Metrics on the loader's split of `items` (the whole manifest); none for an empty split."""
+    """Metrics on the loader's split of `items` (the whole manifest); none for an empty split.
+
+    `keep_logits` also hands back the served logits and targets (classification), for
+    calibration; the metrics are the same either way.
+    """
     if not loader.num_samples:
         return EvalResult(metrics={})
     clip = evaluator.clip
@@ -80,11 +90,24 @@ def evaluate(
         image_features, rows = evaluator.image_features(loader)
         if task.is_classification:
             logits = evaluator.class_logits(image_features, task, head)
-            return classification_result(logits.argmax(dim=1), task.targets(rows), task.classes)
+            targets = task.targets(rows)
+            result = classification_result(logits.argmax(dim=1), targets, task.classes)
+            if keep_logits:
+                result.logits = served_logits(logits, clip, head).float().cpu()
+                result.targets = targets.cpu()
+            return result
         captions = [str(items[row].text) for row in rows.tolist()]
         return EvalResult(metrics=retrieval_metrics(image_features, captions, evaluator))
     finally:
         clip.train(was_training)
+
+
+def served_logits(logits: torch.Tensor, clip: CLIPModel, head: ClassHead | None) -> torch.Tensor:
+    """Evaluation's logits as serving computes them: a head's as they are; the class prompts'
+    cosines times the model's logit scale, as serving's zero-shot head does (same argmax)."""
+    if head is not None:
+        return logits
+    return logits * clip.logit_scale.exp().float()
 
 
 def classification_result(

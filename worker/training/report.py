@@ -1,7 +1,10 @@
 """A job's report: the base model against the registered one on val, and what it cost.
 
 Per class for classification sets (accuracy and the confusion matrix), recall@1/5 both ways
-for caption sets; the control set's zero-shot accuracy before and after; the WiSE-FT curve.
+for caption sets; the control set's zero-shot accuracy before and after; the WiSE-FT curve;
+for classification, the calibration fitted on val (`calibration.py`): the temperature, the
+expected calibration error before and after with the reliability bins, accuracy against
+coverage and the default abstain threshold.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ def build_report(
     wise_ft_alpha: float | None,
     classes: list[str],
     trainable_parameters: dict[str, int],
+    calibration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     metric = PRIMARY_METRIC[kind]
     base_value = base["metrics"].get(metric)
@@ -60,6 +64,7 @@ def build_report(
         "stopped_early": stopped_early,
         "retention": None,
         "wise_ft": wise_ft,
+        "calibration": calibration,
     }
     if control_before is not None and control_after is not None:
         report["retention"] = {

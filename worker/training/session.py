@@ -158,11 +158,13 @@ def evaluate_live(session: RunSession, epoch: int) -> EvalResult:
 
 
 def evaluate_served(session: RunSession, served: ServedModel) -> EvalResult:
-    """Val metrics of weights as serving loads them (a checkpoint folder, a WiSE-FT mix)."""
+    """Val metrics of weights as serving loads them (a checkpoint folder, a WiSE-FT mix), with
+    the served logits kept for calibration."""
     return evaluate(
         session.evaluator_for(served.loaded),
         session.task,
         session.val_loader,
         session.manifest.items,
         head=served.head,
+        keep_logits=True,
     )

@@ -121,3 +121,55 @@ export function bars(items, format) {
     h("div", { class: "bar-value num" }, format(item.value)),
   ]));
 }
+
+/**
+ * A reliability diagram from a report's bins [{lower, upper, confidence, accuracy, count}]:
+ * per non-empty bin, a bar as high as its accuracy (`bins`, calibrated) and a dot at its mean
+ * confidence and accuracy (`before`, uncalibrated); on the diagonal, confidence means what it says.
+ */
+export function reliabilityDiagram({ bins, before, title }) {
+  const size = 260;
+  const margin = { top: 10, right: 10, bottom: 34, left: 40 };
+  const plot = size - margin.left - margin.right;
+  const x = (value) => margin.left + value * plot;
+  const y = (value) => margin.top + (1 - value) * plot;
+  const filled = bins.filter((bin) => bin.count > 0);
+  const svg = h("svg:svg", {
+    class: "chart reliability",
+    viewBox: `0 0 ${size} ${size}`,
+    role: "img",
+    "aria-label": title,
+    "data-bins": String(filled.length),
+    style: { maxWidth: `${size * 1.4}px` },
+  });
+  for (const value of [0, 0.25, 0.5, 0.75, 1]) {
+    svg.append(
+      h("svg:line", { class: "grid-line", x1: x(0), x2: x(1), y1: y(value), y2: y(value) }),
+      h("svg:text", { x: margin.left - 5, y: y(value) + 4, "text-anchor": "end" }, label(value)),
+      h("svg:text", { x: x(value), y: size - margin.bottom + 14, "text-anchor": "middle" }, label(value)),
+    );
+  }
+  for (const bin of filled) {
+    svg.append(h("svg:rect", {
+      class: "s0 reliability-bar", x: x(bin.lower) + 0.5, width: Math.max(1, x(bin.upper) - x(bin.lower) - 1),
+      y: y(bin.accuracy), height: Math.max(0, y(0) - y(bin.accuracy)), "fill-opacity": 0.55,
+    }, h("svg:title", null,
+      `confidence ${label(bin.lower)}–${label(bin.upper)}: ${bin.count} images, ` +
+      `mean confidence ${label(bin.confidence)}, accuracy ${label(bin.accuracy)}`)));
+  }
+  for (const bin of (before || []).filter((one) => one.count > 0)) {
+    svg.append(h("svg:circle", { class: "s1", cx: x(bin.confidence), cy: y(bin.accuracy), r: 3 },
+      h("svg:title", null, `before: ${bin.count} images, confidence ${label(bin.confidence)}, accuracy ${label(bin.accuracy)}`)));
+  }
+  svg.append(
+    h("svg:line", { class: "axis", x1: x(0), y1: y(0), x2: x(1), y2: y(1), "stroke-dasharray": "4 3" }),
+    h("svg:line", { class: "axis", x1: x(0), x2: x(0), y1: y(0), y2: y(1) }),
+    h("svg:line", { class: "axis", x1: x(0), x2: x(1), y1: y(0), y2: y(0) }),
+    h("svg:text", { x: x(0.5), y: size - 4, "text-anchor": "middle" }, "confidence"),
+    h("svg:text", { x: 10, y: y(0.5), "text-anchor": "middle", transform: `rotate(-90 10 ${y(0.5)})` }, "accuracy"),
+  );
+  const legend = h("div", { class: "legend" },
+    h("span", null, h("i", { class: "s0" }), "calibrated (bars)"),
+    before ? h("span", null, h("i", { class: "s1" }), "before calibration (dots)") : null);
+  return h("div", null, svg, legend);
+}

@@ -2,7 +2,7 @@
 
 import { del, follow, get, post } from "../api.js";
 import { badge, format, h, primaryMetric, replace } from "../dom.js";
-import { bars, lineChart, matrixTable } from "../charts.js";
+import { bars, lineChart, matrixTable, reliabilityDiagram } from "../charts.js";
 
 const ACTIVE = new Set(["queued", "running"]);
 
@@ -196,7 +196,35 @@ function reportView(report) {
         xLabel: "α (0 = base, 1 = fine-tuned)", yLabel: "score", yRange: [0, 1], title: "WiSE-FT curve",
       })));
   }
+  if (report.calibration) cards.push(calibrationView(report.calibration));
   return h("div", { class: "grid", style: { marginBottom: "18px" } }, cards);
+}
+
+function calibrationView(calibration) {
+  const threshold = calibration.min_confidence;
+  return h("section", { class: "card", id: "calibration" }, h("h2", null, "Calibration"),
+    h("p", { class: "small muted" }, calibration.fitted === false
+      ? `Val split (${calibration.num_images} images): ${calibration.note}.`
+      : `Temperature ${format.number(calibration.temperature, 2)} fitted on the val split ` +
+        `(${calibration.num_images} images); /predict answers the calibrated probabilities.`),
+    h("div", { class: "stats" },
+      statBlock("ECE before", format.percent(calibration.ece_before)),
+      statBlock("ECE after", format.percent(calibration.ece_after)),
+      threshold != null ? statBlock("default min_confidence", format.number(threshold, 3)) : null),
+    calibration.target_precision != null ? h("p", { class: "small" },
+      calibration.target_reached
+        ? `Below ${format.number(threshold, 3)} the model answers “below threshold”: on val, that keeps ` +
+          `the answers right at least ${format.percent(calibration.target_precision)} of the time.`
+        : `No threshold reached the target precision of ${format.percent(calibration.target_precision)} ` +
+          "on val: the model abstains on everything but certainties.") : null,
+    reliabilityDiagram({ bins: calibration.bins_after, before: calibration.bins_before, title: "Reliability diagram" }),
+    h("table", { class: "coverage" },
+      h("thead", null, h("tr", null, ["min confidence", "coverage", "accuracy", "images"].map((name) => h("th", null, name)))),
+      h("tbody", null, calibration.coverage.map((row) => h("tr", null,
+        h("td", { class: "num" }, format.number(row.min_confidence, 3)),
+        h("td", { class: "num" }, format.percent(row.coverage)),
+        h("td", { class: "num" }, format.percent(row.accuracy)),
+        h("td", { class: "num" }, String(row.count)))))));
 }
 
 function statBlock(label, value) {

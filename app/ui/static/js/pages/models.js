@@ -157,8 +157,12 @@ function thumb(file) {
 }
 
 function labelsView(images, answer) {
+  const decisions = answer.decisions || [];
   return h("div", { class: "thumbs" }, images.map((file, index) => h("div", { class: "thumb", "data-image": file.name },
     thumb(file), h("div", { class: "name" }, file.name),
+    decisions[index] && decisions[index].label === null
+      ? h("div", { class: "small muted abstained" }, `No label: ${decisions[index].reason} (${format.percent(answer.min_confidence)})`)
+      : null,
     bars(answer.predictions[index].map((item) => ({ label: item.label, value: item.score })),
       (value) => format.percent(value)))));
 }
