@@ -35,6 +35,10 @@ class ObjectNotFound(ObjectStoreError, LookupError):
         self.key = key
 
 
+class CorruptObject(ObjectStoreError):
+    """An object whose bytes are not those its manifest (or its cache entry) promises."""
+
+
 class StoreUnavailable(ObjectStoreError):
     """The store did not answer (connection refused, timeouts after retries)."""
 
