@@ -68,6 +68,16 @@ class Settings(BaseSettings):
         None, description="Secret key that goes with `s3_access_key_id`."
     )
     s3_region: str | None = Field(None, description="The bucket's region (unset: us-east-1).")
+    cache_dir: Path | None = Field(
+        None,
+        description="Local folder of the cache of objects read from the store (unset: `cache` "
+        "in the data dir); the processes of one machine share it.",
+    )
+    cache_max_bytes: int = Field(
+        10 * 1024**3,
+        ge=0,
+        description="Bytes the local cache of objects may hold; the least recently used go first.",
+    )
 
     # Upload limits: a zip is checked against these before anything is extracted.
     max_upload_bytes: int = Field(2 * 1024**3, gt=0)
@@ -270,6 +280,10 @@ class Settings(BaseSettings):
     def _storage_url_names_a_backend(cls, url: str | None) -> str | None:
         parse_storage_url(url, data_dir=Path("."))
         return url
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return self.cache_dir if self.cache_dir is not None else self.data_dir / "cache"
 
     @model_validator(mode="after")
     def _keep_metrics_off_the_data_dir(self) -> Settings:
