@@ -281,6 +281,15 @@ class Settings(BaseSettings):
         parse_storage_url(url, data_dir=Path("."))
         return url
 
+    @model_validator(mode="after")
+    def _s3_keys_come_in_pairs(self) -> Settings:
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError(
+                "set both CLIPFT_S3_ACCESS_KEY_ID and CLIPFT_S3_SECRET_ACCESS_KEY, or neither "
+                "(then boto3 finds credentials itself)"
+            )
+        return self
+
     @property
     def resolved_cache_dir(self) -> Path:
         return self.cache_dir if self.cache_dir is not None else self.data_dir / "cache"

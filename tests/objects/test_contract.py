@@ -27,6 +27,18 @@ def test_bytes_and_files_make_the_round_trip(store: ObjectStore, tmp_path: Path)
     assert [path.name for path in target.parent.iterdir()] == ["weights.bin"]
 
 
+def test_a_file_replaced_after_its_put_leaves_the_object_as_it_was(
+    store: ObjectStore, tmp_path: Path
+) -> None:
+    source = tmp_path / "weights.bin"
+    source.write_bytes(b"first")
+    store.put_file("models/a/weights.bin", source)
+    (tmp_path / "new").write_bytes(b"second")
+    (tmp_path / "new").replace(source)  # clipft replaces files by renames
+    source.unlink()
+    assert store.get_bytes("models/a/weights.bin") == b"first"
+
+
 def test_a_put_replaces_the_object(store: ObjectStore) -> None:
     store.put_bytes("a/b", b"first, longer")
     store.put_bytes("a/b", b"second")

@@ -58,5 +58,12 @@ def test_a_url_naming_no_backend_is_refused_at_start(url: str, message: str) -> 
 
 
 def test_the_secret_key_is_not_shown() -> None:
-    settings = Settings(storage_url="s3://bucket/x", s3_secret_access_key="hunter2")
+    settings = Settings(
+        storage_url="s3://bucket/x", s3_access_key_id="id", s3_secret_access_key="hunter2"
+    )
     assert "hunter2" not in repr(settings)
+
+
+def test_half_a_key_pair_is_refused() -> None:
+    with pytest.raises(ValidationError, match="CLIPFT_S3_SECRET_ACCESS_KEY"):
+        Settings(storage_url="s3://bucket/x", s3_access_key_id="id")

@@ -42,8 +42,6 @@ class ObjectCache:
         self.max_bytes = max_bytes
         self.entries = root / ENTRIES
         self.staging = root / STAGING
-        self.entries.mkdir(parents=True, exist_ok=True)
-        self.staging.mkdir(parents=True, exist_ok=True)
         # Files whose checksum this process has checked: (path, inode, mtime, size).
         self._verified: set[tuple[str, int, int, int]] = set()
 
@@ -53,7 +51,7 @@ class ObjectCache:
         entry = self.entries / f"o-{sha256}"
         if self._usable(entry, lambda: self._intact(entry, size, sha256)):
             return entry
-        staged = self.staging / new_id()
+        staged = self._staging_path()
         try:
             info = self.store.download_to(key, staged)
             if (info.size, info.sha256) != (size, sha256):
@@ -74,7 +72,7 @@ class ObjectCache:
         entry = self.entries / _folder_entry_name(manifest)
         if self._usable(entry, lambda: self._intact_folder(entry, manifest)):
             return entry
-        staged = self.staging / new_id()
+        staged = self._staging_path()
         try:
             # What was downloaded may be a newer manifest than the one just read.
             downloaded = download_folder(self.store, folder, staged)
@@ -83,7 +81,15 @@ class ObjectCache:
             _remove(staged)
 
     def used_bytes(self) -> int:
+        if not self.entries.is_dir():
+            return 0
         return sum(_entry_bytes(path) for path in self.entries.iterdir())
+
+    def _staging_path(self) -> Path:
+        """A new path in the staging folder (made on first use: an api that never reads from
+        the store leaves no cache folder behind)."""
+        self.staging.mkdir(parents=True, exist_ok=True)
+        return self.staging / new_id()
 
     def _usable(self, entry: Path, intact: Callable[[], bool]) -> bool:
         """Whether `entry` is there and intact (marked used if so); a damaged one is removed."""
@@ -128,6 +134,7 @@ class ObjectCache:
         with self._locked():
             if entry.exists():  # another process fetched it meanwhile
                 return entry
+            self.entries.mkdir(exist_ok=True)
             by_age = sorted(self.entries.iterdir(), key=_last_used_ns)
             used = sum(_entry_bytes(path) for path in by_age)
             for oldest in by_age:
@@ -141,6 +148,7 @@ class ObjectCache:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
         with (self.root / LOCK_NAME).open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -37,7 +38,7 @@ class LocalObjectStore:
         return self.root.joinpath(*validate_key(key).split("/"))
 
     @contextlib.contextmanager
-    def _staged(self, key: str) -> Iterator[tuple[BinaryIO, Path]]:
+    def _staged(self, key: str) -> Iterator[BinaryIO]:
         """A temporary file to fill; renamed to `key`'s path when the block ends without error."""
         target = self._path(key)
         staging = self.root / STAGING_SEGMENT
@@ -45,29 +46,49 @@ class LocalObjectStore:
         fd, tmp_name = tempfile.mkstemp(dir=staging, suffix=".partial")
         try:
             with os.fdopen(fd, "wb") as handle:
-                yield handle, target
+                yield handle
                 handle.flush()
                 os.fsync(handle.fileno())
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp_name, target)
-            except (NotADirectoryError, IsADirectoryError) as error:
-                raise ObjectStoreError(
-                    f"object key {key!r} clashes with another key (one is a folder of the other "
-                    "in a local store)"
-                ) from error
+            self._place(Path(tmp_name), target, key)
         finally:
             Path(tmp_name).unlink(missing_ok=True)
 
+    @staticmethod
+    def _place(staged: Path, target: Path, key: str) -> None:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, target)
+        except (NotADirectoryError, IsADirectoryError, FileExistsError) as error:
+            raise ObjectStoreError(
+                f"object key {key!r} clashes with another key (one is a folder of the other "
+                "in a local store)"
+            ) from error
+
     def put_bytes(self, key: str, payload: bytes) -> ObjectInfo:
-        with self._staged(key) as (handle, _target):
+        with self._staged(key) as handle:
             handle.write(payload)
         return ObjectInfo(key, len(payload), hashlib.sha256(payload).hexdigest())
 
     def put_file(self, key: str, source: Path) -> ObjectInfo:
-        with self._staged(key) as (handle, _target), source.open("rb") as reader:
-            size, sha256 = copy_hashing(reader, handle)
-        return ObjectInfo(key, size, sha256)
+        """A hard link to `source` where the file system allows (a model's folder in the data
+        dir and the default store are one disk: no second copy of its weights), else a copy.
+        clipft replaces files by renames, never writes into them, so the two stay alike."""
+        target = self._path(key)
+        staging = self.root / STAGING_SEGMENT
+        staging.mkdir(parents=True, exist_ok=True)
+        link = staging / f"{uuid.uuid4().hex}.partial"
+        try:
+            os.link(source, link)
+        except OSError:  # another file system, or one without links
+            with self._staged(key) as handle, source.open("rb") as reader:
+                size, sha256 = copy_hashing(reader, handle)
+            return ObjectInfo(key, size, sha256)
+        try:
+            info = ObjectInfo(key, link.stat().st_size, sha256_of_file(link))
+            self._place(link, target, key)
+        finally:
+            link.unlink(missing_ok=True)
+        return info
 
     def get_bytes(self, key: str) -> bytes:
         try:

@@ -62,7 +62,9 @@ class ObjectStore(Protocol):
         ...
 
     def put_file(self, key: str, source: Path) -> ObjectInfo:
-        """Store the bytes of `source` under `key`, replacing what was there."""
+        """Store the bytes of `source` under `key`, replacing what was there. The caller never
+        writes into `source` afterwards (replacing it by a rename is fine): the local backend
+        may link the file rather than copy it."""
         ...
 
     def put_bytes(self, key: str, payload: bytes) -> ObjectInfo:
