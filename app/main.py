@@ -15,6 +15,8 @@ from app.auth.requests import KeyCache, get_principal
 from app.auth.router import router as usage_router
 from app.core.config import Settings, get_settings
 from app.core.error_responses import error_responses
+from app.core.objects.cache import open_cache
+from app.core.objects.factory import open_store
 from app.datasets.router import router as datasets_router
 from app.health.metrics_router import router as metrics_router
 from app.health.router import router as health_router
@@ -67,6 +69,9 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
     app.state.key_cache = KeyCache()
     app.state.model_lookup = ModelLookup[ServedModel](settings.model_lookup_seconds)
     app.state.predict_rate = PredictRateLimiter()
+    # Models registered on another machine are read from the object store, through this cache.
+    app.state.object_store = open_store(settings)
+    app.state.object_cache = open_cache(settings, app.state.object_store)
 
     install_error_handlers(app)
 

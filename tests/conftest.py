@@ -1,5 +1,5 @@
 """Shared fixtures: a migrated database, a real Redis, a data dir, the app over HTTP, and a stub
-/health server for the health checks.
+/health server for the health checks, and an S3 server (SeaweedFS) for tests that ask for it.
 
 By default the database is a SQLite file and Redis is the embedded server, as on a user's
 fresh machine. CI also runs the suite against real services by setting
@@ -27,6 +27,7 @@ from app.core.config import Settings
 from app.core.embedded_redis import EmbeddedRedis
 from app.core.migrate import upgrade_to_head
 from app.main import create_app
+from tests.object_store import SeaweedS3
 
 # A test touches the backends when its fixtures reach the database or the broker, or when it is
 # marked `backend` (it builds a database of its own); `backend_independent` marks one that does
@@ -177,6 +178,18 @@ def make_ready_dataset(
             )
         )
     return dataset_id
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """A real S3-compatible server, started once, the first time a test asks for it."""
+    with SeaweedS3(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(seaweedfs: SeaweedS3) -> str:
+    return seaweedfs.new_bucket()
 
 
 @pytest.fixture

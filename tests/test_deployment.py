@@ -492,7 +492,7 @@ def test_readme_describes_the_compose_services_as_they_are(compose: dict[str, An
 
 
 def test_readme_configuration_table_lists_exactly_the_settings() -> None:
-    documented = set(re.findall(r"^\| `(CLIPFT_[A-Z_]+)` \|", README.read_text(), re.MULTILINE))
+    documented = set(re.findall(r"^\| `(CLIPFT_[A-Z0-9_]+)` \|", README.read_text(), re.MULTILINE))
     expected = {f"CLIPFT_{name.upper()}" for name in Settings.model_fields}
     assert documented == expected
 

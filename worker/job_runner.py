@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -15,6 +16,9 @@ from sqlalchemy import update
 
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope
+from app.core.objects.factory import open_store
+from app.core.objects.folders import delete_folder, publish_folder
+from app.core.objects.store import ObjectStoreError
 from app.core.public_text import public_message
 from app.core.queue import send_train_task
 from app.core.storage import (
@@ -23,6 +27,7 @@ from app.core.storage import (
     dataset_dir,
     folder_bytes,
     model_dir,
+    model_object_folder,
     new_id,
     training_config_path,
     training_log_path,
@@ -186,7 +191,9 @@ def training_config(settings: Settings, job: Job) -> TrainingConfig:
 
 
 def register_model(settings: Settings, job: Job, owner: str, result: RunResult) -> None:
-    """Copy the best checkpoint to models/<id>/ and record it; the job then `succeeded`."""
+    """Copy the best checkpoint to models/<id>/, publish that folder to the object store
+    (every file, then its manifest), and only then record it; the job then `succeeded`. An api
+    on another machine serves it from the store."""
     if result.best_checkpoint is None:
         raise RuntimeError("training finished without writing a checkpoint")
     model_id = new_id()
@@ -196,7 +203,10 @@ def register_model(settings: Settings, job: Job, owner: str, result: RunResult) 
             result.best_checkpoint, staging, ignore=shutil.ignore_patterns(*TRAINING_ONLY_FILES)
         )
     metadata = read_metadata(target)
+    store = open_store(settings)
+    published = model_object_folder(model_id)
     try:
+        publish_folder(store, target, published)
         with session_scope(settings.resolved_database_url) as session:
             session.add(
                 Model(
@@ -226,6 +236,9 @@ def register_model(settings: Settings, job: Job, owner: str, result: RunResult) 
                 raise LostLease(job.id)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
+        # What the store kept of it is invisible without its manifest, but still bytes.
+        with contextlib.suppress(ObjectStoreError):
+            delete_folder(store, published)
         raise
 
 

@@ -7,10 +7,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.core.liveness import DEFAULT_BEAT_SECONDS, DEFAULT_LIVENESS_FILE
+from app.core.objects.location import parse_storage_url
 
 
 class PoolLimits(NamedTuple):
@@ -49,6 +50,34 @@ class Settings(BaseSettings):
         None, description="Folder of local base models (each a `save_pretrained` folder)."
     )
     train_queue: str = Field("train", description="Celery queue the training tasks go to.")
+
+    # Artefacts (app/core/objects): a folder by default, a bucket for several machines.
+    storage_url: str | None = Field(
+        None,
+        description="Where artefacts are stored: `s3://bucket/prefix` for an S3-compatible "
+        "bucket, `file:///folder` for a folder; unset means the folder `objects` in the data dir.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        description="The S3 server's URL (SeaweedFS, MinIO, …); unset means AWS S3 itself.",
+    )
+    s3_access_key_id: str | None = Field(
+        None, description="Access key of the bucket; unset means boto3's own credential chain."
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        None, description="Secret key that goes with `s3_access_key_id`."
+    )
+    s3_region: str | None = Field(None, description="The bucket's region (unset: us-east-1).")
+    cache_dir: Path | None = Field(
+        None,
+        description="Local folder of the cache of objects read from the store (unset: `cache` "
+        "in the data dir); the processes of one machine share it.",
+    )
+    cache_max_bytes: int = Field(
+        10 * 1024**3,
+        ge=0,
+        description="Bytes the local cache of objects may hold; the least recently used go first.",
+    )
 
     # Upload limits: a zip is checked against these before anything is extracted.
     max_upload_bytes: int = Field(2 * 1024**3, gt=0)
@@ -245,6 +274,25 @@ class Settings(BaseSettings):
         if allowed is None:
             allowed = self.environment == "dev"
         return allowed or hub_id in self.hub_model_allowlist
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_url_names_a_backend(cls, url: str | None) -> str | None:
+        parse_storage_url(url, data_dir=Path("."))
+        return url
+
+    @model_validator(mode="after")
+    def _s3_keys_come_in_pairs(self) -> Settings:
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError(
+                "set both CLIPFT_S3_ACCESS_KEY_ID and CLIPFT_S3_SECRET_ACCESS_KEY, or neither "
+                "(then boto3 finds credentials itself)"
+            )
+        return self
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return self.cache_dir if self.cache_dir is not None else self.data_dir / "cache"
 
     @model_validator(mode="after")
     def _keep_metrics_off_the_data_dir(self) -> Settings:

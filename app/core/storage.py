@@ -49,6 +49,11 @@ def model_dir(data_dir: Path, model_id: str) -> Path:
     return data_dir / "models" / model_id
 
 
+def model_object_folder(model_id: str) -> str:
+    """The model's published folder in the object store (`app.core.objects.folders`)."""
+    return f"models/{model_id}"
+
+
 def folder_bytes(folder: Path) -> int:
     """The bytes of the files under `folder` (0 when there is none): what it keeps on disk,
     near enough.

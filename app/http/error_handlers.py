@@ -1,8 +1,9 @@
 """How the api answers when a request cannot be served: always JSON, never internals.
 
-Client mistakes get their 4xx; an unreachable database gets 503 with `Retry-After`; a full disk,
-wherever a write meets it (an upload, its images, the database), gets 507; anything else is a
-500 whose detail says nothing about the server, with the whole story in the log.
+Client mistakes get their 4xx; an unreachable database or object store gets 503 with
+`Retry-After`; a full disk, wherever a write meets it (an upload, its images, the database),
+gets 507; anything else is a 500 whose detail says nothing about the server, with the whole
+story in the log.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.core.errors import ClientError
+from app.core.objects.store import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
 DATABASE_RETRY_AFTER_SECONDS = 5
+STORE_RETRY_AFTER_SECONDS = 5
 DISK_FULL_DETAIL = "the server's disk is full; try again once space is freed"
 # PostgreSQL's `disk_full` condition (class 53, insufficient resources).
 POSTGRES_DISK_FULL = "53100"
@@ -102,6 +105,15 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=503,
             content={"detail": "the database is unavailable; try again shortly"},
             headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(_request: Request, error: StoreUnavailable) -> JSONResponse:
+        logger.error("object store unavailable: %s", error)
+        return JSONResponse(
+            status_code=503,
+            content={"detail": "the object store is unavailable; try again shortly"},
+            headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)},
         )
 
     @app.exception_handler(Exception)

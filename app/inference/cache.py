@@ -231,8 +231,14 @@ class ModelCache:
 
     def get(self, model_id: str, folder: Path) -> CachedModel:
         """The cached model, loading it from `folder` first if needed; blocks while it loads."""
+        return self.get_or_load(model_id, lambda: folder)
+
+    def get_or_load(self, model_id: str, find_folder: Callable[[], Path]) -> CachedModel:
+        """The cached model; on a miss, `find_folder()` says where its folder is (and may fetch
+        it first) and it loads from there. A hit calls nothing."""
         return self._get(
-            model_id, lambda: load_cached_model(model_id, folder, self.device, self.precision)
+            model_id,
+            lambda: load_cached_model(model_id, find_folder(), self.device, self.precision),
         )
 
     def get_base(self, name: str, base_models_dir: Path | None) -> CachedModel:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -10,13 +11,17 @@ from fastapi.responses import StreamingResponse
 from app.auth.requests import PrincipalDep
 from app.core import storage
 from app.core.errors import Conflict
+from app.core.objects.folders import delete_folder
+from app.core.objects.store import CorruptObject, ObjectStoreError
 from app.http.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
 from app.ml.model_files import METADATA_NAME
 from app.models import service
 from app.models.export import folder_files, model_card, zip_stream
+from app.models.files import model_folder
 from app.models.schemas import ModelList, ModelPublic
 from app.orm.tables import Dataset, Job, Model
 
+logger = logging.getLogger(__name__)
 router = APIRouter(tags=["models"])
 
 
@@ -61,11 +66,18 @@ def read_model(model_record: ModelRecordDep) -> ModelPublic:
     },
 )
 def download_model(
-    model_record: ModelRecordDep, session: SessionDep, settings: SettingsDep
+    model_record: ModelRecordDep, session: SessionDep, settings: SettingsDep, request: Request
 ) -> StreamingResponse:
     """Download a model: its `save_pretrained` folder, `clipft.json`, and a model card with
     its base model, dataset, method, hyperparameters and metrics. 409 if its files are gone."""
-    folder = storage.model_dir(settings.data_dir, model_record.id)
+    try:
+        folder = model_folder(
+            data_dir=settings.data_dir,
+            object_cache=request.app.state.object_cache,
+            model_id=model_record.id,
+        )
+    except CorruptObject as error:
+        raise Conflict(f"model {model_record.id} has damaged files in the store") from error
     if not (folder / METADATA_NAME).is_file():
         raise Conflict(f"model {model_record.id} has no files on the server any more")
     job = session.get(Job, model_record.job_id)
@@ -105,3 +117,8 @@ def delete_model(
     if model_cache is not None:
         model_cache.evict(model_id)
     storage.discard_dir(storage.model_dir(settings.data_dir, model_id))
+    try:
+        delete_folder(request.app.state.object_store, storage.model_object_folder(model_id))
+    except ObjectStoreError:
+        # The row is gone, so nothing serves it; its objects are left for an operator.
+        logger.exception("model %s: its published folder could not be removed", model_id)

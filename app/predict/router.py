@@ -56,6 +56,7 @@ async def get_serving(request: Request, settings: SettingsDep, principal: Princi
         pixel_pool=pixel_pool,
         model_lookup=state.model_lookup,
         principal=principal,
+        object_cache=state.object_cache,
     )
 
 

@@ -12,18 +12,22 @@ is closed (and its pooled connection returned) before any image is decoded or th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.errors import Conflict, Unprocessable
+from app.core.objects.cache import ObjectCache
+from app.core.objects.store import CorruptObject
 from app.core.principal import Principal
 from app.inference.cache import CachedModel, ModelCache, ModelUnavailable
 from app.inference.pixels import BadImage, PendingPixels, PixelPool, gather
 from app.ml.base_models import BaseModelRefused, check_base_model
 from app.ml.images import ImageLimits
 from app.ml.preprocess import PixelSpec
+from app.models.files import model_folder
 from app.models.service import get_models
 from app.predict.inputs import ImageUpload, check_image_size
 from app.predict.model_lookup import ModelLookup
@@ -55,6 +59,8 @@ class Serving:
     pixel_pool: PixelPool
     model_lookup: ModelLookup[ServedModel]
     principal: Principal
+    # Models whose folder is not in this machine's data dir come from the object store.
+    object_cache: ObjectCache
 
     @property
     def image_limits(self) -> ImageLimits:
@@ -82,13 +88,21 @@ class Serving:
         return self.model_lookup.find(model_ids, self.principal, read)
 
     def trained_model(self, served: ServedModel) -> CachedModel:
-        """A registered model loaded for serving; 409 if its files are missing or do not load."""
+        """A registered model loaded for serving (its folder from the data dir, else from the
+        object store); 409 if its files are missing, damaged or do not load."""
         try:
-            return self.model_cache.get(served.id, self.settings.data_dir / served.path)
+            return self.model_cache.get_or_load(served.id, lambda: self._folder_of(served))
+        except CorruptObject as error:
+            raise Conflict(f"model {served.id} cannot be served: its files are damaged") from error
         except ModelUnavailable as error:
             raise Conflict(
                 f"model {served.id} cannot be served: {error} ({served.path})"
             ) from error
+
+    def _folder_of(self, served: ServedModel) -> Path:
+        return model_folder(
+            data_dir=self.settings.data_dir, object_cache=self.object_cache, model_id=served.id
+        )
 
     def base_model(self, name: str) -> CachedModel:
         """A base model loaded for serving, if it is one this server may load (else 422 / 409)."""
