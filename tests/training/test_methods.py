@@ -100,7 +100,8 @@ def test_linear_probe_leaves_clip_untouched_and_serving_answers_with_its_head(
     served = label_probabilities(cached, pixels).probabilities
     with torch.no_grad():
         features = encode_images(cached.loaded_clip.clip, normalize(pixels, cached.pixel_spec))
-        expected = head(features).softmax(dim=-1)
+        # Divided by the temperature the run fitted on val (calibration.py) and stored.
+        expected = (head(features) / (metadata.temperature or 1.0)).softmax(dim=-1)
         zero_shot = ClassHead.zero_shot(cached.label_embeddings, cached.logit_scale)  # type: ignore[arg-type]
         prompts_answer = zero_shot(features).softmax(dim=-1)
     assert torch.allclose(served, expected, atol=1e-5)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
+from app.core.migrate import upgrade_to_head
 
 HYPERPARAMETERS = {"epochs": 5, "batch_size": 16, "learning_rate": 2e-3, "weight_decay": 0.05}
 FINISHED = {"succeeded", "failed", "cancelled"}
@@ -30,6 +33,22 @@ def new_job(client: TestClient, dataset_id: str, **hyperparameters: Any) -> str:
 
 def queue_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"train_queue": f"train-e2e-{uuid.uuid4().hex[:8]}"})
+
+
+@contextlib.contextmanager
+def own_database(settings: Settings, folder: Path) -> Iterator[Settings]:
+    """`settings` on a migrated database of their own, for tests that run the reconciler.
+
+    A reconciler pass sends every long-waiting job and requeues every silent one it finds, to
+    its own queue. In the session's shared database those are other tests' jobs: a full-suite
+    run saw a test's second worker train a dozen of them while the job under test sat `queued`
+    past its 180 s.
+    """
+    from tests.conftest import empty_database
+
+    with contextlib.contextmanager(empty_database)(folder / "own.db") as database_url:
+        upgrade_to_head(database_url)
+        yield settings.model_copy(update={"database_url": database_url})
 
 
 def start_job(client: TestClient, dataset_id: str, **overrides: Any) -> str:

@@ -17,7 +17,6 @@ from transformers import CLIPModel
 
 from app.core.config import Settings
 from app.core.db import session_scope
-from app.core.queue import send_train_task
 from app.core.storage import checkpoints_dir
 from app.jobs.reconcile import reconcile_once
 from app.main import create_app
@@ -29,11 +28,13 @@ from app.ml.synthetic import (
     png_bytes,
 )
 from app.orm import Job
+from tests.conftest import make_ready_dataset
 from tests.worker.celery_process import WorkerProcess, is_running, wait_until_gone
 from tests.worker.jobs import (
     FINISHED,
     HYPERPARAMETERS,
     events_of,
+    own_database,
     queue_settings,
     start_job,
     wait_for_file,
@@ -229,46 +230,35 @@ def requeue_once_stale(settings: Settings, job_id: str, timeout_seconds: float =
 def finish_with_another_worker(
     settings: Settings, client: TestClient, job_id: str, log_path: Path
 ) -> dict[str, Any]:
-    """Start a second worker, let it take the requeued job to its end, stop it.
-
-    If the job is still `queued` a while after the worker is ready, its message is sent again,
-    as the api's reconciler would (for this job alone: the reconciler proper would send every
-    waiting job of the shared test database to this queue). A full-suite run once saw the
-    requeue's message never arrive, and the job sat `queued` for the whole 180 s.
-    """
+    """Start a second worker, let it take the requeued job to its end, stop it."""
     second = WorkerProcess(settings, log_path).start()
-    resend_at = time.monotonic() + 15
-    deadline = time.monotonic() + 180
     try:
-        while (job := client.get(f"/jobs/{job_id}").json())["status"] not in FINISHED:
-            assert time.monotonic() < deadline, f"job stuck: {job}\n{tail(log_path)}"
-            if job["status"] == "queued" and time.monotonic() > resend_at:
-                send_train_task(
-                    broker_url=str(settings.redis_url), queue=settings.train_queue, job_id=job_id
-                )
-                resend_at = time.monotonic() + 15
-            time.sleep(0.5)
-        return dict(job)
+        return wait_until(client, job_id, FINISHED)
     finally:
         second.stop()
-
-
-def tail(log_path: Path, lines: int = 40) -> str:
-    return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 EPOCHS_AROUND_A_FAULT = {**HYPERPARAMETERS, "epochs": 4}
 
 
+@pytest.fixture
+def alone(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, str]]:
+    """Settings for a test that runs the reconciler (a queue and a database of its own, a short
+    heartbeat timeout), and a ready dataset in that database."""
+    quick = queue_settings(settings).model_copy(update={"heartbeat_timeout_seconds": 1.0})
+    with own_database(quick, tmp_path) as own:
+        yield own, make_ready_dataset(own)
+
+
 @pytest.mark.faults
 def test_a_killed_worker_leaves_a_clear_state_and_the_job_resumes(
-    settings: Settings, uploaded_dataset: str, tmp_path: Path
+    alone: tuple[Settings, str], tmp_path: Path
 ) -> None:
-    own = queue_settings(settings).model_copy(update={"heartbeat_timeout_seconds": 1.0})
+    own, dataset_id = alone
     order = tmp_path / "pause"
     with TestClient(create_app(own, run_reconciler=False)) as client:
         first = paused_worker(own, tmp_path / "first.log", order).start()
-        job_id = start_job(client, uploaded_dataset, hyperparameters=EPOCHS_AROUND_A_FAULT)
+        job_id = start_job(client, dataset_id, hyperparameters=EPOCHS_AROUND_A_FAULT)
         wait_for_file(paused_marker(order))  # epoch 3 has begun
         assert events_of(client, job_id, "checkpoint")
         first.kill()
@@ -294,15 +284,15 @@ def test_a_killed_worker_leaves_a_clear_state_and_the_job_resumes(
 
 @pytest.mark.faults
 def test_a_worker_paused_past_its_heartbeat_wakes_up_to_find_its_job_done_and_touches_nothing(
-    settings: Settings, uploaded_dataset: str, tmp_path: Path
+    alone: tuple[Settings, str], tmp_path: Path
 ) -> None:
     """The fault hunt's SIGSTOP: the paused attempt must not prune, fail or overwrite."""
-    own = queue_settings(settings).model_copy(update={"heartbeat_timeout_seconds": 1.0})
+    own, dataset_id = alone
     order = tmp_path / "pause"
     with TestClient(create_app(own, run_reconciler=False)) as client:
         first = paused_worker(own, tmp_path / "first.log", order).start()
         assert first.process is not None
-        job_id = start_job(client, uploaded_dataset, hyperparameters=EPOCHS_AROUND_A_FAULT)
+        job_id = start_job(client, dataset_id, hyperparameters=EPOCHS_AROUND_A_FAULT)
         wait_for_file(paused_marker(order))
         assert events_of(client, job_id, "checkpoint")
         paused = [first.process.pid, training_pid(client, job_id)]
