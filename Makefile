@@ -32,8 +32,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Two test processes for two cores: much of the suite waits on worker and training processes,
+# and each test file stays in one process (--dist loadfile) with its module fixtures.
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
+
 pytest: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
