@@ -37,6 +37,7 @@ def test_an_api_that_does_not_answer_is_unhealthy(health_env: Path) -> None:
     assert "api: unhealthy" in result.output
 
 
+@pytest.mark.backend_independent  # the liveness file and the broker key, the same on any Redis
 @pytest.mark.e2e
 def test_a_worker_is_healthy_while_its_loop_beats_and_seen_by_the_api(
     settings: Settings, health_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path

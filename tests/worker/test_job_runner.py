@@ -138,6 +138,7 @@ def test_a_redelivered_message_never_runs_a_job_twice(
     assert job["status"] == "running" and job["attempt"] == 1
 
 
+@pytest.mark.backend_independent  # the error's text
 def test_a_job_that_raises_ends_failed_with_a_readable_error(
     client: TestClient, settings: Settings
 ) -> None:
@@ -259,6 +260,7 @@ def test_every_method_runs_through_the_worker_and_serves_held_out_images(
     assert sum(item["count"] for item in calibration["bins_after"]) == calibration["num_images"]
 
 
+@pytest.mark.backend_independent  # an old checkpoint's hyperparameters, not the database
 def test_a_job_stored_before_methods_existed_resumes_from_its_checkpoint_as_full(
     client: TestClient, settings: Settings, ready_dataset: str
 ) -> None:
