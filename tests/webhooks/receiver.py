@@ -7,9 +7,11 @@ import hmac
 import http.server
 import json
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 
@@ -77,11 +79,38 @@ def serve(receiver: Receiver) -> http.server.ThreadingHTTPServer:
     return server
 
 
-def verify(secret: str, header: str, body: bytes) -> bool:
-    """docs/webhooks.md's check, as a receiver writes it (the age check left to the tests)."""
-    t, v1 = (part.split("=", 1)[1] for part in header.split(","))
-    expected = hmac.new(secret.encode(), f"{t}.{body.decode()}".encode(), hashlib.sha256)
-    return hmac.compare_digest(expected.hexdigest(), v1)
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
+
+
+def documented_check() -> str:
+    """The Python block under docs/webhooks.md's "Verifying the signature"."""
+    section = DOCS.read_text().split("## Verifying the signature", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def verify(secret: str, header: str, body: bytes, *, now: float | None = None) -> bool:
+    """Run docs/webhooks.md's check as it is written there, on a received delivery."""
+    names: dict[str, Any] = {
+        "hmac": hmac,
+        "hashlib": hashlib,
+        "time": _FixedTime(now) if now is not None else time,
+        "secret": secret,
+        "signature_header": header,
+        "body": body.decode(),
+    }
+    try:
+        exec(documented_check(), names)  # the docs' own text, nothing else
+    except AssertionError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class _FixedTime:
+    now: float
+
+    def time(self) -> float:
+        return self.now
 
 
 class Clock:
