@@ -225,6 +225,38 @@ def test_the_outbox_is_written_with_the_change_and_rolled_back_with_it(
         assert row.data["status"] == "failed" and row.data["error"] == "disk full"
 
 
+def test_a_succeeded_job_is_announced_with_its_model_and_filters_hold(
+    hook_client: TestClient, hook_settings: Settings, dataset_id: str
+) -> None:
+    only_success = register(hook_client, "http://127.0.0.1:9/", events=["job.succeeded"])
+    job = create_job(hook_client, dataset_id, webhook_url="http://127.0.0.1:9/own")
+    own_id = job["webhook"]["id"]
+    now = utcnow()
+    with session_scope(hook_settings.resolved_database_url) as session:
+        assert lifecycle.claim(session, job["id"], owner="w", now=now) is not None
+        assert lifecycle.succeed(
+            session,
+            job["id"],
+            owner="w",
+            now=now,
+            model_id="m" * 32,
+            report=None,
+            message="succeeded",
+            data={},
+        )
+    for webhook_id in (only_success["id"], own_id):
+        [delivery] = deliveries(hook_client, webhook_id)
+        assert delivery["type"] == "job.succeeded" and delivery["subject_id"] == job["id"]
+    # A cancelled job reaches neither: one hears only successes, the other only its own job.
+    cancelled_job(hook_client, dataset_id)
+    assert len(deliveries(hook_client, only_success["id"])) == 1
+    assert len(deliveries(hook_client, own_id)) == 1
+    with session_scope(hook_settings.resolved_database_url) as session:
+        rows = session.scalars(select(WebhookDelivery)).all()
+        assert {row.data["model_id"] for row in rows} == {"m" * 32}
+        assert {row.data["status"] for row in rows} == {"succeeded"}
+
+
 def test_a_jobs_own_webhook_hears_only_that_job_and_the_tenants_hears_every_job(
     hook_client: TestClient, hook_settings: Settings, dataset_id: str, receiver: Receiver
 ) -> None:
