@@ -11,7 +11,9 @@ from app.jobs.schemas import JobPublic
 from app.ml.class_head import ClassHead
 from app.models.export import _Sink
 from app.orm.base import UTCDateTime
-from app.orm.tables import Job
+from app.orm.tables import Job, WebhookDelivery
+from app.webhooks.event_types import WebhookEvent
+from app.webhooks.schemas import DeliveryPublic
 from worker.liveness import Liveness
 
 _ReadProgress.readable  # io.RawIOBase asks before reading
@@ -35,3 +37,15 @@ UsagePublic.checkpoints_bytes
 UsagePublic.uploads_in_progress_bytes
 UsagePublic.total_bytes
 UsagePublic.max_stored_bytes
+# Written by keyword (the sender's fenced UPDATE) and read by pydantic (the delivery log).
+WebhookDelivery.last_status_code
+WebhookDelivery.last_error
+WebhookDelivery.delivered_at
+DeliveryPublic.last_status_code
+DeliveryPublic.last_error
+DeliveryPublic.delivered_at
+DeliveryPublic.attempt_log
+# Made from their values (`WebhookEvent(f"job.{status}")`), listed by iterating the enum.
+WebhookEvent.JOB_SUCCEEDED
+WebhookEvent.JOB_FAILED
+WebhookEvent.JOB_CANCELLED

@@ -1,4 +1,4 @@
-"""The `clipft` command: serve, api, worker, migrate, demo."""
+"""The `clipft` command: serve, api, worker, webhooks, migrate, demo."""
 
 from __future__ import annotations
 
@@ -102,6 +102,22 @@ def worker(
             "--without-mingle",
         ]
     )
+
+
+@app.command()
+def webhooks() -> None:
+    """Send webhook deliveries until stopped (`clipft serve` starts one; run more anywhere)."""
+    import signal
+    import threading
+
+    from app.webhooks.sender import run_sender
+
+    configure_logging()
+    stop = threading.Event()
+    for stop_signal in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(stop_signal, lambda _signum, _frame: stop.set())
+    # Attempts under way finish (each within CLIPFT_WEBHOOK_TIMEOUT_SECONDS), then it exits.
+    run_sender(get_settings(), stop)
 
 
 @app.command()

@@ -107,7 +107,8 @@ def local_stack(
     api_port: int | None = None,
     log_dir: Path | None = None,
 ) -> Iterator[dict[str, str]]:
-    """Start broker, migrations and a worker (and the api when `api_port` is given)."""
+    """Start broker, migrations, a worker and the webhook sender (and the api when `api_port`
+    is given)."""
     exit_on_stop_signals()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade_to_head(settings.resolved_database_url)
@@ -115,13 +116,16 @@ def local_stack(
         env = child_environment(settings, redis_url)
         worker = ChildProcess("worker", clipft_command("worker"), env, log_dir).start()
         stack.callback(worker.stop)
+        # The webhook sender: its own process, so that no receiver can slow a job.
+        sender = ChildProcess("webhooks", clipft_command("webhooks"), env, log_dir).start()
+        stack.callback(sender.stop)
         if api_port is not None:
             command = clipft_command("api", "--port", str(api_port), "--no-migrate")
             api = ChildProcess("api", command, env, log_dir).start()
             stack.callback(api.stop)
             assert api.process is not None
             wait_until_healthy(f"http://127.0.0.1:{api_port}", api.process, timeout=120)
-        watched: list[Child] = [worker] if embedded is None else [embedded, worker]
+        watched: list[Child] = [worker, sender] if embedded is None else [embedded, worker, sender]
         policy = RestartPolicy(
             first_delay_seconds=settings.serve_restart_delay_seconds,
             limit=settings.serve_restart_limit,

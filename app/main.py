@@ -28,6 +28,7 @@ from app.predict.model_lookup import ModelLookup
 from app.predict.router import router as predict_router
 from app.predict.serving import ServedModel
 from app.ui import mount_dashboard
+from app.webhooks.router import router as webhooks_router
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
         (models_router, error_responses(401, 404, 409, 422, 503)),
         (predict_router, error_responses(400, 401, 404, 409, 413, 415, 422, 429, 503)),
         (usage_router, error_responses(401, 503)),
+        (webhooks_router, error_responses(401, 404, 409, 422, 503)),
     ]
     for router, responses in routers_with_errors:
         app.include_router(router, dependencies=authenticated, responses=responses)

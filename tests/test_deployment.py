@@ -36,6 +36,7 @@ PYPROJECT = ROOT / "pyproject.toml"
 
 API_COMMAND = "clipft api --host 0.0.0.0 --port 8000"
 WORKER_COMMAND = "clipft worker"
+WEBHOOKS_COMMAND = "clipft webhooks"
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -438,7 +439,10 @@ def test_only_the_api_builds_the_image_the_worker_runs(compose: dict[str, Any]) 
 # --- the commands compose runs exist in the clipft CLI ---------------------------------------
 
 
-@pytest.mark.parametrize(("service", "command"), [("api", API_COMMAND), ("worker", WORKER_COMMAND)])
+@pytest.mark.parametrize(
+    ("service", "command"),
+    [("api", API_COMMAND), ("worker", WORKER_COMMAND), ("webhooks", WEBHOOKS_COMMAND)],
+)
 def test_compose_commands_are_clipft_cli_commands(
     compose: dict[str, Any], service: str, command: str
 ) -> None:

@@ -256,6 +256,41 @@ class Settings(BaseSettings):
         "with bursts of as many (unset: no limit).",
     )
 
+    # Webhooks (app/webhooks/): sent by `clipft webhooks`, never from inside a request.
+    webhook_allow_private: bool = Field(
+        False,
+        description="Let webhooks reach loopback, link-local and private addresses (a receiver "
+        "on this machine or the local network); off, such a URL is refused when it is "
+        "registered and again at each delivery, since the server makes these requests.",
+    )
+    webhook_retry_hours: float = Field(
+        24.0,
+        gt=0,
+        description="How long a delivery the receiver does not accept keeps being retried, "
+        "from its event; then it is marked failed.",
+    )
+    webhook_retry_first_delay_seconds: float = Field(
+        10.0, gt=0, description="The wait after a delivery's first failed attempt; it doubles."
+    )
+    webhook_retry_max_delay_seconds: float = Field(
+        3600.0, gt=0, description="The longest wait between two attempts at a delivery."
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="How long one delivery waits for the receiver."
+    )
+    webhook_sender_threads: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Deliveries one `clipft webhooks` sends at once: a slow receiver holds one.",
+    )
+    webhook_poll_seconds: float = Field(
+        1.0, gt=0, description="How often `clipft webhooks` looks for due deliveries."
+    )
+    webhook_max_per_tenant: int = Field(
+        20, ge=1, description="Webhooks one tenant may register (job webhooks not counted)."
+    )
+
     @property
     def decodes_early(self) -> bool:
         """Whether /predict decodes multipart images as they arrive (`predict_early_decode`)."""

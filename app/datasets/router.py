@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from app.auth import quotas
 from app.auth.requests import PrincipalDep
 from app.core.config import Settings
-from app.core.errors import PayloadTooLarge
+from app.core.errors import ClientError, PayloadTooLarge
 from app.core.principal import Principal
 from app.core.storage import dataset_dir, discard_dir, new_id, require_free_disk
 from app.datasets import service
@@ -78,10 +78,16 @@ async def create_dataset(
             dataset_id=dataset_id,
             body_limit=body_limit,
         )
-    except BaseException:
+    except BaseException as error:
         # Shielded: a cancelled request must still free what it reserved.
         with anyio.CancelScope(shield=True):
-            await run_in_threadpool(_release, session=session, dataset_id=dataset_id)
+            await run_in_threadpool(
+                _release,
+                session=session,
+                principal=principal,
+                dataset_id=dataset_id,
+                refusal=error if isinstance(error, ClientError) else None,
+            )
         raise
     return DatasetPublic.model_validate(dataset)
 
@@ -106,11 +112,18 @@ def _reserve(
     return body_limit
 
 
-def _release(*, session: Session, dataset_id: str) -> None:
-    """A refused or failed upload frees what it reserved."""
+def _release(
+    *, session: Session, principal: Principal, dataset_id: str, refusal: ClientError | None
+) -> None:
+    """A refused or failed upload frees what it reserved; a refused one (a 4xx) is announced
+    to the tenant's webhooks as `dataset.failed`."""
     try:
         session.rollback()
         quotas.release_upload(session=session, dataset_id=dataset_id)
+        if refusal is not None:
+            service.record_refused_upload(
+                session=session, principal=principal, dataset_id=dataset_id, refusal=refusal
+            )
         session.commit()
     except Exception:
         # The request's own error is the one to answer; a reservation left behind stops

@@ -11,14 +11,19 @@ from sqlalchemy.orm import Session
 
 from app.auth.quotas import settle_upload
 from app.core.config import Settings
-from app.core.errors import Conflict, Unprocessable
+from app.core.errors import ClientError, Conflict, Unprocessable
 from app.core.principal import Principal
 from app.core.queries import get_or_404, newest_first_page
 from app.core.storage import folder_bytes
 from app.datasets.ingest import ingest_archive
+from app.datasets.schemas import DatasetPublic
 from app.datasets.upload import FILE_FIELD, ReceivedUpload
 from app.ml.manifest import Manifest
+from app.orm.base import utcnow
 from app.orm.tables import DEFAULT_TENANT, Dataset, Job
+from app.webhooks.event_types import WebhookEvent
+from app.webhooks.outbox import record_event
+from app.webhooks.signing import iso_time
 
 MAX_NAME_CHARS = 200  # the width of `dataset.name`
 DEFAULT_NAME = "dataset"
@@ -61,11 +66,40 @@ def create(
         dataset.stored_bytes = stored_bytes
         session.add(dataset)
         session.flush()
+        record_event(
+            session,
+            tenant=dataset.tenant,
+            type=WebhookEvent.DATASET_READY,
+            subject_id=dataset.id,
+            data=DatasetPublic.model_validate(dataset).model_dump(mode="json"),
+        )
     except BaseException:
         # A rejected upload leaves nothing behind: no folder, and (by the rollback) no row.
         shutil.rmtree(upload.folder, ignore_errors=True)
         raise
     return dataset
+
+
+def record_refused_upload(
+    *, session: Session, principal: Principal, dataset_id: str, refusal: ClientError
+) -> None:
+    """A `dataset.failed` event for an upload refused with a 4xx: no row was kept, so the event
+    carries the dataset's id and the refusal the client was answered with."""
+    body = refusal.body()
+    record_event(
+        session,
+        tenant=principal.tenant,
+        type=WebhookEvent.DATASET_FAILED,
+        subject_id=dataset_id,
+        data={
+            "id": dataset_id,
+            "status": "failed",
+            "status_code": refusal.status_code,
+            "detail": body["detail"],
+            "errors": body.get("errors", []),
+            "created_at": iso_time(utcnow()),
+        },
+    )
 
 
 def dataset_row(

@@ -17,7 +17,6 @@ and returns False: someone else moved the job first.
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import update
@@ -26,19 +25,11 @@ from sqlalchemy.orm import Session
 from app.core.db import rows_updated
 from app.jobs.event_types import EventType
 from app.jobs.events import add_event
+from app.jobs.schemas import JobPublic
+from app.jobs.status import FINISHED, RETRYABLE, JobStatus
 from app.orm import Job
-
-
-class JobStatus(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
-RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
+from app.webhooks.event_types import WebhookEvent
+from app.webhooks.outbox import record_event
 
 
 def _change(
@@ -53,7 +44,23 @@ def _change(
     changed = rows_updated(session, update(Job).where(Job.id == job_id, *fence).values(**values))
     if changed:
         add_event(session, job_id=job_id, type=EventType.STATUS, message=message, data=data)
+        if values.get("status") in FINISHED:
+            _announce_end(session, job_id)
     return bool(changed)
+
+
+def _announce_end(session: Session, job_id: str) -> None:
+    """The ended job's webhook deliveries, each carrying the job as `GET /jobs/{id}` shows it."""
+    job = session.get(Job, job_id, populate_existing=True)
+    assert job is not None
+    record_event(
+        session,
+        tenant=job.tenant,
+        type=WebhookEvent(f"job.{job.status}"),
+        subject_id=job.id,
+        data=JobPublic.model_validate(job).model_dump(mode="json"),
+        job_id=job.id,
+    )
 
 
 def record_queued(session: Session, job: Job) -> None:

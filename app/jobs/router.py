@@ -5,16 +5,17 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.auth.requests import PrincipalDep
 from app.core import storage
 from app.http.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
 from app.jobs import service
 from app.jobs.lifecycle import JobStatus
-from app.jobs.schemas import JobCreate, JobEventPublic, JobList, JobPublic
+from app.jobs.schemas import JobCreate, JobCreated, JobEventPublic, JobList, JobPublic
 from app.jobs.stream import job_stream
 from app.orm import Job
+from app.webhooks.schemas import WebhookCreated
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -26,13 +27,18 @@ def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> Job:
 JobDep = Annotated[Job, Depends(get_job)]
 
 
-@router.post("", status_code=201, response_model=JobPublic)
+@router.post("", status_code=201, response_model=JobCreated)
 def create_job(
     job_in: JobCreate, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
-) -> Job:
+) -> JSONResponse:
     """Start fine-tuning: the job is recorded as queued, then handed to the workers."""
     # Sent to the workers when the session commits, before the response (app/jobs/dispatch.py).
-    return service.create(session=session, settings=settings, job_in=job_in, principal=principal)
+    created = service.create(session=session, settings=settings, job_in=job_in, principal=principal)
+    # The job as `GET /jobs/{id}` shows it; `webhook` only with a webhook, its secret shown once.
+    body = JobPublic.model_validate(created.job).model_dump(mode="json")
+    if created.webhook is not None:
+        body["webhook"] = WebhookCreated.model_validate(created.webhook).model_dump(mode="json")
+    return JSONResponse(body, status_code=201)
 
 
 @router.get("", response_model=JobList)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from app.jobs.lifecycle import JobStatus
+from app.jobs.status import JobStatus
 from app.ml.hyperparameters import Hyperparameters
+from app.webhooks.event_types import JOB_EVENTS, WebhookEvent
+from app.webhooks.schemas import MAX_URL_CHARS, WebhookCreated
 
 
 class JobCreate(BaseModel):
@@ -29,6 +31,32 @@ class JobCreate(BaseModel):
         "accuracy before and after goes into the job's report, to show what the job cost.",
     )
     name: str | None = Field(None, min_length=1, max_length=200)
+    webhook_url: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_URL_CHARS,
+        description="An http(s) URL sent this job's end (signed, like `/webhooks`' deliveries); "
+        "the answer's `webhook` holds its secret.",
+    )
+    webhook_events: list[WebhookEvent] | None = Field(
+        None,
+        min_length=1,
+        max_length=len(JOB_EVENTS),
+        description="Which of job.succeeded, job.failed and job.cancelled it is sent "
+        "(default: all three).",
+    )
+
+    @model_validator(mode="after")
+    def _webhook_events_need_a_job_webhook(self) -> JobCreate:
+        if self.webhook_events is not None:
+            if self.webhook_url is None:
+                raise ValueError("webhook_events needs webhook_url")
+            other = [str(event) for event in self.webhook_events if event not in JOB_EVENTS]
+            if other:
+                raise ValueError(
+                    f"webhook_events: a job's webhook hears only job events, not {other[0]}"
+                )
+        return self
 
 
 class JobProgress(BaseModel):
@@ -76,6 +104,14 @@ class JobPublic(BaseModel):
         if isinstance(stored, dict):
             return stored.get("points", [])
         return stored
+
+
+class JobCreated(JobPublic):
+    webhook: WebhookCreated | None = Field(
+        None,
+        description="Only when `webhook_url` was given: the job's webhook with its secret, "
+        "shown only now (`GET /webhooks/{id}` shows the rest later).",
+    )
 
 
 class JobList(BaseModel):

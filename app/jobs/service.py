@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete as sql_delete
@@ -22,13 +23,23 @@ from app.jobs.quota import check_active_jobs
 from app.jobs.schemas import JobCreate, JobProgress
 from app.ml.base_models import BaseModelRefused, check_base_model
 from app.ml.hyperparameters import HEAD_METHODS
-from app.orm import Checkpoint, Dataset, Job, JobEvent, Model
+from app.orm import Checkpoint, Dataset, Job, JobEvent, Model, Webhook
 from app.orm.base import utcnow
+from app.webhooks import service as webhooks
 
 
-def create(*, session: Session, settings: Settings, job_in: JobCreate, principal: Principal) -> Job:
-    """Check the dataset and base model, then record the job as `queued`, sent to the workers
-    once the caller commits.
+@dataclass(frozen=True)
+class CreatedJob:
+    job: Job
+    # The job's own webhook, when `webhook_url` was given (its secret shown once).
+    webhook: Webhook | None
+
+
+def create(
+    *, session: Session, settings: Settings, job_in: JobCreate, principal: Principal
+) -> CreatedJob:
+    """Check the dataset, base model and webhook URL, then record the job as `queued` (with its
+    webhook), sent to the workers once the caller commits.
 
     The job belongs to its dataset's tenant (the caller's own, unless an admin acts for one).
     """
@@ -53,6 +64,8 @@ def create(*, session: Session, settings: Settings, job_in: JobCreate, principal
         )
     if job_in.control_dataset_id is not None:
         check_control_dataset(session=session, job_in=job_in, dataset=dataset)
+    if job_in.webhook_url is not None:
+        webhooks.check_url(settings=settings, url=job_in.webhook_url, field="webhook_url")
     hyperparameters = job_in.hyperparameters.model_dump()
     now = utcnow()
     job = Job(
@@ -80,8 +93,17 @@ def create(*, session: Session, settings: Settings, job_in: JobCreate, principal
         named = ", ".join(filter(None, (job_in.dataset_id, job_in.control_dataset_id)))
         raise Conflict(f"dataset {named} was deleted while the job was being created") from None
     lifecycle.record_queued(session, job)
+    webhook = None
+    if job_in.webhook_url is not None:
+        webhook = webhooks.create_for_job(
+            session=session,
+            tenant=job.tenant,
+            job_id=job.id,
+            url=job_in.webhook_url,
+            events=job_in.webhook_events,
+        )
     send_after_commit(session, settings, job.id)
-    return job
+    return CreatedJob(job=job, webhook=webhook)
 
 
 def check_control_dataset(*, session: Session, job_in: JobCreate, dataset: Dataset) -> None:

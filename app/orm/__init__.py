@@ -1,5 +1,16 @@
 from app.orm.base import Base
-from app.orm.tables import ApiKey, Checkpoint, Dataset, Job, JobEvent, Model, UploadReservation
+from app.orm.tables import (
+    ApiKey,
+    Checkpoint,
+    Dataset,
+    Job,
+    JobEvent,
+    Model,
+    UploadReservation,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 
 __all__ = [
     "ApiKey",
@@ -10,4 +21,7 @@ __all__ = [
     "JobEvent",
     "Model",
     "UploadReservation",
+    "Webhook",
+    "WebhookAttempt",
+    "WebhookDelivery",
 ]

@@ -12,6 +12,7 @@ from sqlalchemy import (
     CheckConstraint,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -162,3 +163,80 @@ class ApiKey(Base):
     secret_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Webhook(Base):
+    """A URL that is sent the tenant's events (or, with `job_id`, that one job's), signed with
+    its secret."""
+
+    __tablename__ = "webhook"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    # The event types it is sent (app/webhooks/event_types.py).
+    events: Mapped[list[str]] = mapped_column(JSON)
+    # The HMAC key of its signatures: kept as is, since signing needs it; shown once.
+    secret: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(String(200), default="")
+    # Set for a webhook given on `POST /jobs`: it hears only that job, and goes with it.
+    job_id: Mapped[str | None] = mapped_column(
+        ForeignKey("job.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+WEBHOOK_DELIVERY_STATUSES = ("pending", "sending", "delivered", "failed")
+
+
+class WebhookDelivery(Base):
+    """The outbox: one event for one webhook, written in the transaction of the change that
+    caused it, and sent by `clipft webhooks` until the receiver accepts it or time runs out."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ({})".format(
+                ", ".join(f"'{status}'" for status in WEBHOOK_DELIVERY_STATUSES)
+            ),
+            name="status",
+        ),
+        # What a sender's claim looks for.
+        Index("ix_webhook_delivery_due", "status", "next_attempt_at"),
+    )
+
+    # The body's `id`: the same on every attempt, so a receiver can drop a repeat.
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook.id", ondelete="CASCADE"), index=True
+    )
+    type: Mapped[str] = mapped_column(String(40))
+    # The job or dataset the event is about, and how `GET` showed it then.
+    subject_id: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The sender holding it while an attempt is under way, and until when.
+    lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class WebhookAttempt(Base):
+    """One try at a delivery: when, the receiver's status code, or why there was none."""
+
+    __tablename__ = "webhook_attempt"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_delivery.id", ondelete="CASCADE"), index=True
+    )
+    number: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[float] = mapped_column(Float)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -50,7 +50,7 @@ def test_every_route_but_health_asks_for_a_key(secured_client: TestClient) -> No
     for path, operations in schema["paths"].items():
         if path == "/health":
             continue
-        concrete = path.format(dataset_id="x", job_id="x", model_id="x")
+        concrete = path.format(dataset_id="x", job_id="x", model_id="x", webhook_id="x")
         for method in operations:
             for headers in ({}, bearer("clipft_" + "0" * 32 + "_" + "a" * 43), bearer("nonsense")):
                 response = secured_client.request(method, concrete, headers=headers)
@@ -83,17 +83,28 @@ def test_another_tenants_ids_answer_404_on_every_route_and_lists_leave_them_out(
 ) -> None:
     owner, other = tenant_with_rows(secured), tenant_with_rows(secured)
     admin_key = new_key(secured, "operators", admin=True)
-    ids = {"dataset_id": owner.dataset_id, "job_id": owner.job_id, "model_id": owner.model_id}
+    # A public address: registering it sends nothing (no webhook sender runs in these tests).
+    owner_webhook = secured_client.post(
+        "/webhooks", json={"url": "https://8.8.8.8/hooks"}, headers=bearer(owner.key)
+    )
+    assert owner_webhook.status_code == 201, owner_webhook.text
+    ids = {
+        "dataset_id": owner.dataset_id,
+        "job_id": owner.job_id,
+        "model_id": owner.model_id,
+        "webhook_id": owner_webhook.json()["id"],
+    }
     # Routes whose body, not path, names a row: each is sent the owner's ids.
     bodies = {
         ("post", "/jobs"): {"dataset_id": owner.dataset_id, "base_model": "tiny-clip"},
         ("post", "/predict"): {"model_id": owner.model_id, "images": [png_base64()]},
         ("post", "/embed"): {"model_id": owner.model_id, "texts": ["a photo"]},
     }
-    list_routes = {("get", "/datasets"), ("get", "/jobs"), ("get", "/models")}
+    list_routes = {("get", "/datasets"), ("get", "/jobs"), ("get", "/models"), ("get", "/webhooks")}
     # Creating a dataset names no existing row: it is the caller's own (tested elsewhere), and
     # /usage adds up only the caller's tenant's bytes (test_stored_quota: another tenant sees 0).
-    own_rows_only = {("post", "/datasets"), ("get", "/usage")}
+    # Registering a webhook is the caller's own too (tests/webhooks/test_routes.py).
+    own_rows_only = {("post", "/datasets"), ("get", "/usage"), ("post", "/webhooks")}
     # Operators' routes: a tenant's key is refused outright.
     admin_only = {("get", "/metrics")}
     schema = secured_client.get("/openapi.json").json()

@@ -23,6 +23,9 @@ def test_openapi_documents_every_endpoint_of_the_contract(client: TestClient) ->
         "/predict": {"post"},
         "/embed": {"post"},
         "/usage": {"get"},
+        "/webhooks": {"get", "post"},
+        "/webhooks/{webhook_id}": {"get", "delete"},
+        "/webhooks/{webhook_id}/deliveries": {"get"},
     }
     assert {path: set(methods) for path, methods in paths.items()} == expected
     upload = paths["/datasets"]["post"]["requestBody"]["content"]
