@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from app.core.config import Settings
 from app.core.migrate import upgrade_to_head
+from tests.conftest import empty_database
 
 HYPERPARAMETERS = {"epochs": 5, "batch_size": 16, "learning_rate": 2e-3, "weight_decay": 0.05}
 FINISHED = {"succeeded", "failed", "cancelled"}
@@ -44,8 +45,6 @@ def own_database(settings: Settings, folder: Path) -> Iterator[Settings]:
     run saw a test's second worker train a dozen of them while the job under test sat `queued`
     past its 180 s.
     """
-    from tests.conftest import empty_database
-
     with contextlib.contextmanager(empty_database)(folder / "own.db") as database_url:
         upgrade_to_head(database_url)
         yield settings.model_copy(update={"database_url": database_url})
