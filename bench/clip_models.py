@@ -13,7 +13,8 @@ import torch
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
 from app.ml.base_models import LoadedClip
-from app.ml.model_files import ModelMetadata, save_clip_folder
+from app.ml.model_files import save_clip_folder
+from app.ml.model_metadata import ModelMetadata
 from app.ml.tiny_clip import TINY_CLIP_NAME, build_tiny_tokenizer
 
 VIT_B32_NAME = "vit-b-32"

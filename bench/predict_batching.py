@@ -22,7 +22,8 @@ from app.inference.batching import PassLimits
 from app.inference.cache import load_cached_model
 from app.inference.engine import classify
 from app.ml.encode import class_prompts, encode_texts
-from app.ml.model_files import ModelMetadata, save_clip_folder
+from app.ml.model_files import save_clip_folder
+from app.ml.model_metadata import ModelMetadata
 from app.ml.preprocess import resize_and_crop
 from bench.clip_models import build_vit_b32
 from bench.timing import interleaved_best

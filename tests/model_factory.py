@@ -11,7 +11,8 @@ from app.core import storage
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.ml.base_models import LoadedClip
-from app.ml.model_files import ModelMetadata, save_clip_folder
+from app.ml.model_files import save_clip_folder
+from app.ml.model_metadata import ModelMetadata
 from app.ml.tiny_clip import TINY_CLIP_NAME, build_tiny_clip
 from app.orm.base import utcnow
 from app.orm.tables import DEFAULT_TENANT, Dataset, Job, Model

@@ -34,7 +34,7 @@ from app.core.storage import (
 )
 from app.jobs import lifecycle
 from app.jobs.lifecycle import JobStatus
-from app.ml.model_files import read_metadata
+from app.ml.model_metadata import read_metadata
 from app.orm import Dataset, Job, Model
 from app.orm.base import utcnow
 from worker import shutdown

@@ -24,7 +24,8 @@ from app.inference.work import ImageWork, PassAnswer
 from app.ml.base_models import LoadedClip, load_base_model
 from app.ml.class_head import ClassHead
 from app.ml.encode import encode_class_prompts
-from app.ml.model_files import METADATA_NAME, ModelMetadata, load_class_head, load_model_folder
+from app.ml.model_files import load_class_head, load_model_folder
+from app.ml.model_metadata import METADATA_NAME, ModelMetadata
 from app.ml.precision import Autocast, Precision, serving_autocast
 from app.ml.preprocess import PixelSpec, pixel_spec
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from huggingface_hub import snapshot_download
 from transformers import CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+from transformers.utils import logging as transformers_logging
 
 from app.ml.tiny_clip import (
     TINY_CLIP_NAME,
@@ -21,6 +22,11 @@ from app.ml.tiny_clip import (
     build_tiny_clip,
     load_tiny_clip_shapes,
 )
+
+# Service logs are read line by line; transformers' per-shard progress bars only add noise. Here,
+# where models are loaded, rather than in the package's __init__: what imports app.ml without
+# loading a model (the worker's main process) need not import transformers.
+transformers_logging.disable_progress_bar()
 
 # One part of a hub id as the hub allows it: letters, digits, `-`, `_`, `.`; neither `-` nor `.`
 # first or last (the hub also refuses `--`, `..`, a `.git` ending and more than 96 characters).

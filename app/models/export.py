@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from app.ml.model_files import METADATA_NAME
+from app.ml.model_metadata import METADATA_NAME
 
 CARD_NAME = "README.md"
 CHUNK_BYTES = 1024 * 1024

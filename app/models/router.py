@@ -14,7 +14,7 @@ from app.core.errors import Conflict
 from app.core.objects.folders import delete_folder
 from app.core.objects.store import CorruptObject, ObjectStoreError
 from app.http.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
-from app.ml.model_files import METADATA_NAME
+from app.ml.model_metadata import METADATA_NAME
 from app.models import service
 from app.models.export import folder_files, model_card, zip_stream
 from app.models.files import model_folder

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from app.core import storage
 from app.core.config import Settings
-from app.ml.model_files import read_metadata, write_metadata
+from app.ml.model_metadata import read_metadata, write_metadata
 from tests.api.jobs import create_job
 from tests.api.predict_requests import encoded, post_json, post_multipart, shape_png
 from tests.conftest import make_ready_dataset

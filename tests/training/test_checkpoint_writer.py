@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from app.ml.base_models import LoadedClip
-from app.ml.model_files import ModelMetadata, load_model_folder
+from app.ml.model_files import load_model_folder
+from app.ml.model_metadata import ModelMetadata
 from app.ml.tiny_clip import build_tiny_clip
 from worker.training.checkpoints.folder import (
     OPTIMIZER_TENSORS_NAME,

@@ -14,7 +14,7 @@ from app.inference.engine import label_probabilities
 from app.ml.class_head import HEAD_FILE_NAME, ClassHead
 from app.ml.encode import encode_images
 from app.ml.manifest import read_manifest
-from app.ml.model_files import read_metadata
+from app.ml.model_metadata import read_metadata
 from app.ml.preprocess import normalize, resize_and_crop
 from app.ml.tiny_clip import build_tiny_clip
 from tests.training.runs import Recorder, tiny_config

@@ -11,7 +11,7 @@ from transformers import CLIPModel, CLIPProcessor
 
 from app.ml.encode import class_prompts, encode_images, encode_texts
 from app.ml.manifest import read_manifest
-from app.ml.model_files import read_metadata
+from app.ml.model_metadata import read_metadata
 from app.ml.tiny_clip import build_tiny_clip
 from tests.training.runs import Recorder, tiny_config
 from worker.training.run import run

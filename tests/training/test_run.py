@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import CLIPModel
 
-from app.ml.model_files import read_metadata
+from app.ml.model_metadata import read_metadata
 from tests.training.runs import Recorder, tiny_config
 from tests.training.synthetic_folder import write_synthetic_folder
 from worker.training.checkpoints.folder import read_trainer_state
@@ -143,7 +143,8 @@ def test_a_local_base_model_folder_is_fine_tuned_from_its_weights(
 ) -> None:
     # A user's offline base model: any save_pretrained CLIP folder under base_models_dir.
     from app.ml.base_models import LoadedClip
-    from app.ml.model_files import ModelMetadata, save_clip_folder
+    from app.ml.model_files import save_clip_folder
+    from app.ml.model_metadata import ModelMetadata
     from app.ml.tiny_clip import build_tiny_clip
 
     first = run(tiny_config(classification_dir, epochs=3), tmp_path / "first")

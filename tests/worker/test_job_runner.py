@@ -18,7 +18,7 @@ from transformers import CLIPModel
 from app.core.config import Settings
 from app.core.db import get_engine, session_scope
 from app.core.storage import checkpoints_dir, dataset_dir, folder_bytes, model_dir
-from app.ml.model_files import read_metadata
+from app.ml.model_metadata import read_metadata
 from app.ml.synthetic import make_images, png_bytes
 from app.orm import Checkpoint, Dataset, Job, Model
 from tests.conftest import make_ready_dataset

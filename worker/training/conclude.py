@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.jobs.event_types import EventType
-from app.ml.model_files import ModelMetadata, read_metadata, write_metadata
+from app.ml.model_metadata import ModelMetadata, read_metadata, write_metadata
 from worker.training.calibration import Calibration, calibrate
 from worker.training.checkpoints.folder import TrainerState
 from worker.training.evaluate import EvalResult

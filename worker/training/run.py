@@ -16,7 +16,7 @@ import torch
 
 from app.jobs.event_types import EventType
 from app.ml.class_head import HEAD_FILE_NAME
-from app.ml.model_files import ModelMetadata
+from app.ml.model_metadata import ModelMetadata
 from worker.training.checkpoints.folder import (
     TrainerState,
     has_optimizer_state,

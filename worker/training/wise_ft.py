@@ -19,7 +19,8 @@ import torch
 from app.core.storage import atomic_dir
 from app.ml.base_models import LoadedClip, load_base_model
 from app.ml.class_head import ClassHead
-from app.ml.model_files import ModelMetadata, load_class_head, load_model_folder, save_clip_folder
+from app.ml.model_files import load_class_head, load_model_folder, save_clip_folder
+from app.ml.model_metadata import ModelMetadata
 from worker.training.config import TrainingConfig
 from worker.training.inputs.task import TaskTensors
 

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from app.core.storage import atomic_dir
-from app.ml.model_files import ModelMetadata
+from app.ml.model_metadata import ModelMetadata
 from worker.training.checkpoints.snapshot import ModelSnapshot, host_copy
 from worker.training.config import TrainingConfig
 from worker.training.methods import TrainingMethod

@@ -19,7 +19,7 @@ from typing import Any
 from safetensors import safe_open
 
 from app.core.storage import atomic_dir
-from app.ml.model_files import METADATA_NAME, read_metadata
+from app.ml.model_metadata import METADATA_NAME, read_metadata
 from worker.training.checkpoints.folder import (
     OPTIMIZER_GROUPS_NAME,
     OPTIMIZER_TENSORS_NAME,

@@ -15,7 +15,8 @@ import torch
 
 from app.ml.base_models import LoadedClip
 from app.ml.class_head import ClassHead
-from app.ml.model_files import ModelMetadata, save_clip_folder
+from app.ml.model_files import save_clip_folder
+from app.ml.model_metadata import ModelMetadata
 
 
 def host_copy(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ import torch
 
 from app.ml.base_models import LoadedClip, load_base_model, load_clip_folder
 from app.ml.class_head import ClassHead
-from app.ml.model_files import ModelMetadata
+from app.ml.model_metadata import ModelMetadata
 from worker.training.checkpoints.snapshot import (
     ClipFolderSnapshot,
     ModelSnapshot,

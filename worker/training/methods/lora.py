@@ -16,7 +16,7 @@ from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dic
 from safetensors.torch import load_file
 
 from app.ml.base_models import LoadedClip, load_base_model
-from app.ml.model_files import ModelMetadata
+from app.ml.model_metadata import ModelMetadata
 from worker.training.checkpoints.snapshot import ClipFolderSnapshot, ModelSnapshot, host_copy
 from worker.training.methods.base import ParameterGroup, Phase, freeze_all_but
 from worker.training.methods.full import FullFineTune
