@@ -187,6 +187,7 @@ def training_config(settings: Settings, job: Job) -> TrainingConfig:
         control_dataset_dir=dataset_dir(settings.data_dir, control) if control else None,
         device=settings.device,
         base_models_dir=settings.base_models_dir,
+        distributed_timeout_seconds=settings.distributed_timeout_seconds,
     )
 
 

@@ -67,7 +67,9 @@ def run_training_process(
     atomic_write_json(config_path, config.to_json())
     events_fd, child_events_fd = os.pipe()
     try:
-        process = start_process(config_path, out_dir, child_events_fd, log_path, earlier_dirs)
+        process = start_process(
+            config_path, out_dir, child_events_fd, log_path, earlier_dirs, devices=config.devices
+        )
     except BaseException:
         os.close(events_fd)
         raise
@@ -90,16 +92,29 @@ def start_process(
     events_fd: int,
     log_path: Path,
     earlier_dirs: tuple[Path, ...] = (),
+    *,
+    devices: int = 1,
 ) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable, "-m", "worker.training",
+    """One `python -m worker.training` process; for several devices, torch's launcher starting
+    one per device (`worker/training/distributed/launch.py`)."""
+    run_args = [
         "--config", str(config_path),
         "--out-dir", str(out_dir),
-        "--events-fd", str(events_fd),
         "--stdin-control",
     ]  # fmt: skip
     for earlier in earlier_dirs:
-        command += ["--earlier-dir", str(earlier)]
+        run_args += ["--earlier-dir", str(earlier)]
+    if devices == 1:
+        command = [sys.executable, "-m", "worker.training", "--events-fd", str(events_fd)]
+    else:
+        command = [
+            sys.executable, "-m", "worker.training.distributed.launch",
+            "--nproc", str(devices),
+            "--run-id", out_dir.parent.parent.name + "-" + out_dir.name,
+            "--events-fd", str(events_fd),
+            "--",
+        ]  # fmt: skip
+    command += run_args
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(

@@ -129,6 +129,26 @@ class Settings(BaseSettings):
         7 * 24 * 3600.0, gt=0, description="Longer than the longest job, or Redis redelivers it."
     )
     device: str = Field("auto", description="`auto`, `cpu`, `cuda` or `cuda:N` for training.")
+    worker_devices: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Devices a worker owns (its GPUs, or CPU processes): a job may ask for up "
+        "to this many `devices`; the api refuses more (set it alike on api and workers).",
+    )
+    distributed_nnodes: int = Field(
+        1, ge=1, le=64, description="Machines a multi-node run spans (docs/deployment.md)."
+    )
+    distributed_rdzv_endpoint: str = Field(
+        "",
+        description="host:port of the rendezvous of a multi-node run; empty on one machine.",
+    )
+    distributed_timeout_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="How long a rank waits in a collective for the others before the attempt "
+        "fails: a dead or hung rank ends the run instead of hanging it.",
+    )
     # A worker proves its consumer loop turns this often: it touches `worker_liveness_file`
     # (what `clipft health` reads in its container) and marks itself seen in the broker (what
     # /health reports); three missed beats make it dead.

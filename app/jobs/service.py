@@ -52,6 +52,11 @@ def create(
         check_base_model(job_in.base_model, settings.base_models_dir, settings.hub_model_allowed)
     except BaseModelRefused as error:
         raise Unprocessable(str(error)) from None
+    if job_in.hyperparameters.devices > settings.worker_devices:
+        raise Unprocessable(
+            f"hyperparameters.devices: {job_in.hyperparameters.devices} asked, but the "
+            f"workers have {settings.worker_devices} device(s) each"
+        )
     method = job_in.hyperparameters.method
     if method in HEAD_METHODS and dataset.kind != "classification":
         raise Unprocessable(

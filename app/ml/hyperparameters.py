@@ -51,7 +51,18 @@ class Hyperparameters(BaseModel):
     epochs: int = Field(10, ge=1, le=1000, description="Passes over the training split.")
     batch_size: int = Field(32, ge=1, le=4096, description="Images per optimisation step.")
     grad_accum_steps: int = Field(
-        1, ge=1, le=64, description="Batches whose gradients add up to one optimisation step."
+        1,
+        ge=1,
+        le=64,
+        description="Batches whose gradients add up to one optimisation step: the step's "
+        "global batch is `batch_size * grad_accum_steps` on any number of devices.",
+    )
+    devices: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Devices (GPUs, or CPU processes) the run trains on in data parallel; "
+        "`batch_size` stays the global batch, split across them.",
     )
     learning_rate: float = Field(1e-5, gt=0, le=1.0, description="Peak AdamW learning rate.")
     head_learning_rate: float = Field(
@@ -166,6 +177,11 @@ class Hyperparameters(BaseModel):
                 raise ValueError("lp_ft_probe_epochs only applies to method='lp_ft'")
             if self.lp_ft_probe_epochs >= self.epochs:
                 raise ValueError("lp_ft_probe_epochs must be less than epochs")
+        if self.batch_size < self.devices:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) is the global batch: it needs at least one "
+                f"image for each of the {self.devices} devices"
+            )
         if self.method == "lp_ft" and self.epochs < 2:
             raise ValueError("method='lp_ft' needs at least 2 epochs: one to probe, one to tune")
         return self

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from worker.training.config import TrainingConfig
+from worker.training.distributed import process_group
 from worker.training.fault_injection import fault_requested, inject_requested_fault
 from worker.training.progress import CheckpointInfo, Notice, StepProgress, TrainingCallbacks
 from worker.training.protocol import STOP, Evaluation, Event, RunError, encode
@@ -96,9 +97,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     config = TrainingConfig.from_json(json.loads(args.config.read_text()))
-    if args.events_fd != sys.stdout.fileno():
-        os.set_inheritable(args.events_fd, False)  # programs this run starts must not hold it
-    with open(args.events_fd, "wb", closefd=False) as events:
+    events_fd = args.events_fd
+    if process_group.launched():  # one rank of several: rank 0 alone sends events
+        config = process_group.join(config)
+        events_fd = process_group.events_descriptor()
+    if events_fd != sys.stdout.fileno():
+        os.set_inheritable(events_fd, False)  # programs this run starts must not hold it
+    with open(events_fd, "wb", closefd=False) as events:
         writer = EventWriter(events)
         if args.stdin_control:
             follow_stdin(writer.stop_requested)
@@ -107,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         except BaseException as error:
             writer.send(RunError.of(error))
             raise  # the traceback goes to stderr, the run's log
+        finally:
+            process_group.leave()
         writer.send(result)
 
 

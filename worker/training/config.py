@@ -47,6 +47,9 @@ class TrainingConfig(Hyperparameters):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, more time."
     )
+    distributed_timeout_seconds: float = Field(
+        300.0, gt=0, description="A collective waits this long for every rank, then fails."
+    )
     base_models_dir: Path | None = Field(None, description="Folder of local base models.")
     eval_batch_size: int = Field(128, ge=1, description="Images per evaluation batch.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")

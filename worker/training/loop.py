@@ -7,17 +7,19 @@ What trains and the loss belong to the method; the loop never asks which method 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from app.ml.preprocess import PixelSpec
 from worker.training.config import TrainingConfig
+from worker.training.distributed.ranks import LossFunction, SingleProcess
 from worker.training.inputs.augment import CROP_SCALES, eval_pixels, sample_uniforms, train_pixels
 from worker.training.inputs.data import Batch, PreparedLoader
 from worker.training.methods import ParameterGroup, TrainingMethod
@@ -25,6 +27,9 @@ from worker.training.progress import StepProgress, StopRequested, TrainingCallba
 from worker.training.schedule import LrSchedule
 
 FUSED_ADAMW_DEVICES = ("cuda", "cpu")
+# With several ranks, progress points (a report, the stop vote) fall every this many batches on
+# every rank alike: a vote is a collective, so no rank may pick its own time.
+RANKS_CHECK_BATCHES = 8
 
 
 def build_optimizer(
@@ -78,6 +83,18 @@ class EpochContext:
     callbacks: TrainingCallbacks
     # The run's own housekeeping at each progress point (completing background checkpoint writes).
     at_progress_point: Callable[[], None] = lambda: None
+    # The run's process group; the loss as DDP wraps it, and its hold on the gradient sync.
+    ranks: SingleProcess = field(default_factory=SingleProcess)
+    wrapped_loss: LossFunction | None = None
+    hold_sync: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
+
+    def loss(self, pixels: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return (self.wrapped_loss or self.method.loss)(pixels, rows)
+
+    def progress_point(self, index: int, last: bool, due: bool) -> bool:
+        if self.ranks.distributed:
+            return index % RANKS_CHECK_BATCHES == 0 or last
+        return index == 0 or due or last
 
     def train_pixels(self, batch: Batch, epoch: int) -> torch.Tensor:
         if self.config.augment == "none":
@@ -109,7 +126,7 @@ def train_one_epoch(
     `first_step` counts optimisation steps over the whole run (for progress), `phase_step`
     within the current phase (for its schedule).
     """
-    method, config = context.method, context.config
+    method, config, ranks = context.method, context.config, context.ranks
     method.train_mode(True)
     accumulate, num_batches = config.grad_accum_steps, len(loader)
     interval = config.progress_interval_seconds
@@ -120,25 +137,34 @@ def train_one_epoch(
     for index, batch in enumerate(loader.batches(epoch)):
         if index % accumulate == 0:
             set_learning_rates(context.optimizer, context.schedule.multiplier(phase_step))
-        with context.precision:
-            loss = method.loss(context.train_pixels(batch, epoch), batch.rows)
-        # The last group of an epoch may be shorter; its batches weigh as much as any other.
-        group_size = min(accumulate, num_batches - index // accumulate * accumulate)
-        (loss / group_size).backward()
+        ranks.begin_batch(batch.global_size)
+        last = index == num_batches - 1
+        steps_now = (index + 1) % accumulate == 0 or last
+        # Accumulated batches keep their gradients local; the step's last one syncs them all.
+        with contextlib.nullcontext() if steps_now else context.hold_sync():
+            with context.precision:
+                loss = context.loss(context.train_pixels(batch, epoch), batch.rows)
+            # The last group of an epoch may be shorter; its batches weigh as much as any other.
+            group_size = min(accumulate, num_batches - index // accumulate * accumulate)
+            (loss * ranks.loss_weight() / group_size).backward()
         loss_sum += loss.detach().float() * len(batch)
         seen += len(batch)
-        if (index + 1) % accumulate == 0 or index == num_batches - 1:
+        if steps_now:
             optimizer_step(context)
             step += 1
             phase_step += 1
         now = time.perf_counter()
-        if index == 0 or now - last_report >= interval or index == num_batches - 1:
+        if context.progress_point(index, last, now - last_report >= interval):
             # The one host sync of the loop: read the loss, report, and ask about a cancel.
-            report_progress(context, epoch, step, seen, loss_sum.item() / seen, now - started)
-            if context.callbacks.should_stop():
+            rate_seen = seen * ranks.world
+            report_progress(context, epoch, step, rate_seen, loss_sum.item() / seen, now - started)
+            if ranks.agree(context.callbacks.should_stop(), context.device):
                 raise StopRequested
             context.at_progress_point()
             last_report = time.perf_counter()
+    if ranks.distributed:  # the global batch's mean, as one process would have it
+        totals = ranks.sum_(torch.stack([loss_sum, torch.tensor(float(seen), device=loss_sum.device)]))
+        return float(totals[0] / totals[1])
     return loss_sum.item() / max(seen, 1)
 
 

@@ -27,6 +27,7 @@ from worker.training.checkpoints.folder import (
 )
 from worker.training.conclude import conclude
 from worker.training.config import TrainingConfig
+from worker.training.distributed.ranks import current_ranks
 from worker.training.early_stopping import early_stop_reason
 from worker.training.inputs.control import control_accuracy
 from worker.training.loop import EpochContext, build_optimizer, steps_per_epoch, train_one_epoch
@@ -60,7 +61,10 @@ def run(
     earlier attempts at the same job); writes and prunes only in out_dir.
     """
     seed_everything(config.seed)
-    session = start_session(config, out_dir, callbacks or TrainingCallbacks(), earlier_dirs or [])
+    ranks = current_ranks()
+    session = start_session(
+        config, out_dir, callbacks or TrainingCallbacks(), earlier_dirs or [], ranks
+    )
     state = (
         read_trainer_state(session.resume_from)
         if session.resume_from
@@ -78,6 +82,8 @@ def run(
         )
     finally:
         session.checkpoints.close()
+    if not ranks.is_main:  # rank 0 alone evaluates the best as served and reports
+        return RunResult(stopped=False, best_checkpoint=None, history=state.history)
     return conclude(session, state)
 
 
@@ -129,7 +135,8 @@ def train_phases(session: RunSession, state: TrainerState) -> None:
                     patience=config.early_stopping_patience,
                     min_delta=config.early_stopping_min_delta,
                 )
-            write_epoch_checkpoint(session, context, state, metrics)
+            if session.ranks.is_main:
+                write_epoch_checkpoint(session, context, state, metrics)
             if state.stopped_early:
                 session.callbacks.on_notice(
                     Notice(EventType.EARLY_STOP, state.stopped_early, {"epoch": epoch})
@@ -152,6 +159,7 @@ def phase_context(
     # complete run's last (kept without it): a run asked for more epochs starts AdamW afresh.
     if resumed is not None and state.epoch in phase and has_optimizer_state(resumed):
         load_optimizer_state(optimizer, resumed)
+    wrapped_loss, hold_sync = session.ranks.wrap(session.method.loss, session.method.modules())
     return EpochContext(
         method=session.method,
         optimizer=optimizer,
@@ -163,6 +171,9 @@ def phase_context(
         total_steps=config.epochs * steps,
         callbacks=session.callbacks,
         at_progress_point=session.checkpoints.poll,
+        ranks=session.ranks,
+        wrapped_loss=wrapped_loss,
+        hold_sync=hold_sync,
     )
 
 

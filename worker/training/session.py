@@ -17,6 +17,7 @@ from app.ml.preprocess import input_size, pixel_spec
 from worker.training.checkpoints.resume import adopt, find_resume_point
 from worker.training.checkpoints.writer import CheckpointWriter
 from worker.training.config import TrainingConfig
+from worker.training.distributed.ranks import SingleProcess
 from worker.training.evaluate import PRIMARY_METRIC, EvalResult, Evaluator, evaluate
 from worker.training.inputs.control import ControlSet, load_control_set
 from worker.training.inputs.data import PreparedLoader
@@ -44,6 +45,8 @@ class RunSession:
     evaluator: Evaluator
     resume_from: Path | None
     checkpoints: CheckpointWriter = dataclasses.field(default_factory=CheckpointWriter)
+    # The run's process group; a run without one is a group of one.
+    ranks: SingleProcess = dataclasses.field(default_factory=SingleProcess)
 
     @property
     def metric_name(self) -> str:
@@ -58,16 +61,24 @@ def start_session(
     out_dir: Path,
     callbacks: TrainingCallbacks,
     earlier_dirs: list[Path],
+    ranks: SingleProcess | None = None,
 ) -> RunSession:
+    ranks = ranks or SingleProcess()
     manifest = read_manifest(config.dataset_dir)
     device = pick_device(config.device)
+    # Rank 0 makes the resume point this attempt's own; the others then find that same folder.
+    if not ranks.is_main:
+        ranks.barrier()
     resume_from = resume_point(out_dir, earlier_dirs, callbacks)
+    if ranks.is_main and ranks.distributed:
+        ranks.barrier()
     method = build_method(config, device)
+    method.ranks = ranks
     loaded = method.load(resume_from)
     task = build_task(manifest, loaded.tokenizer, config.prompt_templates, device)
     method.prepare(task, resume_from)
     apply_speed_options(loaded, config)
-    train_loader, val_loader = make_loaders(config, manifest, loaded, device)
+    train_loader, val_loader = make_loaders(config, manifest, loaded, device, ranks)
     evaluator = Evaluator(
         clip=loaded.clip,
         tokenizer=loaded.tokenizer,
@@ -88,6 +99,7 @@ def start_session(
         control=load_control_set(config, loaded, device),
         evaluator=evaluator,
         resume_from=resume_from,
+        ranks=ranks,
     )
 
 
@@ -108,9 +120,14 @@ def resume_point(
 
 
 def make_loaders(
-    config: TrainingConfig, manifest: Manifest, loaded: LoadedClip, device: torch.device
+    config: TrainingConfig,
+    manifest: Manifest,
+    loaded: LoadedClip,
+    device: torch.device,
+    ranks: SingleProcess,
 ) -> tuple[PreparedLoader, PreparedLoader]:
-    """Train and val loaders over the dataset's prepared array, built first if needed."""
+    """Train and val loaders over the dataset's prepared array, built first if needed; each
+    rank trains on its share of every global batch and evaluates on the whole val split."""
     height, width = input_size(loaded.image_processor)
     images = load_prepared(
         config.dataset_dir,
@@ -120,7 +137,9 @@ def make_loaders(
     )
 
     def split_loader(split: str, batch_size: int, shuffle: bool) -> PreparedLoader:
+        share = {"rank": ranks.rank, "world": ranks.world} if shuffle else {}
         return PreparedLoader(
+            **share,
             images=images,
             rows=[row for row, item in enumerate(manifest.items) if item.split == split],
             batch_size=batch_size,

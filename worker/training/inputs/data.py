@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from worker.training.distributed.sharding import share_of
+
 _STOP = object()
 
 
@@ -28,6 +30,8 @@ class Batch:
     host_rows: np.ndarray
     # uint8 `(batch, 3, side, side)` on the device.
     squares: torch.Tensor
+    # Rows of the global batch this one is a rank's share of (its own size on one process).
+    global_size: int = 0
 
     def __len__(self) -> int:
         return len(self.host_rows)
@@ -46,6 +50,8 @@ class PreparedLoader:
         seed: int,
         device: torch.device,
         prefetch: int = 2,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         self.images = images
         self.rows = np.asarray(rows, dtype=np.int64)
@@ -54,9 +60,14 @@ class PreparedLoader:
         self.seed = seed
         self.device = device
         self.prefetch = max(1, prefetch)
+        # Data parallel: `batch_size` is the global batch; this rank trains its share of each.
+        self.rank = rank
+        self.world = world
 
     def __len__(self) -> int:
-        return (len(self.rows) + self.batch_size - 1) // self.batch_size
+        full, rest = divmod(len(self.rows), self.batch_size)
+        # A last batch too small to give every rank a row is left out when there are ranks.
+        return full + (1 if rest >= self.world else 0)
 
     @property
     def num_samples(self) -> int:
@@ -74,7 +85,10 @@ class PreparedLoader:
         chunks = [
             np.sort(order[start : start + self.batch_size])
             for start in range(0, len(order), self.batch_size)
-        ]
+        ][: len(self)]
+        sizes = [len(chunk) for chunk in chunks]
+        if self.world > 1:
+            chunks = [share_of(chunk, self.rank, self.world) for chunk in chunks]
         ready: queue.Queue[object] = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
         producer = threading.Thread(
@@ -82,7 +96,7 @@ class PreparedLoader:
         )
         producer.start()
         try:
-            while True:
+            for global_size in [*sizes, 0]:
                 item = ready.get()
                 if item is _STOP:
                     return
@@ -95,6 +109,7 @@ class PreparedLoader:
                     rows=torch.from_numpy(host_rows).to(self.device, non_blocking=True),
                     host_rows=host_rows,
                     squares=host_squares.to(self.device, non_blocking=True),
+                    global_size=global_size,
                 )
         finally:
             # A cancelled run stops early: let the producer see it and drop what it holds.

@@ -24,6 +24,7 @@ from worker.training.checkpoints.snapshot import (
     host_copy,
 )
 from worker.training.config import TrainingConfig
+from worker.training.distributed.ranks import SingleProcess
 from worker.training.inputs.task import TaskTensors
 
 VISION_PARTS = ("vision_model.", "visual_projection.")
@@ -64,6 +65,8 @@ class TrainingMethod:
         self.device = device
         self._loaded: LoadedClip | None = None
         self._task: TaskTensors | None = None
+        # The run's process group: a contrastive loss gathers its features across it.
+        self.ranks = SingleProcess()
 
     @property
     def loaded(self) -> LoadedClip:
@@ -102,6 +105,11 @@ class TrainingMethod:
     def head(self) -> ClassHead | None:
         """The head classification is served with; None means the class prompts."""
         return None
+
+    def modules(self) -> list[torch.nn.Module]:
+        """Every module holding parameters the method trains (what data parallel syncs)."""
+        head = self.head()
+        return [self.loaded.clip, *([head] if head is not None else [])]
 
     def train_mode(self, training: bool) -> None:
         self.loaded.clip.train(training)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 
 from app.ml.encode import encode_images, encode_tokens
-from worker.training.losses import classification_loss, contrastive_loss
+from worker.training.distributed.gather import global_contrastive_loss
+from worker.training.losses import classification_loss
 from worker.training.methods.base import (
     ParameterGroup,
     Phase,
@@ -47,7 +48,7 @@ class FullFineTune(TrainingMethod):
         logit_scale = clip.logit_scale.exp()
         if not self.task.is_classification:
             text_features = encode_tokens(clip, self.task.captions(rows))
-            return contrastive_loss(image_features, text_features, logit_scale)
+            return global_contrastive_loss(image_features, text_features, logit_scale, self.ranks)
         return self.classification_loss(image_features, logit_scale, rows)
 
     def classification_loss(
@@ -70,4 +71,4 @@ class Flyp(FullFineTune):
     ) -> torch.Tensor:
         # Each image's text is its own class prompt; other images' prompts are the negatives.
         text_features = self.class_features()[self.task.targets(rows)]
-        return contrastive_loss(image_features, text_features, logit_scale)
+        return global_contrastive_loss(image_features, text_features, logit_scale, self.ranks)

@@ -1,0 +1,79 @@
+"""`python -m worker.training.distributed.launch`: one training run as N processes per machine,
+started by torch's own elastic launcher (`torch.distributed.launcher.api.elastic_launch`, the
+API under `torchrun`).
+
+The supervisor starts this in place of `python -m worker.training` when a job asks for more
+than one device; on several machines the same command runs on each with `--nnodes` and one
+`--rdzv-endpoint`. Events reach the supervisor as before: the launcher puts the events pipe on
+its stdout, every rank inherits it, and rank 0 alone writes to it. No restarts: a rank that
+dies ends the attempt (the others are stopped), and the job resumes like any lost attempt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+STANDALONE_ENDPOINT = "localhost:0"
+# How long the agent gives the other ranks to stop once one has failed, before SIGKILL.
+SHUTDOWN_SECONDS = 5
+
+
+def launch_config(
+    *,
+    nproc: int,
+    nnodes: int = 1,
+    rdzv_endpoint: str = "",
+    run_id: str = "clipft",
+    rdzv_timeout_seconds: int = 300,
+) -> LaunchConfig:
+    """The launcher's settings: a c10d rendezvous, on localhost for one machine."""
+    return LaunchConfig(
+        min_nodes=nnodes,
+        max_nodes=nnodes,
+        nproc_per_node=nproc,
+        run_id=run_id,
+        role="clipft-training",
+        rdzv_backend="c10d",
+        rdzv_endpoint=rdzv_endpoint or STANDALONE_ENDPOINT,
+        rdzv_configs={"timeout": rdzv_timeout_seconds},
+        max_restarts=0,
+        monitor_interval=0.2,
+        start_method="spawn",
+        shutdown_timeout=SHUTDOWN_SECONDS,
+    )
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m worker.training.distributed.launch")
+    parser.add_argument("--nproc", type=int, required=True, help="Ranks on this machine.")
+    parser.add_argument("--nnodes", type=int, default=1, help="Machines in the run.")
+    parser.add_argument(
+        "--rdzv-endpoint", default="", help="host:port of the rendezvous (several machines)."
+    )
+    parser.add_argument("--run-id", default="clipft", help="The same on every machine.")
+    parser.add_argument("--events-fd", type=int, default=1, help="Descriptor events go to.")
+    parser.add_argument(
+        "training", nargs=argparse.REMAINDER, help="-- then `python -m worker.training` args."
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    training = [arg for arg in args.training if arg != "--"]
+    if args.events_fd != 1:
+        os.dup2(args.events_fd, 1)  # every rank inherits stdout; rank 0 writes events there
+        os.close(args.events_fd)
+    config = launch_config(
+        nproc=args.nproc, nnodes=args.nnodes, rdzv_endpoint=args.rdzv_endpoint, run_id=args.run_id
+    )
+    elastic_launch(config, sys.executable)("-m", "worker.training", *training)
+
+
+if __name__ == "__main__":
+    main()
