@@ -136,13 +136,6 @@ class Settings(BaseSettings):
         description="Devices a worker owns (its GPUs, or CPU processes): a job may ask for up "
         "to this many `devices`; the api refuses more (set it alike on api and workers).",
     )
-    distributed_nnodes: int = Field(
-        1, ge=1, le=64, description="Machines a multi-node run spans (docs/deployment.md)."
-    )
-    distributed_rdzv_endpoint: str = Field(
-        "",
-        description="host:port of the rendezvous of a multi-node run; empty on one machine.",
-    )
     distributed_timeout_seconds: float = Field(
         300.0,
         gt=0,

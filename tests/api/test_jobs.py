@@ -24,6 +24,7 @@ def test_create_job_commits_it_queued_with_defaults_and_sends_it(
         "freeze": "none",
         "epochs": 3,
         "batch_size": 32,
+        "devices": 1,
         "grad_accum_steps": 1,
         "learning_rate": 1e-5,
         "head_learning_rate": 1e-3,
@@ -382,3 +383,22 @@ def test_a_report_is_409_until_the_job_succeeds_and_404_for_unknown_jobs(
         "detail": f"job {job['id']} is queued; its report is written once it succeeds"
     }
     assert client.get("/jobs/nope/report").status_code == 404
+
+
+def test_a_job_asking_for_more_devices_than_a_worker_owns_is_422_saying_how_many(
+    client: TestClient, ready_dataset: str
+) -> None:
+    jobs_before = client.get("/jobs").json()["total"]
+    response = client.post(
+        "/jobs",
+        json={
+            "dataset_id": ready_dataset,
+            "base_model": "tiny-clip",
+            "hyperparameters": {"devices": 4, "batch_size": 8},
+        },
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"] == (
+        "hyperparameters.devices: 4 asked, but the workers have 1 device(s) each"
+    )
+    assert client.get("/jobs").json()["total"] == jobs_before

@@ -123,11 +123,23 @@ def test_two_nodes_on_loopback_train_full_fine_tuning_like_one_process(
     nodes = [
         subprocess.Popen(
             [
-                sys.executable, "-m", "worker.training.distributed.launch",
-                "--nproc", "1", "--nnodes", "2", "--rdzv-endpoint", endpoint,
-                "--run-id", "two-nodes", "--",
-                "--config", str(config_path), "--out-dir", str(tmp_path / "two"),
-            ],  # fmt: skip
+                sys.executable,
+                "-m",
+                "worker.training.distributed.launch",
+                "--nproc",
+                "1",
+                "--nnodes",
+                "2",
+                "--rdzv-endpoint",
+                endpoint,
+                "--run-id",
+                "two-nodes",
+                "--",
+                "--config",
+                str(config_path),
+                "--out-dir",
+                str(tmp_path / "two"),
+            ],
             stdout=subprocess.PIPE,
             stderr=(tmp_path / f"node-{node}.log").open("wb"),
             env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -144,5 +156,8 @@ def test_two_nodes_on_loopback_train_full_fine_tuning_like_one_process(
     evaluations = [event.epoch for event in reporting[0] if isinstance(event, Evaluation)]
     assert len(results) == 1 and evaluations[:3] == [0, 1, 2]
     assert_same_training(
-        single.history, results[0].history, tmp_path / "one" / "epoch-2", tmp_path / "two" / "epoch-2"
+        single.history,
+        results[0].history,
+        tmp_path / "one" / "epoch-2",
+        tmp_path / "two" / "epoch-2",
     )

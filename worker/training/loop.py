@@ -163,7 +163,9 @@ def train_one_epoch(
             context.at_progress_point()
             last_report = time.perf_counter()
     if ranks.distributed:  # the global batch's mean, as one process would have it
-        totals = ranks.sum_(torch.stack([loss_sum, torch.tensor(float(seen), device=loss_sum.device)]))
+        totals = ranks.sum_(
+            torch.stack([loss_sum, torch.tensor(float(seen), device=loss_sum.device)])
+        )
         return float(totals[0] / totals[1])
     return loss_sum.item() / max(seen, 1)
 

@@ -69,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.events_fd != 1:
         os.dup2(args.events_fd, 1)  # every rank inherits stdout; rank 0 writes events there
         os.close(args.events_fd)
+    # Ranks on one machine's CPU share its cores (torchrun sets the same default).
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
     config = launch_config(
         nproc=args.nproc, nnodes=args.nnodes, rdzv_endpoint=args.rdzv_endpoint, run_id=args.run_id
     )
