@@ -77,6 +77,16 @@ def new_postgres_database(server_url: str) -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture
+def private_metrics_dir_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For a test whose code points PROMETHEUS_MULTIPROC_DIR at a folder of its own (`clipft api`,
+    `use_private_metrics_dir`): the variable is as it was afterwards, or every later test in the
+    process reads its metrics from that folder. (`monkeypatch.delenv` of an unset variable
+    records nothing to restore, hence the `setenv` first.)"""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", os.environ.get("PROMETHEUS_MULTIPROC_DIR", ""))
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("clipft-data")

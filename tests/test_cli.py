@@ -86,6 +86,7 @@ def test_every_command_has_help() -> None:
         assert result.exit_code == 0, result.output
 
 
+@pytest.mark.usefixtures("private_metrics_dir_restored")
 def test_api_processes_get_the_configured_time_to_answer_uvicorns_ping(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -102,10 +103,6 @@ def test_api_processes_get_the_configured_time_to_answer_uvicorns_ping(
     monkeypatch.setenv("CLIPFT_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("CLIPFT_API_WORKERS", "2")
     monkeypatch.setenv("CLIPFT_API_WORKER_HEALTHCHECK_SECONDS", "45")
-    # `clipft api` points PROMETHEUS_MULTIPROC_DIR at a folder of its own: restored after the
-    # test, or every later test in this process reads its metrics from that folder.
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", os.environ.get("PROMETHEUS_MULTIPROC_DIR", ""))
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
     get_settings.cache_clear()
     try:
         result = CliRunner().invoke(cli_app, ["api", "--no-migrate", "--port", "8123"])

@@ -47,10 +47,8 @@ def test_metrics_dir_is_refused_inside_the_shared_data_dir(tmp_path: Path, insid
         Settings(data_dir=tmp_path / "data", metrics_dir=tmp_path / "data" / inside)
 
 
-def test_each_start_gets_its_own_metrics_dir_and_keeps_the_others_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+@pytest.mark.usefixtures("private_metrics_dir_restored")
+def test_each_start_gets_its_own_metrics_dir_and_keeps_the_others_files(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", metrics_dir=tmp_path / "local")
     first = use_private_metrics_dir(settings=settings, role="api")
     (first / "counter_7.db").write_bytes(b"first start's counters")
@@ -63,10 +61,10 @@ def test_each_start_gets_its_own_metrics_dir_and_keeps_the_others_files(
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.usefixtures("private_metrics_dir_restored")
 def test_metrics_dir_defaults_to_the_system_temp_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
     (tmp_path / "tmp").mkdir()
