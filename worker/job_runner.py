@@ -18,7 +18,8 @@ from app.core.config import Settings, get_settings
 from app.core.db import session_scope
 from app.core.objects.factory import open_store
 from app.core.objects.folders import delete_folder, publish_folder
-from app.core.objects.store import ObjectStoreError
+from app.core.objects.retry import with_store_retries
+from app.core.objects.store import ObjectStore, ObjectStoreError
 from app.core.public_text import public_message
 from app.core.queue import send_train_task
 from app.core.storage import (
@@ -26,6 +27,7 @@ from app.core.storage import (
     checkpoints_dir,
     dataset_dir,
     folder_bytes,
+    job_object_prefix,
     model_dir,
     model_object_folder,
     new_id,
@@ -38,6 +40,8 @@ from app.ml.model_metadata import read_metadata
 from app.orm import Dataset, Job, Model
 from app.orm.base import utcnow
 from worker import shutdown
+from worker.checkpoint_sync import CheckpointSync, fetch_resume_point
+from worker.dataset_copies import local_dataset
 from worker.reporter import JobReporter
 from worker.supervisor import TrainingProcessFailed, run_training_process
 from worker.training.config import TrainingConfig
@@ -69,6 +73,7 @@ def run(job_id: str, settings: Settings | None = None) -> None:
     if job is None:
         logger.info("job %s is not queued any more; nothing to do", job_id)
         return
+    store = open_store(settings)
     reporter = JobReporter(
         database_url=settings.resolved_database_url,
         data_dir=settings.data_dir,
@@ -76,9 +81,14 @@ def run(job_id: str, settings: Settings | None = None) -> None:
         owner=owner,
         heartbeat_seconds=min(30.0, settings.heartbeat_timeout_seconds / 4),
         stall_seconds=settings.training_stall_seconds,
+        checkpoint_sync=CheckpointSync(
+            store, settings.data_dir, retry_seconds=settings.store_retry_seconds
+        ),
     )
     try:
         with reporter:
+            # Under the heartbeat: fetching a big dataset may take longer than its timeout.
+            bring_inputs_here(settings, store, job)
             attempts = checkpoints_dir(settings.data_dir, job_id)
             result = run_training_process(
                 training_config(settings, job),
@@ -96,6 +106,7 @@ def run(job_id: str, settings: Settings | None = None) -> None:
         else:
             register_model(settings, job, owner, result)
             drop_resume_state(checkpoints_dir(settings.data_dir, job_id))
+            drop_published_checkpoints(store, job_id)
     except TrainingProcessFailed as error:
         # A stop of the whole process group (systemd, `kill -TERM -pgid`) kills the run too.
         if not give_way(settings, job_id, owner):
@@ -132,6 +143,29 @@ def record_stored_bytes(settings: Settings, job: Job) -> None:
     except Exception:
         # The job's outcome is recorded; its sizes are measured again at its next attempt.
         logger.exception("job %s: could not record its stored bytes", job.id)
+
+
+def bring_inputs_here(settings: Settings, store: ObjectStore, job: Job) -> None:
+    """The job's datasets and its newest checkpoint on this machine's disk, from the object
+    store where this worker has not seen them (it runs on another machine than the api, or
+    than the attempt before)."""
+    for dataset_id in (
+        job.dataset_id,
+        *([job.control_dataset_id] if job.control_dataset_id else []),
+    ):
+        local_dataset(settings, store, dataset_id)
+    with session_scope(settings.resolved_database_url) as session:
+        fetch_resume_point(
+            session, store, settings.data_dir, job.id, retry_seconds=settings.store_retry_seconds
+        )
+
+
+def drop_published_checkpoints(store: ObjectStore, job_id: str) -> None:
+    """A finished job never resumes: its checkpoints leave the store (its model is there)."""
+    try:
+        store.delete_prefix(job_object_prefix(job_id))
+    except ObjectStoreError:
+        logger.exception("job %s: its checkpoints could not be removed from the store", job_id)
 
 
 def give_way(settings: Settings, job_id: str, owner: str) -> bool:
@@ -207,7 +241,11 @@ def register_model(settings: Settings, job: Job, owner: str, result: RunResult) 
     store = open_store(settings)
     published = model_object_folder(model_id)
     try:
-        publish_folder(store, target, published)
+        with_store_retries(
+            lambda: publish_folder(store, target, published),
+            what=f"model {model_id}",
+            window_seconds=settings.store_retry_seconds,
+        )
         with session_scope(settings.resolved_database_url) as session:
             session.add(
                 Model(

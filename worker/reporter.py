@@ -34,6 +34,7 @@ from app.jobs.loss_curve import with_point
 from app.orm import Checkpoint, Job
 from app.orm.base import utcnow
 from worker import shutdown
+from worker.checkpoint_sync import CheckpointSync
 from worker.training.progress import CheckpointInfo, Notice, StepProgress, TrainingCallbacks
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class JobReporter(TrainingCallbacks):
         heartbeat_seconds: float,
         progress_interval_seconds: float = 1.0,
         stall_seconds: float = float("inf"),
+        checkpoint_sync: CheckpointSync | None = None,
     ) -> None:
         self.database_url = database_url
         self.data_dir = data_dir
@@ -64,6 +66,7 @@ class JobReporter(TrainingCallbacks):
         self.heartbeat_seconds = heartbeat_seconds
         self.progress_interval_seconds = progress_interval_seconds
         self.stall_seconds = stall_seconds
+        self.checkpoint_sync = checkpoint_sync
         self._last_sign_of_life = time.monotonic()
         self.lease_lost = threading.Event()
         self._last_progress_write = 0.0
@@ -243,10 +246,20 @@ class JobReporter(TrainingCallbacks):
                 data={"epoch": checkpoint.epoch, "step": checkpoint.step},
             )
 
+        sync = self.checkpoint_sync
+        # Objects first, the row last: a row names a whole folder in the store. An attempt that
+        # lost its lease uploads nothing (and withdraws what it uploaded as the lease went).
+        if sync is not None and not self.fenced():
+            return
+        published = sync is not None and sync.publish(checkpoint.path)
         # Pruned before it is reported: the job's folder now holds what this job keeps.
-        self.fenced(
+        recorded = self.fenced(
             record, checkpoint_bytes=folder_bytes(checkpoints_dir(self.data_dir, self.job_id))
         )
+        if sync is not None:
+            if published and not recorded:
+                sync.withdraw(checkpoint.path)
+            sync.drop_pruned(checkpoint.path.parent)
 
     def on_notice(self, notice: Notice) -> None:
         self._last_sign_of_life = time.monotonic()

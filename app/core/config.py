@@ -78,6 +78,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Bytes the local cache of objects may hold; the least recently used go first.",
     )
+    store_retry_seconds: float = Field(
+        120.0,
+        ge=0,
+        description="How long a worker keeps retrying a store that does not answer before a "
+        "write or read counts as failed (a checkpoint is then kept only locally).",
+    )
 
     # Upload limits: a zip is checked against these before anything is extracted.
     max_upload_bytes: int = Field(2 * 1024**3, gt=0)

@@ -54,6 +54,22 @@ def model_object_folder(model_id: str) -> str:
     return f"models/{model_id}"
 
 
+def dataset_object_folder(dataset_id: str) -> str:
+    """The dataset's published folder (its images and manifest) in the object store."""
+    return f"datasets/{dataset_id}"
+
+
+def job_object_prefix(job_id: str) -> str:
+    """Everything of a job in the object store (its checkpoints) lies under this folder."""
+    return f"jobs/{job_id}/"
+
+
+def object_key_of(data_dir: Path, path: Path) -> str:
+    """The object key of a folder in the data dir: its `/`-separated path from the data dir,
+    so a checkpoint's row (`jobs/<id>/checkpoints/attempt-1/epoch-2`) names its objects too."""
+    return path.relative_to(data_dir).as_posix()
+
+
 def folder_bytes(folder: Path) -> int:
     """The bytes of the files under `folder` (0 when there is none): what it keeps on disk,
     near enough.

@@ -154,6 +154,7 @@ async def _receive_and_store(
         service.create,
         session=session,
         settings=settings,
+        store=request.app.state.object_store,
         dataset_id=dataset_id,
         upload=upload,
         principal=principal,
@@ -184,9 +185,12 @@ def list_datasets(
 
 
 @router.delete("/datasets/{dataset_id}", status_code=204)
-def delete_dataset(dataset: DatasetDep, session: SessionDep, settings: SettingsDep) -> None:
-    """Delete a dataset: its row and its images (409 while any job uses it)."""
+def delete_dataset(
+    dataset: DatasetDep, session: SessionDep, settings: SettingsDep, request: Request
+) -> None:
+    """Delete a dataset: its row, its images and its objects (409 while any job uses it)."""
     dataset_id = dataset.id
     service.delete(session=session, dataset=dataset)
     session.commit()
     discard_dir(dataset_dir(settings.data_dir, dataset_id))
+    service.unpublish_dataset(request.app.state.object_store, dataset_id)

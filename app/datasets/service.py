@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import PurePosixPath, PureWindowsPath
 
@@ -12,9 +13,11 @@ from sqlalchemy.orm import Session
 from app.auth.quotas import settle_upload
 from app.core.config import Settings
 from app.core.errors import ClientError, Conflict, Unprocessable
+from app.core.objects.folders import delete_folder, publish_folder
+from app.core.objects.store import ObjectStore, ObjectStoreError
 from app.core.principal import Principal
 from app.core.queries import get_or_404, newest_first_page
-from app.core.storage import folder_bytes
+from app.core.storage import dataset_object_folder, folder_bytes
 from app.datasets.ingest import ingest_archive
 from app.datasets.schemas import DatasetPublic
 from app.datasets.upload import FILE_FIELD, ReceivedUpload
@@ -24,6 +27,8 @@ from app.orm.tables import DEFAULT_TENANT, Dataset, Job
 from app.webhooks.event_types import WebhookEvent
 from app.webhooks.outbox import record_event
 from app.webhooks.signing import iso_time
+
+logger = logging.getLogger(__name__)
 
 MAX_NAME_CHARS = 200  # the width of `dataset.name`
 DEFAULT_NAME = "dataset"
@@ -35,12 +40,15 @@ def create(
     *,
     session: Session,
     settings: Settings,
+    store: ObjectStore,
     dataset_id: str,
     upload: ReceivedUpload,
     principal: Principal,
 ) -> Dataset:
-    """Check, normalise and split an uploaded zip, then record it as a ready dataset whose
+    """Check, normalise and split an uploaded zip, publish its folder to the object store (a
+    worker on another machine trains from there), then record it as a ready dataset whose
     stored files, not its zip, count against the tenant's upload quota."""
+    published = dataset_object_folder(dataset_id)
     try:
         name = dataset_name(upload)
         manifest = ingest_archive(
@@ -52,6 +60,8 @@ def create(
         upload_bytes = upload.path.stat().st_size
         upload.path.unlink()
         stored_bytes = folder_bytes(upload.folder)
+        # Before the row: a ready dataset is always in the store, whole (manifest last).
+        publish_folder(store, upload.folder, published)
         settle_upload(
             session=session,
             settings=settings,
@@ -74,10 +84,21 @@ def create(
             data=DatasetPublic.model_validate(dataset).model_dump(mode="json"),
         )
     except BaseException:
-        # A rejected upload leaves nothing behind: no folder, and (by the rollback) no row.
+        # A rejected upload leaves nothing behind: no folder, no objects and (by the rollback)
+        # no row.
         shutil.rmtree(upload.folder, ignore_errors=True)
+        unpublish_dataset(store, dataset_id)
         raise
     return dataset
+
+
+def unpublish_dataset(store: ObjectStore, dataset_id: str) -> None:
+    """Remove the dataset's objects; a store that does not answer leaves them to an operator
+    (without a row nothing reads them)."""
+    try:
+        delete_folder(store, dataset_object_folder(dataset_id))
+    except ObjectStoreError:
+        logger.exception("dataset %s: its published folder could not be removed", dataset_id)
 
 
 def record_refused_upload(

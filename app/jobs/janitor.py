@@ -2,7 +2,8 @@
 
 - Dataset folders without a dataset row: uploads whose request died half-way (the api crashed,
   the client vanished) leave their partial `upload.zip.part` behind.
-- Checkpoints of jobs that ended `failed` or `cancelled`: kept a while for a look, then freed.
+- Checkpoints of jobs that ended `failed` or `cancelled`: kept a while for a look, then freed,
+  from this disk and from the object store (where a worker on another machine published them).
 
 It runs with the reconciler; each pass is idempotent, so several api replicas may run it.
 """
@@ -19,7 +20,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
-from app.core.storage import checkpoints_dir, datasets_root
+from app.core.objects.factory import open_store
+from app.core.objects.store import ObjectStoreError
+from app.core.storage import checkpoints_dir, datasets_root, job_object_prefix
 from app.jobs.lifecycle import JobStatus
 from app.orm import Dataset, Job
 
@@ -60,16 +63,27 @@ def remove_ended_job_checkpoints(
     session: Session, settings: Settings, now: datetime, report: JanitorReport
 ) -> None:
     cutoff = now - timedelta(seconds=settings.ended_job_checkpoints_ttl_seconds)
-    ended = session.scalars(
-        select(Job.id).where(Job.status.in_(ENDED_WITHOUT_MODEL), Job.finished_at < cutoff)
+    ended = session.execute(
+        select(Job.id, Job.checkpoint_bytes).where(
+            Job.status.in_(ENDED_WITHOUT_MODEL), Job.finished_at < cutoff
+        )
     ).all()
-    for job_id in ended:
+    store = None
+    for job_id, checkpoint_bytes in ended:
         folder = checkpoints_dir(settings.data_dir, job_id)
-        if folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            report.job_checkpoints.append(job_id)
-            # Freed: the tenant's stored bytes no longer count them.
-            session.execute(update(Job).where(Job.id == job_id).values(checkpoint_bytes=0))
+        # A job with bytes recorded has checkpoints somewhere: here, or only in the store.
+        if not folder.exists() and not checkpoint_bytes:
+            continue
+        store = store or open_store(settings)
+        try:
+            store.delete_prefix(job_object_prefix(job_id))
+        except ObjectStoreError as error:
+            logger.warning("job %s: its checkpoints stay in the store for now: %s", job_id, error)
+            continue  # the next pass tries again
+        shutil.rmtree(folder, ignore_errors=True)
+        report.job_checkpoints.append(job_id)
+        # Freed: the tenant's stored bytes no longer count them.
+        session.execute(update(Job).where(Job.id == job_id).values(checkpoint_bytes=0))
 
 
 def _newest_change(folder: Path) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.auth.requests import PrincipalDep
@@ -91,13 +91,14 @@ def list_job_events(job: JobDep, session: SessionDep) -> list[JobEventPublic]:
 
 
 @router.delete("/{job_id}", status_code=204)
-def delete_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> None:
-    """Delete a finished job: its row, events, checkpoints and files (409 while it is queued or
-    running, or while its model is registered)."""
+def delete_job(job: JobDep, session: SessionDep, settings: SettingsDep, request: Request) -> None:
+    """Delete a finished job: its row, events, checkpoints and files, here and in the object
+    store (409 while it is queued or running, or while its model is registered)."""
     job_id = job.id
     service.delete(session=session, job=job)
     session.commit()
     storage.discard_dir(storage.job_dir(settings.data_dir, job_id))
+    service.unpublish_job(request.app.state.object_store, job_id)
 
 
 @router.get(

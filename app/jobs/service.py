@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,9 +14,10 @@ from sqlalchemy.orm import Session
 from app.auth.quotas import check_room_to_store
 from app.core.config import Settings
 from app.core.errors import Conflict, Unprocessable
+from app.core.objects.store import ObjectStore, ObjectStoreError
 from app.core.principal import Principal
 from app.core.queries import get_or_404, newest_first_page
-from app.core.storage import new_id
+from app.core.storage import job_object_prefix, new_id
 from app.jobs import lifecycle
 from app.jobs.dispatch import send_after_commit
 from app.jobs.lifecycle import JobStatus
@@ -26,6 +28,8 @@ from app.ml.hyperparameters import HEAD_METHODS
 from app.orm import Checkpoint, Dataset, Job, JobEvent, Model, Webhook
 from app.orm.base import utcnow
 from app.webhooks import service as webhooks
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -189,6 +193,15 @@ def delete(*, session: Session, job: Job) -> None:
     session.execute(sql_delete(Checkpoint).where(Checkpoint.job_id == job.id))
     session.delete(job)
     session.flush()
+
+
+def unpublish_job(store: ObjectStore, job_id: str) -> None:
+    """Remove the job's checkpoints from the object store; a store that does not answer leaves
+    them to an operator (without the job's rows nothing reads them)."""
+    try:
+        store.delete_prefix(job_object_prefix(job_id))
+    except ObjectStoreError:
+        logger.exception("job %s: its checkpoints could not be removed from the store", job_id)
 
 
 def retry(*, session: Session, settings: Settings, job: Job, principal: Principal) -> Job:

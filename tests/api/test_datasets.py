@@ -914,3 +914,28 @@ def test_an_upload_is_refused_with_507_when_the_disk_is_nearly_full(settings: Se
     assert response.status_code == 507
     assert response.json()["detail"].startswith("not enough free disk space:")
     assert set(root.iterdir()) == before  # nothing written
+
+
+def test_a_ready_dataset_is_published_whole_and_its_delete_unpublishes_it(
+    client: TestClient, settings: Settings
+) -> None:
+    from app.core.objects.factory import open_store
+    from app.core.objects.folders import read_manifest as read_folder_manifest
+
+    response = upload(client, class_zip({"cat": 2, "dog": 2}))
+    assert response.status_code == 201, response.text
+    dataset_id = response.json()["id"]
+    store = open_store(settings)
+    published = read_folder_manifest(store, f"datasets/{dataset_id}")
+    # A worker on another machine finds every file of it (and their checksums) in the store.
+    folder = dataset_dir(settings.data_dir, dataset_id)
+    assert published is not None
+    assert {entry.name: entry.size for entry in published.files} == {
+        path.relative_to(folder).as_posix(): path.stat().st_size
+        for path in folder.rglob("*")
+        if path.is_file()
+    }
+
+    assert client.delete(f"/datasets/{dataset_id}").status_code == 204
+    assert read_folder_manifest(store, f"datasets/{dataset_id}") is None
+    assert store.list(f"datasets/{dataset_id}/") == []

@@ -13,6 +13,8 @@ from sqlalchemy import event, select
 
 from app.core.config import Settings
 from app.core.db import get_engine, session_scope
+from app.core.objects.factory import open_store
+from app.core.objects.folders import publish_folder
 from app.core.storage import dataset_dir, job_dir, model_dir
 from app.orm import Job, JobEvent, Model
 from tests.api.predict_requests import png_base64
@@ -51,8 +53,14 @@ def test_a_dataset_a_job_uses_stays_until_the_job_is_gone(
     assert "cancel it first" in queued.json()["detail"]
     assert client.post(f"/jobs/{job['id']}/cancel").status_code == 200
     job_folder = job_dir(settings.data_dir, job["id"])
-    (job_folder / "checkpoints").mkdir(parents=True)
+    (job_folder / "checkpoints" / "attempt-1" / "epoch-1").mkdir(parents=True)
+    (job_folder / "checkpoints" / "attempt-1" / "epoch-1" / "weights").write_bytes(b"w")
+    store = open_store(settings)  # and published, as a worker on another machine does
+    publish_folder(
+        store, job_folder / "checkpoints/attempt-1/epoch-1", f"jobs/{job['id']}/checkpoints/a"
+    )
     assert client.delete(f"/jobs/{job['id']}").status_code == 204
+    assert store.list(f"jobs/{job['id']}/") == []
     assert client.get(f"/jobs/{job['id']}").status_code == 404
     assert client.get(f"/jobs/{job['id']}/events").status_code == 404
     assert not job_folder.exists()

@@ -13,6 +13,8 @@ from sqlalchemy import select
 
 from app.core.config import Settings
 from app.core.db import session_scope
+from app.core.objects.factory import open_store
+from app.core.objects.folders import publish_folder
 from app.core.storage import checkpoints_dir, dataset_dir
 from app.jobs.reconcile import reconcile_once
 from app.orm import Job
@@ -71,8 +73,18 @@ def test_checkpoints_of_failed_and_cancelled_jobs_are_freed_after_their_ttl(
         folder.mkdir(parents=True)
         (folder / "model.safetensors").write_bytes(b"weights")
         folders[name], job_ids[name] = folder, job["id"]
+    # One failed job ran on another machine: its checkpoints are only in the object store.
+    elsewhere = create_job(client, ready_dataset)
+    set_status(settings, elsewhere["id"], status="failed", finished_at=long_ago, checkpoint_bytes=7)
+    store = open_store(settings)
+    source = folders["failed long ago"]
+    for job_id in (elsewhere["id"], job_ids["failed long ago"], job_ids["failed lately"]):
+        publish_folder(store, source, f"jobs/{job_id}/checkpoints/attempt-1/epoch-1")
 
     reconcile_once(settings)
+    assert store.list(f"jobs/{elsewhere['id']}/") == []
+    assert store.list(f"jobs/{job_ids['failed long ago']}/") == []
+    assert store.list(f"jobs/{job_ids['failed lately']}/") != []
     assert not folders["failed long ago"].exists()
     assert not folders["cancelled long ago"].exists()
     assert folders["failed lately"].exists()

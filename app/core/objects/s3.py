@@ -88,6 +88,11 @@ class S3ObjectStore:
             code = str(error.response.get("Error", {}).get("Code", ""))
             if code in _NOT_FOUND_CODES:
                 raise ObjectNotFound(key) from None
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if isinstance(status, int) and status >= 500:
+                # The server is there but cannot serve (a gateway whose filer restarts): like
+                # no answer, it passes, and boto3 has already retried it.
+                raise StoreUnavailable(f"{self.location}: {code or status}") from error
             raise ObjectStoreError(f"{self.location}: {code or error}") from error
         except (
             botocore.exceptions.EndpointConnectionError,

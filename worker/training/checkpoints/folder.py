@@ -17,11 +17,11 @@ from safetensors.torch import load_file, save_file
 
 from app.core.storage import atomic_dir
 from app.ml.model_metadata import ModelMetadata
+from worker.training.checkpoints.names import TRAINER_STATE_NAME
 from worker.training.checkpoints.snapshot import ModelSnapshot, host_copy
 from worker.training.config import TrainingConfig
 from worker.training.methods import TrainingMethod
 
-TRAINER_STATE_NAME = "trainer_state.json"
 OPTIMIZER_TENSORS_NAME = "optimizer.safetensors"
 OPTIMIZER_GROUPS_NAME = "optimizer_groups.json"
 CONFIG_NAME = "training_config.json"
