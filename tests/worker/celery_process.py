@@ -31,6 +31,18 @@ def wait_until_gone(pid: int, timeout_seconds: float = 10.0) -> bool:
     return True
 
 
+def storage_environment(settings: Settings) -> dict[str, str]:
+    """The object store settings as a process's environment: those that are set."""
+    secret = settings.s3_secret_access_key
+    values = {
+        "CLIPFT_STORAGE_URL": settings.storage_url,
+        "CLIPFT_S3_ENDPOINT_URL": settings.s3_endpoint_url,
+        "CLIPFT_S3_ACCESS_KEY_ID": settings.s3_access_key_id,
+        "CLIPFT_S3_SECRET_ACCESS_KEY": secret.get_secret_value() if secret else None,
+    }
+    return {name: value for name, value in values.items() if value is not None}
+
+
 class WorkerProcess:
     def __init__(
         self, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None
@@ -52,6 +64,7 @@ class WorkerProcess:
             HF_HUB_OFFLINE="1",
             PYTHONUNBUFFERED="1",
         )
+        env.update(storage_environment(self.settings))
         env.update(self.extra_env)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from transformers import CLIPModel
 
 from app.core.config import Settings
 from app.core.db import session_scope
+from app.core.objects.factory import open_store
+from app.core.objects.folders import read_manifest
 from app.core.storage import checkpoints_dir
 from app.jobs.reconcile import reconcile_once
 from app.main import create_app
@@ -29,6 +32,7 @@ from app.ml.synthetic import (
 )
 from app.orm import Job
 from tests.conftest import make_ready_dataset
+from tests.object_store import SeaweedS3
 from tests.worker.celery_process import WorkerProcess, is_running, wait_until_gone
 from tests.worker.jobs import (
     FINISHED,
@@ -250,26 +254,49 @@ def alone(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, str]]:
         yield own, make_ready_dataset(own)
 
 
+@pytest.fixture
+def hosts(
+    alone: tuple[Settings, str], seaweedfs: SeaweedS3, s3_bucket: str, tmp_path: Path
+) -> dict[str, Settings]:
+    """An api host and two worker hosts, each with its own empty data dir, that share only the
+    database, the broker and a bucket (a prefix of its own in the session's SeaweedFS)."""
+    own, _ = alone
+    bucket = seaweedfs.settings(f"s3://{s3_bucket}/hosts-{uuid.uuid4().hex[:8]}")
+    shared = {
+        name: getattr(bucket, name)
+        for name in ("storage_url", "s3_endpoint_url", "s3_access_key_id", "s3_secret_access_key")
+    }
+    return {
+        host: own.model_copy(update={**shared, "data_dir": tmp_path / host})
+        for host in ("api", "worker-1", "worker-2", "second-api")
+    }
+
+
 @pytest.mark.faults
-def test_a_killed_worker_leaves_a_clear_state_and_the_job_resumes(
-    alone: tuple[Settings, str], tmp_path: Path
+def test_on_separate_hosts_a_killed_worker_s_job_resumes_on_another_from_the_bucket(
+    hosts: dict[str, Settings], tmp_path: Path
 ) -> None:
-    own, dataset_id = alone
     order = tmp_path / "pause"
-    with TestClient(create_app(own, run_reconciler=False)) as client:
-        first = paused_worker(own, tmp_path / "first.log", order).start()
-        job_id = start_job(client, dataset_id, hyperparameters=EPOCHS_AROUND_A_FAULT)
+    api = hosts["api"]
+    with TestClient(create_app(api, run_reconciler=False)) as client:
+        uploaded = client.post(
+            "/datasets",
+            files={"file": ("shapes.zip", classification_zip(make_images(per_class=30)), "z")},
+        )
+        assert uploaded.status_code == 201, uploaded.text
+        first = paused_worker(hosts["worker-1"], tmp_path / "first.log", order).start()
+        job_id = start_job(client, uploaded.json()["id"], hyperparameters=EPOCHS_AROUND_A_FAULT)
         wait_for_file(paused_marker(order))  # epoch 3 has begun
         assert events_of(client, job_id, "checkpoint")
         first.kill()
         paused_marker(order).unlink()
         # Its training process went with it: nothing holds the GPU for a job nobody runs.
         assert wait_until_gone(training_pid(client, job_id))
-        requeue_once_stale(own, job_id)
+        requeue_once_stale(api, job_id)
         requeued = client.get(f"/jobs/{job_id}").json()
         assert requeued["status"] == "queued" and requeued["attempt"] == 1
 
-        job = finish_with_another_worker(own, client, job_id, tmp_path / "second.log")
+        job = finish_with_another_worker(hosts["worker-2"], client, job_id, tmp_path / "2.log")
         assert job["status"] == "succeeded", job["error"]
         assert job["attempt"] == 2
         evaluations = [
@@ -277,9 +304,31 @@ def test_a_killed_worker_leaves_a_clear_state_and_the_job_resumes(
             for event in client.get(f"/jobs/{job_id}/events").json()
             if event["type"] == "evaluation"
         ]
-        # Resumed from the checkpoint: the base model and epoch 1 are not redone.
+        # Resumed from the bucket's checkpoint: the base model and epoch 1 are not redone.
         assert evaluations.count(0) == 1 and evaluations.count(1) == 1
         assert sorted(set(evaluations)) == [0, 1, 2, 3, 4]
+    # Worker 2 had nothing of attempt 1 but what it fetched from the bucket.
+    fetched = checkpoints_dir(hosts["worker-2"].data_dir, job_id) / "attempt-1"
+    assert fetched.is_dir() and not (hosts["api"].data_dir / "jobs").exists()
+    # Nothing of the job is left only on a disk: the model is in the bucket, the checkpoints
+    # (no longer needed) are not.
+    store = open_store(api)
+    assert read_manifest(store, f"models/{job['model_id']}") is not None
+    assert store.list(f"jobs/{job_id}/") == []
+    # An api host that never saw the job serves the model from the bucket.
+    with TestClient(create_app(hosts["second-api"], run_reconciler=False)) as elsewhere:
+        images = make_images(per_class=2, seed=7)
+        answer = elsewhere.post(
+            "/predict",
+            json={
+                "model_id": job["model_id"],
+                "images": [base64.b64encode(png_bytes(item.image)).decode() for item in images],
+            },
+        )
+    assert answer.status_code == 200, answer.text
+    predicted = [ranked[0]["label"] for ranked in answer.json()["predictions"]]
+    hits = sum(label == item.label for label, item in zip(predicted, images, strict=True))
+    assert hits / len(images) >= 0.8, predicted
 
 
 @pytest.mark.faults
