@@ -1,4 +1,4 @@
-"""The `clipft` command: serve, api, worker, webhooks, migrate, demo."""
+"""The `clipft` command: serve, api, worker, webhooks, migrate, create-bucket, demo."""
 
 from __future__ import annotations
 
@@ -102,6 +102,21 @@ def worker(
             "--without-mingle",
         ]
     )
+
+
+@app.command("create-bucket")
+def create_bucket() -> None:
+    """Create the bucket CLIPFT_STORAGE_URL names, if the server lacks it (a new SeaweedFS or
+    MinIO); nothing to do for a folder store."""
+    from app.core.objects.factory import open_store
+    from app.core.objects.s3 import S3ObjectStore
+
+    store = open_store(get_settings())
+    if not isinstance(store, S3ObjectStore):
+        typer.echo(f"{store.location} is a folder: no bucket to create")
+        return
+    created = store.ensure_bucket()
+    typer.echo(f"bucket {store.bucket} {'created' if created else 'already exists'}")
 
 
 @app.command()

@@ -329,6 +329,19 @@ class Settings(BaseSettings):
             allowed = self.environment == "dev"
         return allowed or hub_id in self.hub_model_allowlist
 
+    @field_validator(
+        "storage_url",
+        "s3_endpoint_url",
+        "s3_access_key_id",
+        "s3_secret_access_key",
+        "s3_region",
+        mode="before",
+    )
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        # docker compose passes `${CLIPFT_STORAGE_URL:-}` through as "" when the shell has none.
+        return None if value == "" else value
+
     @field_validator("storage_url")
     @classmethod
     def _storage_url_names_a_backend(cls, url: str | None) -> str | None:

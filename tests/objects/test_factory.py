@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from app.core.config import Settings
 from app.core.objects.factory import open_store
 from app.core.objects.local import LocalObjectStore
 from app.core.objects.s3 import S3ObjectStore
+from tests.object_store import SeaweedS3
 
 
 def test_unset_means_a_folder_in_the_data_dir(tmp_path: Path) -> None:
@@ -67,3 +69,45 @@ def test_the_secret_key_is_not_shown() -> None:
 def test_half_a_key_pair_is_refused() -> None:
     with pytest.raises(ValidationError, match="CLIPFT_S3_SECRET_ACCESS_KEY"):
         Settings(storage_url="s3://bucket/x", s3_access_key_id="id")
+
+
+def test_empty_settings_mean_unset_as_compose_passes_them(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        storage_url="",
+        s3_endpoint_url="",
+        s3_access_key_id="",
+        s3_secret_access_key="",
+    )
+    assert settings.storage_url is None and settings.s3_access_key_id is None
+    assert isinstance(open_store(settings), LocalObjectStore)
+
+
+def test_create_bucket_makes_the_configured_bucket_once(
+    seaweedfs: SeaweedS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from app.cli import app
+    from app.core.config import get_settings
+
+    bucket = f"clipft-new-{uuid.uuid4().hex[:8]}"
+    configured = seaweedfs.settings(f"s3://{bucket}/artefacts")
+    for name in ("storage_url", "s3_endpoint_url", "s3_access_key_id"):
+        monkeypatch.setenv(f"CLIPFT_{name.upper()}", str(getattr(configured, name)))
+    assert configured.s3_secret_access_key is not None
+    monkeypatch.setenv(
+        "CLIPFT_S3_SECRET_ACCESS_KEY", configured.s3_secret_access_key.get_secret_value()
+    )
+    get_settings.cache_clear()
+    try:
+        first = CliRunner().invoke(app, ["create-bucket"])
+        second = CliRunner().invoke(app, ["create-bucket"])
+    finally:
+        get_settings.cache_clear()
+    assert first.exit_code == 0, first.output
+    assert first.output.strip() == f"bucket {bucket} created"
+    assert second.output.strip() == f"bucket {bucket} already exists"
+    store = open_store(configured)
+    store.put_bytes("a", b"x")
+    assert store.get_bytes("a") == b"x"

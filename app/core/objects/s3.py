@@ -102,6 +102,19 @@ class S3ObjectStore:
         ) as error:
             raise StoreUnavailable(f"{self.location} does not answer: {error}") from error
 
+    def ensure_bucket(self) -> bool:
+        """Create the bucket if the server has none of that name; True if it was created."""
+        with self._answers(""):
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+                return False
+            except botocore.exceptions.ClientError as error:
+                code = str(error.response.get("Error", {}).get("Code", ""))
+                if code not in _NOT_FOUND_CODES | {"NoSuchBucket"}:
+                    raise
+            self.client.create_bucket(Bucket=self.bucket)
+        return True
+
     def put_bytes(self, key: str, payload: bytes) -> ObjectInfo:
         sha256 = hashlib.sha256(payload).hexdigest()
         with self._answers(key):
