@@ -161,3 +161,27 @@ def test_two_nodes_on_loopback_train_full_fine_tuning_like_one_process(
         tmp_path / "one" / "epoch-2",
         tmp_path / "two" / "epoch-2",
     )
+
+
+def test_gradient_accumulation_reaches_the_global_batch_on_one_process_and_on_two_ranks(
+    dataset_dir: Path, tmp_path: Path
+) -> None:
+    # Full fine-tuning's loss is a mean over images: two accumulated halves of a batch of 8,
+    # in one process or split over two ranks, step exactly as the batch of 8 does.
+    whole = run(config_for(dataset_dir, method="full"), tmp_path / "whole")
+    halves = run(config_for(dataset_dir, method="full", batch_size=4, grad_accum_steps=2),
+                 tmp_path / "halves")  # fmt: skip
+    assert_same_training(whole.history, halves.history, tmp_path / "whole" / "epoch-2",
+                         tmp_path / "halves" / "epoch-2")  # fmt: skip
+    assert len(halves.history) == len(whole.history)
+
+    config = config_for(dataset_dir, method="full", batch_size=4, grad_accum_steps=2, devices=2)
+    result = run_training_process(
+        config,
+        tmp_path / "ranks",
+        Recorder(),
+        config_path=tmp_path / "training_config.json",
+        log_path=tmp_path / "train.log",
+    )
+    assert_same_training(whole.history, result.history, tmp_path / "whole" / "epoch-2",
+                         tmp_path / "ranks" / "epoch-2")  # fmt: skip
