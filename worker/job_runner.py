@@ -109,7 +109,9 @@ def run(job_id: str, settings: Settings | None = None) -> None:
             drop_published_checkpoints(store, job_id)
     except TrainingProcessFailed as error:
         # A stop of the whole process group (systemd, `kill -TERM -pgid`) kills the run too.
-        if not give_way(settings, job_id, owner):
+        if give_way(settings, job_id, owner):
+            pass
+        elif not (error.rank_lost and requeue_lost_rank(settings, job_id, owner, str(error))):
             finish(settings, job_id, owner, status=JobStatus.FAILED, message=str(error))
     except Exception as error:
         logger.exception("job %s failed", job_id)
@@ -168,6 +170,29 @@ def drop_published_checkpoints(store: ObjectStore, job_id: str) -> None:
         logger.exception("job %s: its checkpoints could not be removed from the store", job_id)
 
 
+def requeue_lost_rank(settings: Settings, job_id: str, owner: str, reason: str) -> bool:
+    """Queue the job again after a rank of its run was killed from outside, and wake a worker;
+    False (nothing done) if it has no attempt left, is being cancelled, or is no longer ours."""
+    with session_scope(settings.resolved_database_url) as session:
+        requeued = lifecycle.requeue_lost_rank(
+            session, job_id, owner=owner, now=utcnow(), reason=reason
+        )
+    if requeued:
+        logger.warning("job %s queued again: %s", job_id, reason)
+        wake_a_worker(settings, job_id)
+    return requeued
+
+
+def wake_a_worker(settings: Settings, job_id: str) -> None:
+    try:
+        send_train_task(
+            broker_url=str(settings.redis_url), queue=settings.train_queue, job_id=job_id
+        )
+    except Exception:
+        # The row is queued: the reconciler sends it again once the broker answers.
+        logger.warning("job %s: could not send it again; the reconciler will", job_id)
+
+
 def give_way(settings: Settings, job_id: str, owner: str) -> bool:
     """If the worker is shutting down, put the job back in the queue, its attempt not counted,
     and wake another worker; False (nothing done) otherwise, or if a cancel is pending."""
@@ -178,13 +203,7 @@ def give_way(settings: Settings, job_id: str, owner: str) -> bool:
     if not released:
         return False
     logger.info("job %s queued again: this worker is shutting down", job_id)
-    try:
-        send_train_task(
-            broker_url=str(settings.redis_url), queue=settings.train_queue, job_id=job_id
-        )
-    except Exception:
-        # The row is queued: the reconciler sends it again once the broker answers.
-        logger.warning("job %s: could not send it again; the reconciler will", job_id)
+    wake_a_worker(settings, job_id)
     return True
 
 

@@ -28,7 +28,15 @@ from worker.training.progress import (
     StepProgress,
     TrainingCallbacks,
 )
-from worker.training.protocol import STOP, Evaluation, Event, RunError, decode
+from worker.training.protocol import (
+    CRASH_SIGNALS,
+    RANK_LOST,
+    STOP,
+    Evaluation,
+    Event,
+    RunError,
+    decode,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +44,17 @@ logger = logging.getLogger(__name__)
 CHECK_SECONDS = 1.0
 # After SIGTERM, this long before SIGKILL.
 KILL_AFTER_SECONDS = 10.0
-CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
 
 
 class TrainingProcessFailed(RuntimeError):
-    """The run's process ended without a result; the message says how, fit for the job's error."""
+    """The run's process ended without a result; the message says how, fit for the job's error.
+
+    `rank_lost`: a rank of a data-parallel run was killed from outside (not a crash of its own
+    code), so another attempt may well succeed."""
+
+    def __init__(self, message: str, *, rank_lost: bool = False) -> None:
+        super().__init__(message)
+        self.rank_lost = rank_lost
 
 
 @dataclass
@@ -226,7 +240,8 @@ def outcome(ending: Ending, returncode: int, log_path: Path) -> RunResult:
         return RunResult(stopped=True, best_checkpoint=None)
     message = str(ending.error) if ending.error else describe_exit(returncode)
     logger.error("%s; its output is in %s", message, log_path)
-    raise TrainingProcessFailed(message)
+    rank_lost = ending.error is not None and ending.error.type == RANK_LOST
+    raise TrainingProcessFailed(message, rank_lost=rank_lost)
 
 
 def describe_exit(returncode: int) -> str:

@@ -9,6 +9,7 @@ and returns False: someone else moved the job first.
     queued ──claim──▶ running ──succeed──▶ succeeded
       │  ▲              │ ├──fail────────▶ failed
       │  ├──requeue─────┤ └──end_cancelled▶ cancelled
+      │  │  (its worker went silent, or a rank of its run was killed: the attempt counts)
       │  └──release─────┘ (its worker shuts down: the attempt is not counted)
       └──cancel_queued──────────────────▶ cancelled
     failed, cancelled ──retry──▶ queued (the next attempt resumes from the last checkpoint)
@@ -175,6 +176,27 @@ def release(session: Session, job_id: str, *, owner: str, now: datetime) -> bool
             "enqueued_at": now,
         },
         message="queued again: its worker is shutting down (this attempt is not counted)",
+        data={"status": JobStatus.QUEUED},
+    )
+
+
+def requeue_lost_rank(
+    session: Session, job_id: str, *, owner: str, now: datetime, reason: str
+) -> bool:
+    """running → queued, the attempt counted: a rank of its data-parallel run was killed from
+    outside (the OOM killer, a lost machine), which another attempt may well survive; it
+    resumes from the last checkpoint. Refused (False) if this attempt lost the job, a cancel is
+    pending, or the job has used all its attempts (then it fails instead)."""
+    return _change(
+        session,
+        job_id,
+        fence=[
+            *_held_by(owner),
+            Job.cancel_requested.is_(False),
+            Job.attempt < Job.max_attempts,
+        ],
+        values={"status": JobStatus.QUEUED, "lease_owner": None, "enqueued_at": now},
+        message=f"queued again: {reason} (the next attempt resumes from the last checkpoint)",
         data={"status": JobStatus.QUEUED},
     )
 

@@ -66,3 +66,31 @@ def test_a_release_holds_only_for_its_own_attempt_without_a_pending_cancel(
         assert lifecycle.request_cancel(session, job_id)
         # A cancel asked for meanwhile wins: the job would never be claimed again.
         assert not lifecycle.release(session, job_id, owner="c", now=now)
+
+
+def test_a_lost_rank_requeues_its_own_attempt_counted_until_the_attempts_are_used_up(
+    client: TestClient, settings: Settings, ready_dataset: str
+) -> None:
+    job_id = create_job(client, ready_dataset)["id"]
+    now = utcnow()
+    with session_scope(settings.resolved_database_url) as session:
+        for attempt in range(1, settings.job_max_attempts):
+            claimed = lifecycle.claim(session, job_id, owner=f"a{attempt}", now=now)
+            assert claimed is not None and claimed.attempt == attempt
+            assert not lifecycle.requeue_lost_rank(
+                session, job_id, owner="other", now=now, reason="rank 1 of 2 was killed"
+            )
+            assert lifecycle.requeue_lost_rank(
+                session, job_id, owner=f"a{attempt}", now=now, reason="rank 1 of 2 was killed"
+            )
+        # The last attempt is not given back: it fails like any other.
+        last = lifecycle.claim(session, job_id, owner="last", now=now)
+        assert last is not None and last.attempt == settings.job_max_attempts
+        assert not lifecycle.requeue_lost_rank(
+            session, job_id, owner="last", now=now, reason="rank 1 of 2 was killed"
+        )
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "running" and job["attempt"] == settings.job_max_attempts
+    messages = [e["message"] for e in client.get(f"/jobs/{job_id}/events").json()]
+    requeued = "queued again: rank 1 of 2 was killed (the next attempt resumes from the last "
+    assert sum(m == requeued + "checkpoint)" for m in messages) == settings.job_max_attempts - 1

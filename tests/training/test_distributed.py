@@ -8,6 +8,7 @@ a rendezvous on loopback).
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -93,8 +94,11 @@ def test_two_ranks_train_flyp_like_one_process_and_a_killed_rank_ends_the_attemp
     crash.write_text("SIGKILL@2")
     monkeypatch.setenv(CRASH_FILE_VARIABLE, str(crash))
     started = time.monotonic()
-    with pytest.raises(TrainingProcessFailed):
+    with pytest.raises(TrainingProcessFailed) as lost:
         supervise(1)
+    # Killed from outside, not broken: the worker will queue the job again.
+    assert lost.value.rank_lost
+    assert re.fullmatch(r"RankLost: rank [01] of 2 was killed by SIGKILL", str(lost.value))
     assert time.monotonic() - started < config.distributed_timeout_seconds
     assert not crash.exists()  # the fault happened
     assert (attempts / "attempt-1" / "epoch-1").is_dir()

@@ -7,6 +7,7 @@ supervisor writes `STOP` to the run's stdin to ask it to stop at its next step.
 from __future__ import annotations
 
 import json
+import signal
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,11 @@ from worker.training.jsonable import from_json_dict, to_json_dict
 from worker.training.progress import CheckpointInfo, Notice, RunResult, StepProgress
 
 STOP = b"stop\n"
+# Signals that say a run's own code broke (its job fails); other signals stop it from outside.
+CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
+# `RunError.type` of a data-parallel run one of whose ranks was killed from outside: the job is
+# queued again instead of failing (worker.training.distributed.launch writes it).
+RANK_LOST = "RankLost"
 
 
 @dataclass(frozen=True)

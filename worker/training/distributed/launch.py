@@ -6,19 +6,27 @@ The supervisor starts this in place of `python -m worker.training` when a job as
 than one device; on several machines the same command runs on each with `--nnodes` and one
 `--rdzv-endpoint`. Events reach the supervisor as before: the launcher puts the events pipe on
 its stdout, every rank inherits it, and rank 0 alone writes to it. No restarts: a rank that
-dies ends the attempt (the others are stopped), and the job resumes like any lost attempt.
+dies ends the attempt (the others are stopped). A rank killed by a signal that is not a crash
+(SIGKILL from the kernel's OOM killer or an operator, SIGTERM, a lost machine's SIGHUP) is
+reported as the event `RankLost`, last, after whatever the other ranks said as they failed;
+the worker then queues the job again to resume from its last checkpoint, the attempt counted.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+from worker.training.protocol import CRASH_SIGNALS, RANK_LOST, RunError, encode
+
 STANDALONE_ENDPOINT = "localhost:0"
+
 # How long the agent gives the other ranks to stop once one has failed, before SIGKILL.
 SHUTDOWN_SECONDS = 5
 
@@ -74,7 +82,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = launch_config(
         nproc=args.nproc, nnodes=args.nnodes, rdzv_endpoint=args.rdzv_endpoint, run_id=args.run_id
     )
-    elastic_launch(config, sys.executable)("-m", "worker.training", *training)
+    try:
+        elastic_launch(config, sys.executable)("-m", "worker.training", *training)
+    except ChildFailedError as error:
+        lost = rank_lost(error, world=args.nproc * args.nnodes)
+        if lost is not None:
+            os.write(1, encode(lost))
+        raise
+
+
+def rank_lost(error: ChildFailedError, *, world: int) -> RunError | None:
+    """A `RankLost` event if the first rank to fail was killed by a signal that is no crash.
+
+    The launcher stamps failures to the second, and a rank that loses its peer fails in the
+    same second with an exit code of its own: among the first, a signalled one is the cause."""
+
+    def order(rank: int) -> tuple[int, bool]:
+        failure = error.failures[rank]
+        return failure.timestamp, failure.exitcode >= 0
+
+    rank = min(error.failures, key=order)
+    exitcode = error.failures[rank].exitcode
+    if exitcode >= 0:
+        return None
+    try:
+        killer = signal.Signals(-exitcode)
+    except ValueError:
+        return None
+    if killer in CRASH_SIGNALS:
+        return None
+    return RunError(type=RANK_LOST, message=f"rank {rank} of {world} was killed by {killer.name}")
 
 
 if __name__ == "__main__":
