@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.predict_throughput --model tiny-clip
 	$(BIN)/python -m bench.methods
 	$(BIN)/python -m bench.ddp_scaling
+	$(BIN)/python -m bench.onnx_throughput
 
 # The image built and the compose stack run for real on the CPU (docs/deployment.md, "The
 # compose check"): needs Docker with Compose 2.24+, about 10 minutes and 7 GB of disk.

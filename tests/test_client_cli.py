@@ -142,6 +142,13 @@ def test_predict_prints_a_table_and_export_writes_the_zip(
     assert code == 0, output
     with zipfile.ZipFile(target) as archive:
         assert {"README.md", "model.safetensors"} <= set(archive.namelist())
+    onnx = tmp_path / "model-onnx.zip"
+    code, output = run(url, key, "models", "export", model_id, "--format", "onnx", "-o", str(onnx))
+    assert code == 0, output
+    with zipfile.ZipFile(onnx) as archive:
+        assert {"image_encoder.onnx", "text_encoder.onnx", "classifier.json"} <= set(
+            archive.namelist()
+        )
 
 
 def test_a_wrong_key_is_an_error_the_user_can_read(server: tuple[Settings, str, str]) -> None:

@@ -183,9 +183,15 @@ class ClipftClient:
         files = [("files", (path.name, path.read_bytes())) for path in images]
         return dict(self._answer(self.http.post("/predict", data=data, files=files)))
 
-    def download_model(self, model_id: str, target: Path) -> Path:
-        """The model's zip (weights, clipft.json, model card) written to `target`."""
-        with self.http.stream("GET", f"/models/{model_id}/download") as response:
+    def download_model(self, model_id: str, target: Path, export_format: str = "folder") -> Path:
+        """The model's zip written to `target`: its folder (weights, clipft.json, model card),
+        or with `export_format="onnx"` its ONNX export."""
+        path = (
+            f"/models/{model_id}/download"
+            if export_format == "folder"
+            else f"/models/{model_id}/export?format={export_format}"
+        )
+        with self.http.stream("GET", path) as response:
             if response.status_code >= 400:
                 response.read()
                 self._answer(response)

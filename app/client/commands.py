@@ -6,6 +6,7 @@ Every command talks to a server at `--url` (or `CLIPFT_URL`) with `--api-key` (o
 
 from __future__ import annotations
 
+import enum
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -192,19 +193,32 @@ def predict(
         typer.echo(f"{path.name[:24]:<24}" + "".join(f"{value:16.3f}" for value in row))
 
 
+class ExportFormat(enum.StrEnum):
+    folder = "folder"
+    onnx = "onnx"
+
+
 @models_app.command("export")
 def export(
     model_id: Annotated[str, typer.Argument(help="The trained model.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The zip to write.")] = Path(
         "model.zip"
     ),
+    export_format: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format",
+            help="folder: the safetensors folder with its model card; onnx: both towers as "
+            "ONNX graphs, the classifier and the preprocessing, to run without clipft.",
+        ),
+    ] = ExportFormat.folder,
     url: UrlOption = DEFAULT_URL,
     api_key: KeyOption = None,
 ) -> None:
-    """Download a model as a zip: weights, clipft.json and a model card."""
+    """Download a model as a zip: its folder (weights, clipft.json, model card) or ONNX."""
     with client(url, api_key) as api:
         try:
-            api.download_model(model_id, output)
+            api.download_model(model_id, output, export_format.value)
         except ApiError as error:
             raise fail(error) from None
     typer.echo(f"wrote {output}")

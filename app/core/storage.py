@@ -49,6 +49,11 @@ def model_dir(data_dir: Path, model_id: str) -> Path:
     return data_dir / "models" / model_id
 
 
+def exports_dir(data_dir: Path, model_id: str) -> Path:
+    """A model's exports (ONNX), built on request and kept: a cache, rebuilt if removed."""
+    return data_dir / "exports" / model_id
+
+
 def model_object_folder(model_id: str) -> str:
     """The model's published folder in the object store (`app.core.objects.folders`)."""
     return f"models/{model_id}"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse, StreamingResponse
 
 from app.auth.requests import PrincipalDep
 from app.core import storage
@@ -14,6 +15,7 @@ from app.core.errors import Conflict
 from app.core.objects.folders import delete_folder
 from app.core.objects.store import CorruptObject, ObjectStoreError
 from app.http.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep
+from app.inference.cache import ModelUnavailable
 from app.ml.model_metadata import METADATA_NAME
 from app.models import service
 from app.models.export import folder_files, model_card, zip_stream
@@ -70,16 +72,7 @@ def download_model(
 ) -> StreamingResponse:
     """Download a model: its `save_pretrained` folder, `clipft.json`, and a model card with
     its base model, dataset, method, hyperparameters and metrics. 409 if its files are gone."""
-    try:
-        folder = model_folder(
-            data_dir=settings.data_dir,
-            object_cache=request.app.state.object_cache,
-            model_id=model_record.id,
-        )
-    except CorruptObject as error:
-        raise Conflict(f"model {model_record.id} has damaged files in the store") from error
-    if not (folder / METADATA_NAME).is_file():
-        raise Conflict(f"model {model_record.id} has no files on the server any more")
+    folder = _model_files(model_record, settings, request)
     job = session.get(Job, model_record.job_id)
     dataset = session.get(Dataset, job.dataset_id) if job is not None else None
     card = model_card(
@@ -104,6 +97,55 @@ def download_model(
     )
 
 
+@router.get(
+    "/models/{model_id}/export",
+    response_model=None,
+    responses={
+        200: {
+            "description": "The model as ONNX: both towers, the classifier, preprocessing.",
+            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+def export_model(
+    model_record: ModelRecordDep,
+    settings: SettingsDep,
+    request: Request,
+    format: Annotated[Literal["onnx"], Query(description="The export format.")],
+) -> FileResponse:
+    """Export a model to run without clipft or torch: `image_encoder.onnx` and
+    `text_encoder.onnx` with a dynamic batch, `classifier.json` (labels and the linear map
+    `/predict` applies), `preprocess.json` and the tokenizer. Built on the first request and
+    kept; 409 if the model's files are gone."""
+    from app.models.exports import onnx_export  # torch.onnx only in processes that export
+
+    folder = _model_files(model_record, settings, request)
+    try:
+        path = onnx_export(data_dir=settings.data_dir, model_id=model_record.id, folder=folder)
+    except ModelUnavailable as error:
+        raise Conflict(f"model {model_record.id} cannot be exported: {error}") from error
+    return FileResponse(
+        path,
+        media_type="application/zip",
+        filename=f"clipft-model-{model_record.id}-{format}.zip",
+    )
+
+
+def _model_files(model_record: Model, settings: SettingsDep, request: Request) -> Path:
+    """The model's folder on this machine (fetched from the store if need be); 409 if gone."""
+    try:
+        folder = model_folder(
+            data_dir=settings.data_dir,
+            object_cache=request.app.state.object_cache,
+            model_id=model_record.id,
+        )
+    except CorruptObject as error:
+        raise Conflict(f"model {model_record.id} has damaged files in the store") from error
+    if not (folder / METADATA_NAME).is_file():
+        raise Conflict(f"model {model_record.id} has no files on the server any more")
+    return folder
+
+
 @router.delete("/models/{model_id}", status_code=204)
 def delete_model(
     model_record: ModelRecordDep, session: SessionDep, settings: SettingsDep, request: Request
@@ -117,6 +159,7 @@ def delete_model(
     if model_cache is not None:
         model_cache.evict(model_id)
     storage.discard_dir(storage.model_dir(settings.data_dir, model_id))
+    storage.discard_dir(storage.exports_dir(settings.data_dir, model_id))
     try:
         delete_folder(request.app.state.object_store, storage.model_object_folder(model_id))
     except ObjectStoreError:
