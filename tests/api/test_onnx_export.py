@@ -211,3 +211,17 @@ def test_a_bad_format_or_a_model_without_files_is_a_4xx_that_says_so(
     gone = client.get(f"/models/{model_id}/export?format=onnx")
     assert gone.status_code == 409
     assert "no files" in gone.json()["detail"]
+
+
+def test_a_captions_model_exports_both_towers_and_no_classifier(
+    settings: Settings, client: TestClient, tmp_path: Path
+) -> None:
+    model_id = register_model(settings=settings, kind="captions", name="captions")
+    response = client.get(f"/models/{model_id}/export", params={"format": "onnx"})
+    assert response.status_code == 200, response.text
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        names = set(archive.namelist())
+        readme = archive.read("README.md").decode()
+    assert {"image_encoder.onnx", "text_encoder.onnx", "preprocess.json"} <= names
+    assert "classifier.json" not in names
+    assert "no labels" in readme
