@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
@@ -35,6 +35,12 @@ def get_model_record(model_id: str, session: SessionDep, principal: PrincipalDep
 ModelRecordDep = Annotated[Model, Depends(get_model_record)]
 
 
+def zip_answer(description: str) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI description of a route that answers 200 with a zip."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {200: {"description": description, "content": {"application/zip": binary}}}
+
+
 @router.get("/models")
 def list_models(
     session: SessionDep,
@@ -60,12 +66,7 @@ def read_model(model_record: ModelRecordDep) -> ModelPublic:
 @router.get(
     "/models/{model_id}/download",
     response_model=None,
-    responses={
-        200: {
-            "description": "The model's folder as a zip, with a model card (`README.md`).",
-            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
-        }
-    },
+    responses=zip_answer("The model's folder as a zip, with a model card (`README.md`)."),
 )
 def download_model(
     model_record: ModelRecordDep, session: SessionDep, settings: SettingsDep, request: Request
@@ -100,12 +101,7 @@ def download_model(
 @router.get(
     "/models/{model_id}/export",
     response_model=None,
-    responses={
-        200: {
-            "description": "The model as ONNX: both towers, the classifier, preprocessing.",
-            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
-        }
-    },
+    responses=zip_answer("The model as ONNX: both towers, the classifier, preprocessing."),
 )
 def export_model(
     model_record: ModelRecordDep,
