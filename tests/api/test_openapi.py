@@ -20,6 +20,7 @@ def test_openapi_documents_every_endpoint_of_the_contract(client: TestClient) ->
         "/models": {"get"},
         "/models/{model_id}": {"get", "delete"},
         "/models/{model_id}/download": {"get"},
+        "/models/{model_id}/export": {"get"},
         "/predict": {"post"},
         "/embed": {"post"},
         "/usage": {"get"},
