@@ -18,10 +18,25 @@ from types import TracebackType
 from typing import Any
 
 import boto3
+from pydantic import SecretStr
 
 from app.core.child_process import parent_death_signal
 from app.core.config import Settings
 from app.core.embedded_redis import free_tcp_port
+
+
+def unreachable_bucket(settings: Settings, data_dir: Path) -> Settings:
+    """`settings` on `data_dir`, their artefacts in a bucket at a port nothing listens on."""
+    return settings.model_copy(
+        update={
+            "data_dir": data_dir,
+            "storage_url": "s3://clipft-away/artefacts",
+            "s3_endpoint_url": f"http://127.0.0.1:{free_tcp_port()}",
+            "s3_access_key_id": "id",
+            "s3_secret_access_key": SecretStr("secret"),
+        }
+    )
+
 
 ACCESS_KEY_ID = "clipft-test"
 SECRET_ACCESS_KEY = "clipft-test-secret"  # a throwaway server's

@@ -109,9 +109,11 @@ def run(job_id: str, settings: Settings | None = None) -> None:
             drop_published_checkpoints(store, job_id)
     except TrainingProcessFailed as error:
         # A stop of the whole process group (systemd, `kill -TERM -pgid`) kills the run too.
-        if give_way(settings, job_id, owner):
-            pass
-        elif not (error.rank_lost and requeue_lost_rank(settings, job_id, owner, str(error))):
+        # A lost rank queues the job again instead, while it has attempts left.
+        given_back = give_way(settings, job_id, owner) or (
+            error.rank_lost and requeue_lost_rank(settings, job_id, owner, str(error))
+        )
+        if not given_back:
             finish(settings, job_id, owner, status=JobStatus.FAILED, message=str(error))
     except Exception as error:
         logger.exception("job %s failed", job_id)

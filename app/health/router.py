@@ -1,7 +1,6 @@
 """`GET /health`: 200 once the database, the broker and the object store answer, 503 otherwise;
-`worker` says
-whether a worker of the train queue was seen lately (it does not change the status: an api is
-healthy without one, and a job waits queued until one comes)."""
+`worker` says whether a worker of the train queue was seen lately (it does not change the
+status: an api is healthy without one, and a job waits queued until one comes)."""
 
 from __future__ import annotations
 

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import BatchEncoding
 
 from app.inference.cache import CachedModel
-from app.ml.encode import encode_images
+from app.ml.encode import encode_images, encode_tokens
 from app.ml.model_metadata import METADATA_NAME
 from app.ml.preprocess import PixelSpec
 
@@ -64,10 +65,8 @@ class TextTower(torch.nn.Module):
         self.clip = clip
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        features = self.clip.get_text_features(
-            input_ids=input_ids, attention_mask=attention_mask
-        ).pooler_output
-        return torch.nn.functional.normalize(features, dim=-1)
+        tokens = BatchEncoding({"input_ids": input_ids, "attention_mask": attention_mask})
+        return encode_tokens(self.clip, tokens)
 
 
 def preprocess_description(spec: PixelSpec) -> dict[str, Any]:

@@ -2,11 +2,10 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
 from app.core.config import Settings
-from app.core.embedded_redis import free_tcp_port
 from app.main import create_app
+from tests.object_store import unreachable_bucket
 
 
 def test_health_reports_ok_when_database_and_broker_answer(client: TestClient) -> None:
@@ -39,15 +38,7 @@ def test_health_is_503_when_the_broker_is_down(settings: Settings) -> None:
 def test_health_is_503_when_the_object_store_does_not_answer(
     settings: Settings, tmp_path: Path
 ) -> None:
-    away = settings.model_copy(
-        update={
-            "data_dir": tmp_path / "host",
-            "storage_url": "s3://clipft-away/models",
-            "s3_endpoint_url": f"http://127.0.0.1:{free_tcp_port()}",  # nothing listens
-            "s3_access_key_id": "id",
-            "s3_secret_access_key": SecretStr("secret"),
-        }
-    )
+    away = unreachable_bucket(settings, tmp_path / "host")
     with TestClient(create_app(away, run_reconciler=False)) as test_client:
         response = test_client.get("/health")
     assert response.status_code == 503

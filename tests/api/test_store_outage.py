@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
 from app.core.config import Settings
-from app.core.embedded_redis import free_tcp_port
 from app.main import create_app
 from tests.api.predict_requests import encoded, shape_png
 from tests.model_factory import register_model
+from tests.object_store import unreachable_bucket
 
 
 def test_an_unreachable_store_answers_503_with_retry_after(
@@ -19,21 +18,14 @@ def test_an_unreachable_store_answers_503_with_retry_after(
 ) -> None:
     # A model registered on another machine: its row here, its files only in the bucket.
     model_id = register_model(settings=settings, write_files=False)
-    elsewhere = settings.model_copy(
-        update={
-            "data_dir": tmp_path / "this-host",
-            "storage_url": "s3://clipft-away/models",
-            "s3_endpoint_url": f"http://127.0.0.1:{free_tcp_port()}",  # nothing listens
-            "s3_access_key_id": "id",
-            "s3_secret_access_key": SecretStr("secret"),
-        }
-    )
+    elsewhere = unreachable_bucket(settings, tmp_path / "this-host")
     with TestClient(create_app(elsewhere, run_reconciler=False)) as api:
         response = api.post(
             "/predict", json={"model_id": model_id, "images": [encoded(shape_png())]}
         )
         download = api.get(f"/models/{model_id}/download")
-    for answer in (response, download):
+        export = api.get(f"/models/{model_id}/export", params={"format": "onnx"})
+    for answer in (response, download, export):
         assert answer.status_code == 503, answer.text
         assert answer.headers["Retry-After"] == "5"
         assert answer.json() == {"detail": "the object store is unavailable; try again shortly"}

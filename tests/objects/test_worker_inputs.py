@@ -26,6 +26,7 @@ from app.core.storage import (
     object_key_of,
 )
 from app.orm import Checkpoint
+from tests.object_store import unreachable_bucket
 from tests.training.synthetic_folder import write_synthetic_folder
 from tests.worker.jobs import new_job
 from worker.checkpoint_sync import CheckpointSync, fetch_resume_point
@@ -102,17 +103,7 @@ def test_checkpoints_are_published_under_their_local_path_and_pruned_ones_leave(
 def test_a_store_that_stays_down_leaves_the_checkpoint_local_and_the_run_going(
     tmp_path: Path,
 ) -> None:
-    from app.core.embedded_redis import free_tcp_port
-
-    unreachable = open_store(
-        Settings(
-            data_dir=tmp_path / "worker",
-            storage_url="s3://clipft-away/x",
-            s3_endpoint_url=f"http://127.0.0.1:{free_tcp_port()}",  # nothing listens
-            s3_access_key_id="id",
-            s3_secret_access_key="secret",
-        )
-    )
+    unreachable = open_store(unreachable_bucket(Settings(), tmp_path / "worker"))
     folder = write_checkpoint(tmp_path / "worker", "j1", attempt=1, epoch=1, best=1)
     sync = CheckpointSync(unreachable, tmp_path / "worker", retry_seconds=1)
     assert sync.publish(folder) is False

@@ -26,7 +26,6 @@ from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 from worker.training.protocol import CRASH_SIGNALS, RANK_LOST, RunError, encode
 
 STANDALONE_ENDPOINT = "localhost:0"
-
 # How long the agent gives the other ranks to stop once one has failed, before SIGKILL.
 SHUTDOWN_SECONDS = 5
 
