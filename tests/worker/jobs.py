@@ -78,6 +78,18 @@ def events_of(client: TestClient, job_id: str, type: str) -> list[dict[str, Any]
     return [event for event in client.get(f"/jobs/{job_id}/events").json() if event["type"] == type]
 
 
+def wait_for_event(
+    client: TestClient, job_id: str, type: str, timeout_seconds: float = 60
+) -> list[dict[str, Any]]:
+    """The job's events of `type`, once there is one. The supervisor records a checkpoint only
+    after uploading it, so the row can trail what the training process has already moved on to."""
+    deadline = time.monotonic() + timeout_seconds
+    while not (found := events_of(client, job_id, type)):
+        assert time.monotonic() < deadline, f"no {type} event in {timeout_seconds} s"
+        time.sleep(0.1)
+    return found
+
+
 def wait_for_file(path: Path, timeout_seconds: float = 120) -> None:
     deadline = time.monotonic() + timeout_seconds
     while not path.exists():

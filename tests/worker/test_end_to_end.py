@@ -41,6 +41,7 @@ from tests.worker.jobs import (
     own_database,
     queue_settings,
     start_job,
+    wait_for_event,
     wait_for_file,
     wait_until,
 )
@@ -287,7 +288,7 @@ def test_on_separate_hosts_a_killed_worker_s_job_resumes_on_another_from_the_buc
         first = paused_worker(hosts["worker-1"], tmp_path / "first.log", order).start()
         job_id = start_job(client, uploaded.json()["id"], hyperparameters=EPOCHS_AROUND_A_FAULT)
         wait_for_file(paused_marker(order))  # epoch 3 has begun
-        assert events_of(client, job_id, "checkpoint")
+        assert wait_for_event(client, job_id, "checkpoint")
         first.kill()
         paused_marker(order).unlink()
         # Its training process went with it: nothing holds the GPU for a job nobody runs.
@@ -343,7 +344,7 @@ def test_a_worker_paused_past_its_heartbeat_wakes_up_to_find_its_job_done_and_to
         assert first.process is not None
         job_id = start_job(client, dataset_id, hyperparameters=EPOCHS_AROUND_A_FAULT)
         wait_for_file(paused_marker(order))
-        assert events_of(client, job_id, "checkpoint")
+        assert wait_for_event(client, job_id, "checkpoint")
         paused = [first.process.pid, training_pid(client, job_id)]
         os.killpg(first.process.pid, signal.SIGSTOP)
         os.kill(paused[1], signal.SIGSTOP)  # the training process has a group of its own
