@@ -34,7 +34,9 @@ def test_a_killed_rank_queues_the_job_again_and_it_resumes_on_two_ranks_to_succe
     # other rank still loads on a busy machine (test_distributed.py bounds a kill's time).
     two_devices = queue_settings(settings).model_copy(update={"worker_devices": 2})
     order = tmp_path / "kill-a-rank"
-    order.write_text("SIGKILL@2")  # the first step of epoch 2: epoch 1 left a checkpoint
+    # The first step of epoch 3: epoch 1's checkpoint is announced by then (a checkpoint is
+    # written in the background and announced once the next is due; at epoch 2 it may not be).
+    order.write_text("SIGKILL@3")
     worker = WorkerProcess(
         two_devices,
         tmp_path / "worker.log",
@@ -48,7 +50,7 @@ def test_a_killed_rank_queues_the_job_again_and_it_resumes_on_two_ranks_to_succe
             archive = classification_zip(make_images(per_class=12, seed=0))
             upload = client.post("/datasets", files={"file": ("s.zip", archive, "application/zip")})
             assert upload.status_code == 201, upload.text
-            hyperparameters = {**HYPERPARAMETERS, "epochs": 3, "devices": 2}
+            hyperparameters = {**HYPERPARAMETERS, "epochs": 4, "devices": 2}
             job_id = start_job(client, upload.json()["id"], hyperparameters=hyperparameters)
             job = wait_until(client, job_id, FINISHED, timeout=240)
             statuses = [event["message"] for event in events_of(client, job_id, "status")]
@@ -70,7 +72,8 @@ def test_a_killed_rank_queues_the_job_again_and_it_resumes_on_two_ranks_to_succe
         )
         for message in statuses
     ), statuses
-    # The second attempt started from epoch 1's checkpoint: base model and epoch 1 not redone.
-    assert [event["data"]["checkpoint"] for event in resumed] == ["epoch-1"]
+    # The second attempt started from a checkpoint (epoch 2's, if it was announced before the
+    # kill): the base model and epoch 1 are not redone.
+    assert [event["data"]["checkpoint"] for event in resumed] in (["epoch-1"], ["epoch-2"])
     assert evaluations.count(0) == 1 and evaluations.count(1) == 1
-    assert sorted(set(evaluations)) == [0, 1, 2, 3]
+    assert sorted(set(evaluations)) == [0, 1, 2, 3, 4]
