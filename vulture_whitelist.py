@@ -4,8 +4,8 @@ Vulture reads this file as code that uses each name. Remove a line with the code
 """
 
 from app.auth.schemas import UsagePublic
-from app.client.api import _ReadProgress
 from app.core.error_responses import ErrorBody
+from app.datasets.schemas import UploadPublic
 from app.health.metrics_router import ServiceState
 from app.jobs.schemas import JobPublic
 from app.ml.class_head import ClassHead
@@ -16,7 +16,6 @@ from app.webhooks.event_types import WebhookEvent
 from app.webhooks.schemas import DeliveryPublic
 from worker.liveness import Liveness
 
-_ReadProgress.readable  # io.RawIOBase asks before reading
 _Sink.writable  # io.RawIOBase asks before writing
 ServiceState.collect  # prometheus_client's registry calls it on each scrape
 ClassHead.forward  # torch.nn.Module.__call__
@@ -49,3 +48,5 @@ DeliveryPublic.attempt_log
 WebhookEvent.JOB_SUCCEEDED
 WebhookEvent.JOB_FAILED
 WebhookEvent.JOB_CANCELLED
+# Written by keyword (GET /uploads/{id}) and read by pydantic.
+UploadPublic.chunk_max_bytes

@@ -18,6 +18,8 @@ from app.core.error_responses import error_responses
 from app.core.objects.cache import open_cache
 from app.core.objects.factory import open_store
 from app.datasets.router import router as datasets_router
+from app.datasets.upload_expiry import remove_expired_uploads
+from app.datasets.uploads_router import router as uploads_router
 from app.health.metrics_router import router as metrics_router
 from app.health.router import router as health_router
 from app.http.error_handlers import install_error_handlers
@@ -34,12 +36,15 @@ logger = logging.getLogger(__name__)
 
 
 async def reconcile_forever(settings: Settings) -> None:
-    """Re-send lost jobs and recover jobs of dead workers, every `reconcile_interval_seconds`."""
+    """Re-send lost jobs, recover jobs of dead workers and remove expired uploads, every
+    `reconcile_interval_seconds`."""
     while True:
         try:
             report = await asyncio.to_thread(reconcile_once, settings)
             if report.resend or report.failed or report.cancelled:
                 logger.info("reconciler: %s", report)
+            if expired := await asyncio.to_thread(remove_expired_uploads, settings):
+                logger.info("reconciler: removed %d expired uploads", len(expired))
         except Exception:
             logger.exception("reconciler pass failed; will try again")
         await asyncio.sleep(settings.reconcile_interval_seconds)
@@ -83,6 +88,7 @@ def create_app(settings: Settings | None = None, *, run_reconciler: bool = True)
     authenticated = [Depends(get_principal)]
     routers_with_errors = [
         (datasets_router, error_responses(400, 401, 404, 409, 413, 422, 429, 503, 507)),
+        (uploads_router, error_responses(400, 401, 404, 409, 413, 422, 429, 503, 507)),
         (jobs_router, error_responses(401, 404, 409, 422, 429, 503, 507)),
         (models_router, error_responses(401, 404, 409, 422, 503)),
         (predict_router, error_responses(400, 401, 404, 409, 413, 415, 422, 429, 503)),

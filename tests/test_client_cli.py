@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import re
 import threading
 import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -21,10 +24,12 @@ from app.local_stack import stop_process
 from app.ml.synthetic import photo_like
 from app.orm.base import utcnow
 from tests.clipft_process import start_clipft, wait_until_answering
+from tests.cutting_proxy import cutting_proxy
 from tests.datasets_helpers import class_entries
 from tests.model_factory import register_model
 
 TENANT = "cli-users"
+CHUNK_BYTES = 32 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +54,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings,
             "CLIPFT_AUTH_DISABLED": "false",
             "CLIPFT_VAL_FRACTION": "0.25",
             "CLIPFT_DEVICE": "cpu",
+            # Uploads of a few hundred kilobytes then take several chunks.
+            "CLIPFT_UPLOAD_CHUNK_MAX_BYTES": str(CHUNK_BYTES),
         },
         log_path=log_path,
     )
@@ -156,3 +163,67 @@ def test_a_wrong_key_is_an_error_the_user_can_read(server: tuple[Settings, str, 
     code, output = run(url, "clipft_" + "0" * 32 + "_" + "x" * 43, "datasets", "list")
     assert code == 1
     assert "error 401" in output and "API key" in output
+
+
+def photo_zip(path: Path, count: int = 12) -> int:
+    """A zip of photo-like images (which do not compress) in two class folders: its size."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for index in range(count):
+            image = io.BytesIO()
+            photo_like(96, 96, seed=index).save(image, format="PNG")
+            archive.writestr(f"{('a', 'b')[index % 2]}/{index}.png", image.getvalue())
+    return path.stat().st_size
+
+
+def test_an_upload_whose_connection_drops_at_90_percent_goes_on_from_there(
+    server: tuple[Settings, str, str], tmp_path: Path
+) -> None:
+    _, url, key = server
+    size = photo_zip(tmp_path / "photos.zip")
+    assert size > 4 * CHUNK_BYTES
+    with cutting_proxy(url, cut_after=size * 9 // 10) as proxy:
+        code, output = run(proxy.url, key, "datasets", "upload", str(tmp_path / "photos.zip"))
+    assert code == 0, output
+    assert proxy.cuts == 1
+    assert '"status": "ready"' in output and '"num_images": 12' in output
+    assert re.search(r"upload [0-9a-f]{32} \(if it stops, run again with --resume", output)
+    # What was stored before the cut was not sent again: at most the chunk in flight was.
+    assert proxy.sent_upstream < size + CHUNK_BYTES + 20_000
+
+
+def test_a_stopped_upload_resumes_from_the_bytes_the_server_has(
+    server: tuple[Settings, str, str], tmp_path: Path
+) -> None:
+    _, url, key = server
+    path = tmp_path / "photos.zip"
+    size = photo_zip(path)
+    payload = path.read_bytes()
+    stored = size * 9 // 10
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as http:
+        upload_id = http.post("/uploads", json={"size": size, "name": "resumed"}).json()["id"]
+        for offset in range(0, stored, CHUNK_BYTES):
+            piece = payload[offset : min(offset + CHUNK_BYTES, stored)]
+            answer = http.patch(
+                f"/uploads/{upload_id}", content=piece, headers={"Upload-Offset": str(offset)}
+            )
+            assert answer.status_code == 200, answer.text
+    with cutting_proxy(url, cut_after=10 * size) as proxy:  # counts, never cuts
+        code, output = run(proxy.url, key, "datasets", "upload", str(path), "--resume", upload_id)
+    assert code == 0, output
+    assert f'"id": "{upload_id}"' in output and '"name": "resumed"' in output
+    # The last tenth, and the requests around it: not the nine tenths the server had.
+    assert proxy.sent_upstream < size // 10 + 10_000
+
+
+def test_resuming_with_another_file_is_refused(
+    server: tuple[Settings, str, str], tmp_path: Path
+) -> None:
+    _, url, key = server
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as http:
+        upload_id = http.post("/uploads", json={"size": 10}).json()["id"]
+    photo_zip(tmp_path / "other.zip", count=2)
+    code, output = run(
+        url, key, "datasets", "upload", str(tmp_path / "other.zip"), "--resume", upload_id
+    )
+    assert code == 1
+    assert f"upload {upload_id} is of 10 bytes" in output

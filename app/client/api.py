@@ -6,19 +6,34 @@ It speaks the public HTTP API only (the same as curl would), so it works against
 
 from __future__ import annotations
 
-import io
 import json
+import shutil
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any
 
 import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+# Chunks of a resumable upload: small enough that a dropped connection loses little and the
+# progress bar moves, large enough that the requests' overhead is lost in the transfer.
+UPLOAD_CHUNK_BYTES = 8 * 1024**2
+UPLOAD_RETRIES = 8
+UPLOAD_BACKOFF_SECONDS = 0.5
+CHUNK_CONTENT_TYPE = "application/octet-stream"
 Progress = Callable[[int, int], None]  # bytes done, bytes in all
+
+
+class _Retry(Exception):
+    """An answer that asks for the upload's state to be read again and sending to go on."""
+
+    def __init__(self, cause: ApiError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 class ApiError(Exception):
@@ -37,23 +52,6 @@ class StreamMessage:
     event: str
     data: dict[str, Any]
     id: int | None = None
-
-
-class _ReadProgress(io.RawIOBase):
-    """A file whose reads report how far the upload got."""
-
-    def __init__(self, source: IO[bytes], total: int, progress: Progress | None) -> None:
-        self._source, self._total, self._progress, self._done = source, total, progress, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        chunk = self._source.read(size)
-        self._done += len(chunk)
-        if self._progress is not None:
-            self._progress(self._done, self._total)
-        return chunk
 
 
 def zip_folder(folder: Path, target: IO[bytes]) -> None:
@@ -98,22 +96,98 @@ class ClipftClient:
 
     # Datasets
     def upload_dataset(
-        self, path: Path, *, name: str | None = None, progress: Progress | None = None
+        self,
+        path: Path,
+        *,
+        name: str | None = None,
+        progress: Progress | None = None,
+        resume: str | None = None,
+        started: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
-        """Upload a zip, or a folder zipped on the fly (class folders, or metadata.csv/jsonl)."""
+        """Upload a zip, or a folder zipped on the fly (class folders, or metadata.csv/jsonl),
+        as a resumable upload: a dropped connection costs the chunk in flight, not the upload.
+
+        `resume` continues the upload of that id (the same zip: a folder zips the same way
+        again); `started` is told a new upload's id before its first chunk is sent.
+        """
         with tempfile.TemporaryFile() as spooled:
             if path.is_dir():
                 zip_folder(path, spooled)
                 filename = f"{path.name or 'dataset'}.zip"
             else:
-                spooled.write(path.read_bytes())
+                with path.open("rb") as source:
+                    shutil.copyfileobj(source, spooled, 1024**2)
                 filename = path.name
-            total = spooled.tell()
-            spooled.seek(0)
-            body = cast(IO[bytes], _ReadProgress(spooled, total, progress))
-            files = {"file": (filename, body, "application/zip")}
-            data = {"name": name} if name else None
-            return dict(self._answer(self.http.post("/datasets", files=files, data=data)))
+            size = spooled.tell()
+            if resume is None:
+                body = {"size": size, "filename": filename, "name": name}
+                upload_id = str(self._answer(self.http.post("/uploads", json=body))["id"])
+                if started is not None:
+                    started(upload_id)
+            else:
+                upload_id = resume
+            return self.send_upload(upload_id, spooled, size=size, progress=progress)
+
+    def send_upload(
+        self, upload_id: str, source: IO[bytes], *, size: int, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """Send what the server does not have yet of `source`, complete the upload and return
+        the dataset. A connection that drops, or a server that answers 503, is retried (from
+        the offset the server reports) up to `UPLOAD_RETRIES` times in a row."""
+        failures = 0
+
+        def advanced(done: int, total: int) -> None:
+            nonlocal failures
+            failures = 0  # the retries count failures in a row, not in all
+            if progress is not None:
+                progress(done, total)
+
+        while True:
+            try:
+                return self._send_rest(upload_id, source, size=size, progress=advanced)
+            except (httpx.TransportError, _Retry) as error:
+                failures += 1
+                if failures > UPLOAD_RETRIES:
+                    raise error.cause if isinstance(error, _Retry) else error from None
+                time.sleep(min(UPLOAD_BACKOFF_SECONDS * 2 ** (failures - 1), 30.0))
+
+    def _send_rest(
+        self, upload_id: str, source: IO[bytes], *, size: int, progress: Progress
+    ) -> dict[str, Any]:
+        state = self._upload_call("GET", f"/uploads/{upload_id}")
+        if state["size"] != size:
+            raise ApiError(
+                409, f"upload {upload_id} is of {state['size']} bytes; this zip has {size}"
+            )
+        if state["status"] == "completed":  # an earlier try completed it; its answer was lost
+            return dict(self._answer(self.http.get(f"/datasets/{upload_id}")))
+        if state["status"] == "completing":
+            raise _Retry(ApiError(409, f"upload {upload_id} is being completed"))
+        chunk_bytes = min(int(state["chunk_max_bytes"]), UPLOAD_CHUNK_BYTES)
+        offset = int(state["received"])
+        while offset < size:
+            source.seek(offset)
+            headers = {"Upload-Offset": str(offset), "Content-Type": CHUNK_CONTENT_TYPE}
+            state = self._upload_call(
+                "PATCH", f"/uploads/{upload_id}", content=source.read(chunk_bytes), headers=headers
+            )
+            offset = int(state["received"])
+            progress(offset, size)
+        return self._upload_call("POST", f"/uploads/{upload_id}/complete")
+
+    def _upload_call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+        response = self.http.request(method, url, **kwargs)
+        try:
+            return dict(self._answer(response))
+        except ApiError as error:
+            # A 503 (the store or database away) and a 409 (a chunk the server already had,
+            # sent again after a lost answer) are retried after asking where the upload is.
+            if error.status_code == 503 or (error.status_code == 409 and method == "PATCH"):
+                raise _Retry(error) from None
+            raise
+
+    def get_dataset(self, dataset_id: str) -> dict[str, Any]:
+        return dict(self._answer(self.http.get(f"/datasets/{dataset_id}")))
 
     def list_datasets(self) -> list[dict[str, Any]]:
         return list(self._answer(self.http.get("/datasets", params={"limit": 200}))["items"])

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from tqdm import tqdm
 
@@ -35,6 +36,12 @@ def fail(error: ApiError) -> typer.Exit:
     return typer.Exit(1)
 
 
+def fail_to_connect(url: str, error: httpx.TransportError, *, resume: str | None) -> typer.Exit:
+    again = f"; run again with --resume {resume} to go on from where it stopped" if resume else ""
+    typer.echo(f"error: could not reach {url}: {error}{again}", err=True)
+    return typer.Exit(1)
+
+
 def show(payload: Any) -> None:
     typer.echo(json.dumps(payload, indent=2, default=str))
 
@@ -43,20 +50,36 @@ def show(payload: Any) -> None:
 def upload(
     path: Annotated[Path, typer.Argument(exists=True, help="A zip, or a folder to zip.")],
     name: Annotated[str | None, typer.Option(help="The dataset's name.")] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(help="Continue the upload of this id (printed when it started)."),
+    ] = None,
     url: UrlOption = DEFAULT_URL,
     api_key: KeyOption = None,
 ) -> None:
-    """Upload a dataset (a folder is zipped on the fly) and print it."""
+    """Upload a dataset (a folder is zipped on the fly) in chunks that survive a dropped
+    connection, and print it."""
     with client(url, api_key) as api, tqdm(unit="B", unit_scale=True, desc="upload") as bar:
 
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
+        begun = resume
+
+        def started(upload_id: str) -> None:
+            nonlocal begun
+            begun = upload_id
+            bar.write(f"upload {upload_id} (if it stops, run again with --resume {upload_id})")
+
         try:
-            dataset = api.upload_dataset(path, name=name, progress=progress)
+            dataset = api.upload_dataset(
+                path, name=name, progress=progress, resume=resume, started=started
+            )
         except ApiError as error:
             raise fail(error) from None
+        except httpx.TransportError as error:
+            raise fail_to_connect(url, error, resume=begun) from None
     show(dataset)
 
 

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     # that checkpoints of running jobs keep room to be written.
     min_free_disk_bytes: int = Field(1024**3, ge=0)
     max_archive_entries: int = Field(100_000, gt=0)
+    # Resumable uploads (`/uploads`): the largest chunk one request may carry, and how long an
+    # upload may sit without a new chunk before the janitor removes it and its chunks.
+    upload_chunk_max_bytes: int = Field(64 * 1024**2, gt=0)
+    upload_expiry_seconds: float = Field(24 * 3600.0, gt=0)
     max_uncompressed_bytes: int = Field(8 * 1024**3, gt=0)
     max_compression_ratio: float = Field(200.0, gt=1)
     max_archive_entry_bytes: int = Field(

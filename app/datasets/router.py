@@ -82,7 +82,7 @@ async def create_dataset(
         # Shielded: a cancelled request must still free what it reserved.
         with anyio.CancelScope(shield=True):
             await run_in_threadpool(
-                _release,
+                service.release_reservation,
                 session=session,
                 principal=principal,
                 dataset_id=dataset_id,
@@ -110,25 +110,6 @@ def _reserve(
     )
     session.commit()
     return body_limit
-
-
-def _release(
-    *, session: Session, principal: Principal, dataset_id: str, refusal: ClientError | None
-) -> None:
-    """A refused or failed upload frees what it reserved; a refused one (a 4xx) is announced
-    to the tenant's webhooks as `dataset.failed`."""
-    try:
-        session.rollback()
-        quotas.release_upload(session=session, dataset_id=dataset_id)
-        if refusal is not None:
-            service.record_refused_upload(
-                session=session, principal=principal, dataset_id=dataset_id, refusal=refusal
-            )
-        session.commit()
-    except Exception:
-        # The request's own error is the one to answer; a reservation left behind stops
-        # counting after CLIPFT_ORPHAN_UPLOAD_GRACE_SECONDS.
-        logger.exception("upload %s: its quota reservation was not released", dataset_id)
 
 
 async def _receive_and_store(

@@ -10,7 +10,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.auth.quotas import settle_upload
+from app.auth.quotas import release_upload, settle_upload
 from app.core.config import Settings
 from app.core.errors import ClientError, Conflict, Unprocessable
 from app.core.objects.folders import delete_folder, publish_folder
@@ -99,6 +99,25 @@ def unpublish_dataset(store: ObjectStore, dataset_id: str) -> None:
         delete_folder(store, dataset_object_folder(dataset_id))
     except ObjectStoreError:
         logger.exception("dataset %s: its published folder could not be removed", dataset_id)
+
+
+def release_reservation(
+    *, session: Session, principal: Principal, dataset_id: str, refusal: ClientError | None
+) -> None:
+    """A refused or failed upload frees what it reserved; a refused one (a 4xx) is announced
+    to the tenant's webhooks as `dataset.failed`."""
+    try:
+        session.rollback()
+        release_upload(session=session, dataset_id=dataset_id)
+        if refusal is not None:
+            record_refused_upload(
+                session=session, principal=principal, dataset_id=dataset_id, refusal=refusal
+            )
+        session.commit()
+    except Exception:
+        # The request's own error is the one to answer; a reservation left behind stops
+        # counting after CLIPFT_ORPHAN_UPLOAD_GRACE_SECONDS.
+        logger.exception("upload %s: its quota reservation was not released", dataset_id)
 
 
 def record_refused_upload(

@@ -63,6 +63,51 @@ class UploadReservation(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+UPLOAD_STATUSES = ("receiving", "completing", "completed")
+
+
+class Upload(Base):
+    """A resumable upload of a dataset's zip: its chunks arrive in order, each stored as an
+    object (so any api host can take the next one), and `POST /uploads/{id}/complete` turns
+    them into the dataset of the same id."""
+
+    __tablename__ = "upload"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ({})".format(", ".join(f"'{status}'" for status in UPLOAD_STATUSES)),
+            name="upload_status_known",
+        ),
+        CheckConstraint("received <= size", name="upload_received_within_size"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT, index=True)
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    filename: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    # The bytes stored so far; the next chunk must start here.
+    received: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(20), default="receiving")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The last chunk's time: an upload idle for `upload_expiry_seconds` is removed.
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UploadPart(Base):
+    """One stored chunk of an upload. A row exists only for a chunk whose object is whole and
+    that moved `upload.received` on: the same transaction does both."""
+
+    __tablename__ = "upload_part"
+
+    upload_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("upload.id", ondelete="CASCADE"), primary_key=True
+    )
+    offset: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    length: Mapped[int] = mapped_column(BigInteger)
+    key: Mapped[str] = mapped_column(String(300))
+    sha256: Mapped[str] = mapped_column(String(64))
+
+
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
