@@ -50,7 +50,9 @@ def test_every_route_but_health_asks_for_a_key(secured_client: TestClient) -> No
     for path, operations in schema["paths"].items():
         if path == "/health":
             continue
-        concrete = path.format(dataset_id="x", job_id="x", model_id="x", webhook_id="x")
+        concrete = path.format(
+            dataset_id="x", job_id="x", model_id="x", webhook_id="x", upload_id="x"
+        )
         for method in operations:
             for headers in ({}, bearer("clipft_" + "0" * 32 + "_" + "a" * 43), bearer("nonsense")):
                 response = secured_client.request(method, concrete, headers=headers)
@@ -88,7 +90,10 @@ def test_another_tenants_ids_answer_404_on_every_route_and_lists_leave_them_out(
         "/webhooks", json={"url": "https://8.8.8.8/hooks"}, headers=bearer(owner.key)
     )
     assert owner_webhook.status_code == 201, owner_webhook.text
+    owner_upload = secured_client.post("/uploads", json={"size": 10}, headers=bearer(owner.key))
+    assert owner_upload.status_code == 201, owner_upload.text
     ids = {
+        "upload_id": owner_upload.json()["id"],
         "dataset_id": owner.dataset_id,
         "job_id": owner.job_id,
         "model_id": owner.model_id,
@@ -103,8 +108,14 @@ def test_another_tenants_ids_answer_404_on_every_route_and_lists_leave_them_out(
     list_routes = {("get", "/datasets"), ("get", "/jobs"), ("get", "/models"), ("get", "/webhooks")}
     # Creating a dataset names no existing row: it is the caller's own (tested elsewhere), and
     # /usage adds up only the caller's tenant's bytes (test_stored_quota: another tenant sees 0).
-    # Registering a webhook is the caller's own too (tests/webhooks/test_routes.py).
-    own_rows_only = {("post", "/datasets"), ("get", "/usage"), ("post", "/webhooks")}
+    # Registering a webhook, or starting an upload, is the caller's own too
+    # (tests/webhooks/test_routes.py, tests/api/test_resumable_upload.py).
+    own_rows_only = {
+        ("post", "/datasets"),
+        ("get", "/usage"),
+        ("post", "/webhooks"),
+        ("post", "/uploads"),
+    }
     # Operators' routes: a tenant's key is refused outright.
     admin_only = {("get", "/metrics")}
     schema = secured_client.get("/openapi.json").json()
