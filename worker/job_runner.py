@@ -42,6 +42,7 @@ from app.orm.base import utcnow
 from worker import shutdown
 from worker.checkpoint_sync import CheckpointSync, fetch_resume_point
 from worker.dataset_copies import local_dataset
+from worker.local_copies import ended_status, release_local_checkpoints
 from worker.reporter import JobReporter
 from worker.supervisor import TrainingProcessFailed, run_training_process
 from worker.training.config import TrainingConfig
@@ -124,7 +125,14 @@ def run(job_id: str, settings: Settings | None = None) -> None:
             status=JobStatus.FAILED,
             message=f"{type(error).__name__}: {error}",
         )
+    # After a success this host's checkpoint copies go before they are measured (the bucket's
+    # went too); after a failure they are measured first, since the bucket still holds them.
+    ended = ended_status(settings, job_id)
+    if ended == JobStatus.SUCCEEDED:
+        release_local_checkpoints(settings, store, job_id, ended)
     record_stored_bytes(settings, job)
+    if ended in (JobStatus.FAILED, JobStatus.CANCELLED):
+        release_local_checkpoints(settings, store, job_id, ended)
 
 
 def record_stored_bytes(settings: Settings, job: Job) -> None:

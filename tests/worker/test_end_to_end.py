@@ -308,9 +308,12 @@ def test_on_separate_hosts_a_killed_worker_s_job_resumes_on_another_from_the_buc
         # Resumed from the bucket's checkpoint: the base model and epoch 1 are not redone.
         assert evaluations.count(0) == 1 and evaluations.count(1) == 1
         assert sorted(set(evaluations)) == [0, 1, 2, 3, 4]
-    # Worker 2 had nothing of attempt 1 but what it fetched from the bucket.
-    fetched = checkpoints_dir(hosts["worker-2"].data_dir, job_id) / "attempt-1"
-    assert fetched.is_dir() and not (hosts["api"].data_dir / "jobs").exists()
+        resumed = events_of(client, job_id, "resume")
+    # Worker 2 had nothing of attempt 1 but what it fetched from the bucket, and once the job
+    # succeeded it kept no copy of any checkpoint (the api host never had one).
+    assert [event["data"]["checkpoint"] for event in resumed] in (["epoch-1"], ["epoch-2"])
+    assert not checkpoints_dir(hosts["worker-2"].data_dir, job_id).exists()
+    assert not (hosts["api"].data_dir / "jobs").exists()
     # Nothing of the job is left only on a disk: the model is in the bucket, the checkpoints
     # (no longer needed) are not.
     store = open_store(api)

@@ -24,3 +24,9 @@ def open_store(settings: Settings) -> ObjectStore:
         region=settings.s3_region,
     )
     return S3ObjectStore(client, location.bucket, location.prefix)
+
+
+def stores_remotely(settings: Settings) -> bool:
+    """Whether artefacts live outside the data dir (a bucket): the data dir then holds copies."""
+    location = parse_storage_url(settings.storage_url, data_dir=settings.data_dir)
+    return not isinstance(location, LocalLocation)
