@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 from celery import Celery
-from celery.signals import worker_shutting_down
+from celery.signals import worker_ready, worker_shutting_down
 
 from app.core.config import Settings, get_settings
 from worker import shutdown
 from worker.liveness import Liveness
+from worker.local_copies import sweep_local_copies
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -41,3 +45,13 @@ celery_app = create_celery(get_settings())
 # SIGTERM puts a running job back in the queue at its next step instead of waiting for its end.
 worker_shutting_down.connect(shutdown.on_worker_shutting_down, weak=False)
 celery_app.steps["consumer"].add(Liveness)
+
+
+def sweep_on_start(**_: Any) -> None:
+    """Free what a worker that died on this host left of ended jobs, off the consumer's thread."""
+    threading.Thread(
+        target=sweep_local_copies, args=(get_settings(),), name="local-copies", daemon=True
+    ).start()
+
+
+worker_ready.connect(sweep_on_start, weak=False)

@@ -5,8 +5,9 @@ checkpoints of every job it ever ran.
 After a success nothing of them is needed: the model is in the bucket and the job never resumes.
 After a failure or a cancel, a folder goes only if the bucket holds it whole (its manifest is
 there): one that could not be published is the only copy, and stays for the api's janitor
-rules. With the local store (the default, one machine) the data dir is the store: nothing here
-is a copy, and nothing is removed.
+rules. A worker that starts sweeps its data dir the same way, for the jobs of a worker that
+died on this host before it could (`sweep_local_copies`). With the local store (the default,
+one machine) the data dir is the store: nothing here is a copy, and nothing is removed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.core.config import Settings
 from app.core.db import session_scope
-from app.core.objects.factory import stores_remotely
+from app.core.objects.factory import open_store, stores_remotely
 from app.core.objects.folders import read_manifest
 from app.core.objects.store import ObjectStore, ObjectStoreError
 from app.core.storage import checkpoints_dir, object_key_of
@@ -77,3 +78,29 @@ def _published(store: ObjectStore, key: str) -> bool:
 def _remove_if_empty(folder: Path) -> None:
     with contextlib.suppress(OSError):  # not empty: something in it is kept
         folder.rmdir()
+
+
+def sweep_local_copies(settings: Settings) -> list[str]:
+    """Release the checkpoint copies of every ended job in this host's data dir, and remove the
+    job folders of jobs that no longer exist (deleted: the api removed their objects). The ids
+    of the jobs swept."""
+    jobs_root = settings.data_dir / "jobs"
+    if not stores_remotely(settings) or not jobs_root.is_dir():
+        return []
+    store = open_store(settings)
+    swept = []
+    for folder in sorted(path for path in jobs_root.iterdir() if path.is_dir()):
+        try:
+            with session_scope(settings.resolved_database_url) as session:
+                status = session.scalar(select(Job.status).where(Job.id == folder.name))
+        except SQLAlchemyError as error:
+            logger.warning("local copies: the database did not answer; swept later: %s", error)
+            break
+        if status is None:
+            shutil.rmtree(folder, ignore_errors=True)
+        elif status in ENDED:
+            release_local_checkpoints(settings, store, folder.name, JobStatus(status))
+        else:
+            continue
+        swept.append(folder.name)
+    return swept

@@ -45,6 +45,7 @@ from tests.worker.jobs import (
     wait_for_file,
     wait_until,
 )
+from worker.local_copies import sweep_local_copies
 from worker.training.fault_injection import CRASH_FILE_VARIABLE, paused_marker
 
 pytestmark = pytest.mark.e2e
@@ -314,6 +315,14 @@ def test_on_separate_hosts_a_killed_worker_s_job_resumes_on_another_from_the_buc
     assert [event["data"]["checkpoint"] for event in resumed] in (["epoch-1"], ["epoch-2"])
     assert not checkpoints_dir(hosts["worker-2"].data_dir, job_id).exists()
     assert not (hosts["api"].data_dir / "jobs").exists()
+    # Worker 1 died holding attempt 1's copies; a worker starting on its host sweeps them, and
+    # the folder of a job that no longer exists.
+    killed_host = hosts["worker-1"].data_dir
+    assert any(checkpoints_dir(killed_host, job_id).glob("attempt-1/epoch-*"))
+    deleted_job = killed_host / "jobs" / uuid.uuid4().hex
+    (deleted_job / "checkpoints").mkdir(parents=True)
+    assert sorted(sweep_local_copies(hosts["worker-1"])) == sorted([job_id, deleted_job.name])
+    assert not checkpoints_dir(killed_host, job_id).exists() and not deleted_job.exists()
     # Nothing of the job is left only on a disk: the model is in the bucket, the checkpoints
     # (no longer needed) are not.
     store = open_store(api)
