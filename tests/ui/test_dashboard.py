@@ -99,6 +99,31 @@ def test_a_refused_upload_lists_every_bad_file(page: Page, tmp_path: Path) -> No
     expect(page.locator("#dataset-table")).to_have_count(0)  # nothing was stored
 
 
+def test_an_upload_whose_connection_drops_is_sent_again_and_succeeds(
+    page: Page, tmp_path: Path
+) -> None:
+    archive = tmp_path / "flaky.zip"
+    archive.write_bytes(make_zip(shapes(per_class=3, seed=4)))
+    chunks: list[str] = []
+
+    def drop_the_first_chunk(route: Any) -> None:
+        if route.request.method != "PATCH":
+            route.continue_()
+            return
+        chunks.append(route.request.headers.get("upload-offset", ""))
+        if len(chunks) == 1:
+            route.abort("connectionreset")  # the network fails mid-chunk
+        else:
+            route.continue_()
+
+    page.route(re.compile(r".*/uploads/[0-9a-f]{32}$"), drop_the_first_chunk)
+    page.goto("/ui/#/datasets")
+    page.set_input_files("#zip-input", str(archive))
+    expect(page.locator("#upload-status .notice")).to_contain_text("is ready: 6 images, 2 classes")
+    # The lost chunk was sent again from the offset the server reported, nothing else twice.
+    assert chunks == ["0", "0"]
+
+
 def test_a_dropped_folder_is_zipped_in_the_browser(page: Page, tmp_path: Path) -> None:
     folder = tmp_path / "folder shapes"
     for name, payload in shapes(per_class=5, seed=2):

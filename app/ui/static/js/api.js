@@ -86,23 +86,56 @@ export const get = (path, options) => request("GET", path, options);
 export const post = (path, options) => request("POST", path, options);
 export const del = (path, options) => request("DELETE", path, options);
 
-/** POST a form with upload progress (fetch cannot report it): onProgress(sent, total). */
-export function upload(path, form, onProgress) {
-  return new Promise((resolve, reject) => {
-    const xhr = new XMLHttpRequest();
-    xhr.open("POST", apiUrl(path));
-    for (const [name, value] of Object.entries(headers())) xhr.setRequestHeader(name, value);
-    xhr.upload.addEventListener("progress", (event) => {
-      if (event.lengthComputable) onProgress(event.loaded, event.total);
-    });
-    xhr.addEventListener("load", () => {
-      const body = parse(xhr.responseText);
-      if (xhr.status >= 200 && xhr.status < 300) resolve(body);
-      else reject(refused(xhr.status, body));
-    });
-    xhr.addEventListener("error", () => reject(new ApiError(0, "the upload did not reach the server")));
-    xhr.send(form);
+// A resumable upload's chunks: a dropped connection costs at most one, and the bar moves.
+const UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024;
+const UPLOAD_RETRIES = 8;
+
+/**
+ * Send `file` as a resumable upload (/uploads) and complete it into a dataset, which it returns.
+ *
+ * Chunk by chunk: after a dropped connection, a 503 or a chunk the server already had (a lost
+ * answer), it asks the server how far the upload got and goes on from there, up to
+ * UPLOAD_RETRIES failures in a row. onProgress(sent, total) after each stored chunk.
+ */
+export async function uploadResumable(file, { name, filename }, onProgress) {
+  let state = await post("/uploads", { json: { size: file.size, name: name || null, filename } });
+  const path = `/uploads/${state.id}`;
+  for (let failures = 0; ; ) {
+    let sending = true;
+    try {
+      const chunkBytes = Math.min(state.chunk_max_bytes, UPLOAD_CHUNK_BYTES);
+      while (state.received < state.size) {
+        state = await sendChunk(path, file.slice(state.received, state.received + chunkBytes), state.received);
+        failures = 0;
+        onProgress(state.received, state.size);
+      }
+      sending = false;
+      return await post(`${path}/complete`);
+    } catch (error) {
+      const lost = !(error instanceof ApiError) || error.status === 503 || (sending && error.status === 409);
+      failures += 1;
+      if (!lost || failures > UPLOAD_RETRIES) throw error;
+    }
+    await sleep(Math.min(30_000, 500 * 2 ** (failures - 1)));
+    try {
+      state = await get(path);
+    } catch (error) {
+      if (error instanceof ApiError && error.status !== 503) throw error;
+      continue; // the server is still away: the next round asks again
+    }
+    if (state.status === "completed") return get(`/datasets/${state.id}`);
+  }
+}
+
+async function sendChunk(path, chunk, offset) {
+  const response = await fetch(apiUrl(path), {
+    method: "PATCH",
+    headers: headers({ "Content-Type": "application/octet-stream", "Upload-Offset": String(offset) }),
+    body: chunk,
   });
+  const body = parse(await response.text());
+  if (!response.ok) throw refused(response.status, body);
+  return body;
 }
 
 /**

@@ -1,6 +1,6 @@
 // Datasets: upload a zip or a folder (drag and drop or pickers), with progress; list and delete.
 
-import { del, get, upload } from "../api.js";
+import { del, get, uploadResumable } from "../api.js";
 import { badge, errorView, format, h, replace } from "../dom.js";
 import { droppedFiles, zipFiles } from "../zip.js";
 
@@ -75,14 +75,12 @@ function uploadPanel(onUploaded) {
       status.textContent = `Packing ${fileOrEntries.length} files…`;
       file = await zipFiles(fileOrEntries);
     }
-    const form = new FormData();
-    form.append("file", file, fallbackName);
-    if (nameInput.value.trim()) form.append("name", nameInput.value.trim());
     bar.hidden = false;
     bar.value = 0;
     status.textContent = `Uploading ${format.bytes(file.size)}…`;
     try {
-      const dataset = await upload("/datasets", form, (sent, total) => {
+      const target = { name: nameInput.value.trim(), filename: fallbackName };
+      const dataset = await uploadResumable(file, target, (sent, total) => {
         bar.value = sent / total;
         status.textContent = sent < total
           ? `Uploading: ${format.bytes(sent)} of ${format.bytes(total)}`
