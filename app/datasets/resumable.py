@@ -118,9 +118,12 @@ def chunk_key(upload_id: str, offset: int) -> str:
     return f"{object_prefix(upload_id)}{offset:020d}-{new_id()}"
 
 
-def claim_for_completion(*, session: Session, upload: Upload) -> None:
-    """Mark the upload as being completed (409 if it is not whole, or already taken)."""
-    if upload.status != RECEIVING:
+def claim_for_completion(*, session: Session, upload: Upload, stale_before: datetime) -> None:
+    """Mark the upload as being completed (409 if it is not whole, or already taken). A
+    completion that has not moved since `stale_before` died with its api process: it is
+    taken over."""
+    stale = upload.status == COMPLETING and upload.updated_at < stale_before
+    if upload.status != RECEIVING and not stale:
         raise Conflict(f"upload {upload.id} is {upload.status}")
     if upload.received != upload.size:
         raise Conflict(
@@ -129,7 +132,8 @@ def claim_for_completion(*, session: Session, upload: Upload) -> None:
         )
     claimed = session.execute(
         update(Upload)
-        .where(Upload.id == upload.id, Upload.status == RECEIVING)
+        .where(Upload.id == upload.id, Upload.status == upload.status)
+        .where(Upload.updated_at == upload.updated_at)
         .values(status=COMPLETING, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
@@ -150,6 +154,8 @@ def assemble(
 ) -> ReceivedUpload:
     """The chunks, in order, as one zip in the folder of the dataset-to-be."""
     folder = dataset_dir(data_dir, upload.id)
+    # What a completion that died here left (this one holds the claim now).
+    shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     target = folder / UPLOAD_FILE_NAME
     try:

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import logging
 import shutil
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,6 +33,7 @@ from app.datasets import resumable, service
 from app.datasets.schemas import DatasetPublic, UploadCreate, UploadPublic
 from app.http.deps import SessionDep, SettingsDep
 from app.http.request_body import refuse_declared_oversize, stream_within
+from app.orm.base import utcnow
 from app.orm.tables import Upload
 
 logger = logging.getLogger(__name__)
@@ -204,7 +206,8 @@ async def complete_upload(
     require_free_disk(settings.data_dir, settings.min_free_disk_bytes)
     store: ObjectStore = request.app.state.object_store
     upload_id = upload.id
-    await run_in_threadpool(_claim, session=session, upload=upload)
+    stale_before = utcnow() - timedelta(seconds=settings.orphan_upload_grace_seconds)
+    await run_in_threadpool(_claim, session=session, upload=upload, stale_before=stale_before)
     try:
         dataset = await run_in_threadpool(
             _ingest,
@@ -229,8 +232,8 @@ async def complete_upload(
     return DatasetPublic.model_validate(dataset)
 
 
-def _claim(*, session: Session, upload: Upload) -> None:
-    resumable.claim_for_completion(session=session, upload=upload)
+def _claim(*, session: Session, upload: Upload, stale_before: datetime) -> None:
+    resumable.claim_for_completion(session=session, upload=upload, stale_before=stale_before)
     session.commit()
 
 

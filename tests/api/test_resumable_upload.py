@@ -303,3 +303,26 @@ def test_chunks_sent_to_two_api_hosts_that_share_only_a_bucket_make_one_dataset(
     assert chunk_keys(hosts[0], upload_id) == []
     for name in ("a", "b"):
         assert not staging_dir(tmp_path / name, upload_id).exists()
+
+
+def test_a_completion_that_died_with_its_api_process_is_taken_over_once_stale(
+    uploads: TestClient, chunked: Settings
+) -> None:
+    upload_id = begin(uploads)["id"]
+    send_all(uploads, upload_id, ARCHIVE)
+    # What an api process killed mid-completion leaves: the claim, and a half-made folder.
+    with session_scope(chunked.resolved_database_url) as session:
+        row = session.get(Upload, upload_id)
+        assert row is not None
+        row.status = "completing"
+    left_behind = dataset_dir(chunked.data_dir, upload_id)
+    (left_behind / "images").mkdir(parents=True)
+    busy = uploads.post(f"/uploads/{upload_id}/complete")
+    assert busy.status_code == 409 and "completing" in busy.json()["detail"]
+    with session_scope(chunked.resolved_database_url) as session:
+        row = session.get(Upload, upload_id)
+        assert row is not None
+        row.updated_at = utcnow() - timedelta(seconds=chunked.orphan_upload_grace_seconds + 1)
+    completed = uploads.post(f"/uploads/{upload_id}/complete")
+    assert completed.status_code == 201, completed.text
+    assert completed.json()["num_images"] == 12
