@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from app.core.errors import Conflict, PayloadTooLarge, Unprocessable
+from app.core.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable
 from app.core.objects.store import ObjectStore, ObjectStoreError
 from app.core.principal import Principal
 from app.core.queries import get_or_404
@@ -80,6 +80,15 @@ def create(
 def get(*, session: Session, upload_id: str, principal: Principal) -> Upload:
     """The upload with this id, or a 404 (also for another tenant's)."""
     return get_or_404(session, Upload, upload_id, "upload", principal=principal)
+
+
+def reread(session: Session, upload_id: str) -> Upload:
+    """The upload as the database has it now; a 404 once it was deleted (by a concurrent
+    DELETE, or the janitor)."""
+    upload = session.get(Upload, upload_id, populate_existing=True)
+    if upload is None:
+        raise NotFound(f"upload {upload_id} not found")
+    return upload
 
 
 def require_next_offset(upload: Upload, offset: int) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -147,8 +146,7 @@ async def append_chunk(
     finally:
         piece.unlink(missing_ok=True)
         _remove_if_empty(staging)
-    session.refresh(upload)
-    return public(upload, settings)
+    return public(resumable.reread(session, upload.id), settings)
 
 
 async def _receive_chunk(
@@ -183,8 +181,8 @@ def _store_chunk(
     session.commit()
     if not counted:
         store.delete(key)
-        session.refresh(upload)
-        resumable.require_next_offset(upload, offset)  # explains what to send instead
+        # Explains what to send instead (or that the upload was deleted meanwhile).
+        resumable.require_next_offset(resumable.reread(session, upload.id), offset)
         raise Conflict(f"upload {upload.id}: another request stored the chunk at {offset}")
 
 
@@ -293,9 +291,7 @@ def _after_failure(
 
 
 @router.delete("/uploads/{upload_id}", status_code=204)
-def abandon_upload(
-    upload: UploadDep, session: SessionDep, settings: SettingsDep, request: Request
-) -> None:
+def abandon_upload(upload: UploadDep, session: SessionDep, request: Request) -> None:
     """Give an upload up: its chunks and its reservation go (a completed one's dataset stays)."""
     if upload.status == resumable.COMPLETING:
         raise Conflict(f"upload {upload.id} is being completed; wait for that to end")
@@ -305,4 +301,5 @@ def abandon_upload(
     quotas.release_upload(session=session, dataset_id=upload_id)
     resumable.forget(session=session, upload_id=upload_id)
     session.commit()
-    shutil.rmtree(resumable.staging_dir(settings.data_dir, upload_id), ignore_errors=True)
+    # Its staging folder is left alone: a chunk may be arriving on this host, and its request
+    # removes its own file (then finds the upload gone and answers 404).

@@ -326,3 +326,21 @@ def test_a_completion_that_died_with_its_api_process_is_taken_over_once_stale(
     completed = uploads.post(f"/uploads/{upload_id}/complete")
     assert completed.status_code == 201, completed.text
     assert completed.json()["num_images"] == 12
+
+
+def test_an_upload_deleted_while_a_chunk_arrives_answers_404_and_keeps_no_chunk(
+    uploads: TestClient, chunked: Settings
+) -> None:
+    upload_id = begin(uploads)["id"]
+    with TestClient(create_app(chunked, run_reconciler=False)) as other_host:
+
+        def body() -> Iterator[bytes]:
+            yield ARCHIVE[: CHUNK // 2]
+            assert other_host.delete(f"/uploads/{upload_id}").status_code == 204
+            yield ARCHIVE[CHUNK // 2 : CHUNK]
+
+        response = uploads.patch(
+            f"/uploads/{upload_id}", content=body(), headers={"Upload-Offset": "0"}
+        )
+    assert response.status_code == 404, response.text
+    assert chunk_keys(chunked, upload_id) == [] and rows_of(chunked, upload_id) == (0, 0, 0)
