@@ -101,10 +101,11 @@ def test_two_ranks_train_flyp_like_one_process_and_a_killed_rank_ends_the_attemp
     assert re.fullmatch(r"RankLost: rank [01] of 2 was killed by SIGKILL", str(lost.value))
     assert time.monotonic() - started < config.distributed_timeout_seconds
     assert not crash.exists()  # the fault happened
-    assert (attempts / "attempt-1" / "epoch-1").is_dir()
     assert not (attempts / "attempt-1" / "epoch-2").exists()
 
-    # The next attempt resumes both ranks from epoch 1 and ends where one process did.
+    # The next attempt resumes both ranks from epoch 1's checkpoint, or starts afresh where
+    # the kill came before that background write reached the disk (test_distributed_job.py
+    # kills later, where the checkpoint is certain), and ends where one process did.
     result = supervise(2)
     assert not result.stopped and result.best_checkpoint is not None
     assert_same_training(single.history, result.history, tmp_path / "one" / "epoch-2",
