@@ -12,10 +12,8 @@ one machine) the data dir is the store: nothing here is a copy, and nothing is r
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -25,25 +23,28 @@ from app.core.db import session_scope
 from app.core.objects.factory import open_store, stores_remotely
 from app.core.objects.folders import read_manifest
 from app.core.objects.store import ObjectStore, ObjectStoreError
-from app.core.storage import checkpoints_dir, object_key_of
-from app.jobs.lifecycle import JobStatus
+from app.core.storage import checkpoints_dir, object_key_of, remove_dir_if_empty
+from app.jobs.status import FINISHED, JobStatus
 from app.orm import Job
 
 logger = logging.getLogger(__name__)
-
-ENDED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 def ended_status(settings: Settings, job_id: str) -> JobStatus | None:
     """The job's status if it has ended; None while it is queued or running (elsewhere, too),
     and when the database does not answer (the copies then stay: they are only bytes)."""
     try:
-        with session_scope(settings.resolved_database_url) as session:
-            status = session.scalar(select(Job.status).where(Job.id == job_id))
+        status = _job_status(settings, job_id)
     except SQLAlchemyError:
         logger.warning("job %s: its status could not be read; its local copies stay", job_id)
         return None
-    return JobStatus(status) if status in ENDED else None
+    return JobStatus(status) if status in FINISHED else None
+
+
+def _job_status(settings: Settings, job_id: str) -> str | None:
+    """The job's status; None when there is no such job (it was deleted)."""
+    with session_scope(settings.resolved_database_url) as session:
+        return session.scalar(select(Job.status).where(Job.id == job_id))
 
 
 def release_local_checkpoints(
@@ -62,8 +63,8 @@ def release_local_checkpoints(
         shutil.rmtree(copy, ignore_errors=True)
         removed.append(key)
     for attempt in folder.glob("attempt-*"):
-        _remove_if_empty(attempt)
-    _remove_if_empty(folder)
+        remove_dir_if_empty(attempt)
+    remove_dir_if_empty(folder)
     return removed
 
 
@@ -73,11 +74,6 @@ def _published(store: ObjectStore, key: str) -> bool:
     except ObjectStoreError as error:
         logger.warning("checkpoint %s stays on this disk: the store did not answer: %s", key, error)
         return False
-
-
-def _remove_if_empty(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not empty: something in it is kept
-        folder.rmdir()
 
 
 def sweep_local_copies(settings: Settings) -> list[str]:
@@ -91,14 +87,13 @@ def sweep_local_copies(settings: Settings) -> list[str]:
     swept = []
     for folder in sorted(path for path in jobs_root.iterdir() if path.is_dir()):
         try:
-            with session_scope(settings.resolved_database_url) as session:
-                status = session.scalar(select(Job.status).where(Job.id == folder.name))
+            status = _job_status(settings, folder.name)
         except SQLAlchemyError as error:
             logger.warning("local copies: the database did not answer; swept later: %s", error)
             break
         if status is None:
             shutil.rmtree(folder, ignore_errors=True)
-        elif status in ENDED:
+        elif status in FINISHED:
             release_local_checkpoints(settings, store, folder.name, JobStatus(status))
         else:
             continue

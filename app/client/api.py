@@ -160,7 +160,7 @@ class ClipftClient:
                 409, f"upload {upload_id} is of {state['size']} bytes; this zip has {size}"
             )
         if state["status"] == "completed":  # an earlier try completed it; its answer was lost
-            return dict(self._answer(self.http.get(f"/datasets/{upload_id}")))
+            return self.get_dataset(upload_id)
         if state["status"] == "completing":
             raise _Retry(ApiError(409, f"upload {upload_id} is being completed"))
         chunk_bytes = min(int(state["chunk_max_bytes"]), UPLOAD_CHUNK_BYTES)

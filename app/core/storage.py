@@ -129,6 +129,12 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def remove_dir_if_empty(folder: Path) -> None:
+    """Remove `folder` if nothing is left in it; one that still holds something stays."""
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
 def discard_dir(folder: Path) -> None:
     """Remove a folder whose row is gone: renamed aside first, so that no half-removed folder
     is ever found under its own name."""

@@ -20,12 +20,12 @@ from pathlib import Path
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from app.core.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable
+from app.auth.quotas import release_upload
+from app.core.errors import Conflict, NotFound, PayloadTooLarge
 from app.core.objects.store import ObjectStore, ObjectStoreError
 from app.core.principal import Principal
 from app.core.queries import get_or_404
 from app.core.storage import dataset_dir, new_id
-from app.datasets.service import MAX_NAME_CHARS
 from app.datasets.upload import UPLOAD_FILE_NAME, ReceivedUpload
 from app.orm.base import utcnow
 from app.orm.tables import Upload, UploadPart
@@ -36,12 +36,9 @@ RECEIVING, COMPLETING, COMPLETED = "receiving", "completing", "completed"
 MAX_FILENAME_CHARS = 200
 
 
-UPLOADS_PREFIX = "uploads/"
-
-
 def object_prefix(upload_id: str) -> str:
     """Where an upload's chunks lie in the object store."""
-    return f"{UPLOADS_PREFIX}{upload_id}/"
+    return f"uploads/{upload_id}/"
 
 
 def staging_dir(data_dir: Path, upload_id: str) -> Path:
@@ -58,11 +55,10 @@ def create(
     name: str | None,
     filename: str | None,
 ) -> Upload:
-    """A new, empty upload of `size` bytes (413 over the size limit)."""
+    """A new, empty upload of `size` bytes (413 over the size limit; the name's length is
+    checked by `UploadCreate`)."""
     if size > max_bytes:
         raise PayloadTooLarge(f"size: {size} bytes is over the upload limit of {max_bytes}")
-    if name is not None and len(name) > MAX_NAME_CHARS:
-        raise Unprocessable(f"name: at most {MAX_NAME_CHARS} characters")
     upload = Upload(
         id=new_id(),
         tenant=principal.tenant,
@@ -215,6 +211,14 @@ def finish(*, session: Session, upload_id: str) -> None:
         .values(status=COMPLETED, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
+
+
+def remove(*, session: Session, store: ObjectStore, upload_id: str) -> None:
+    """Remove an upload that will not be completed: its chunks first (raising, and changing
+    nothing, when the store does not answer), then its quota reservation and rows."""
+    store.delete_prefix(object_prefix(upload_id))
+    release_upload(session=session, dataset_id=upload_id)
+    forget(session=session, upload_id=upload_id)
 
 
 def forget(*, session: Session, upload_id: str) -> None:

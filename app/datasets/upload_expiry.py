@@ -10,7 +10,6 @@ import logging
 import shutil
 from datetime import datetime, timedelta
 
-from app.auth.quotas import release_upload
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.objects.factory import open_store
@@ -34,14 +33,12 @@ def remove_expired_uploads(settings: Settings, now: datetime | None = None) -> l
         for upload_id in expired:
             try:
                 # Chunks first: a row stays until nothing of its upload is left in the store.
-                store.delete_prefix(resumable.object_prefix(upload_id))
+                resumable.remove(session=session, store=store, upload_id=upload_id)
             except ObjectStoreError as error:
                 logger.warning(
                     "upload %s: its chunks stay in the store for now: %s", upload_id, error
                 )
                 continue  # the next pass tries again
-            release_upload(session=session, dataset_id=upload_id)
-            resumable.forget(session=session, upload_id=upload_id)
             shutil.rmtree(resumable.staging_dir(settings.data_dir, upload_id), ignore_errors=True)
             removed.append(upload_id)
     return removed

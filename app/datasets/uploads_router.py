@@ -9,7 +9,6 @@ DELETE /uploads/{id}                                          -> 204, its chunks
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 from datetime import datetime, timedelta
@@ -27,7 +26,7 @@ from app.core.config import Settings
 from app.core.errors import ClientError, Conflict, PayloadTooLarge, Unprocessable
 from app.core.objects.store import ObjectStore
 from app.core.principal import Principal
-from app.core.storage import new_id, require_free_disk
+from app.core.storage import new_id, remove_dir_if_empty, require_free_disk
 from app.datasets import resumable, service
 from app.datasets.schemas import DatasetPublic, UploadCreate, UploadPublic
 from app.http.deps import SessionDep, SettingsDep
@@ -145,7 +144,8 @@ async def append_chunk(
         )
     finally:
         piece.unlink(missing_ok=True)
-        _remove_if_empty(staging)
+        # Not empty while another chunk of this upload is arriving on this host.
+        remove_dir_if_empty(staging)
     return public(resumable.reread(session, upload.id), settings)
 
 
@@ -184,12 +184,6 @@ def _store_chunk(
         # Explains what to send instead (or that the upload was deleted meanwhile).
         resumable.require_next_offset(resumable.reread(session, upload.id), offset)
         raise Conflict(f"upload {upload.id}: another request stored the chunk at {offset}")
-
-
-def _remove_if_empty(folder: Path) -> None:
-    # Not empty when another chunk of this upload is arriving on this host.
-    with contextlib.suppress(OSError):
-        folder.rmdir()
 
 
 @router.post("/uploads/{upload_id}/complete", status_code=201, response_model=DatasetPublic)
@@ -295,11 +289,8 @@ def abandon_upload(upload: UploadDep, session: SessionDep, request: Request) -> 
     """Give an upload up: its chunks and its reservation go (a completed one's dataset stays)."""
     if upload.status == resumable.COMPLETING:
         raise Conflict(f"upload {upload.id} is being completed; wait for that to end")
-    upload_id = upload.id
-    # Chunks first (a store that does not answer is a 503 and changes nothing), then the row.
-    request.app.state.object_store.delete_prefix(resumable.object_prefix(upload_id))
-    quotas.release_upload(session=session, dataset_id=upload_id)
-    resumable.forget(session=session, upload_id=upload_id)
+    # A store that does not answer is a 503 and changes nothing.
+    resumable.remove(session=session, store=request.app.state.object_store, upload_id=upload.id)
     session.commit()
     # Its staging folder is left alone: a chunk may be arriving on this host, and its request
     # removes its own file (then finds the upload gone and answers 404).
